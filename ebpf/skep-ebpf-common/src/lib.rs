@@ -1,0 +1,139 @@
+//! Map keys, values and names shared by the skep eBPF programs (`skep-ebpf`)
+//! and the userspace loader (`skep-datapath`).
+//!
+//! Every type here is `#[repr(C)]` with no implicit padding: the kernel copies
+//! keys byte for byte, so a padding byte with garbage in it would make two
+//! equal keys hash differently.
+#![no_std]
+#![deny(missing_docs)]
+
+/// Names of the programs in the eBPF object, as userspace looks them up.
+pub mod program {
+    /// TC classifier counting packets that enter an interface.
+    pub const METRICS_INGRESS: &str = "skep_metrics_ingress";
+    /// TC classifier counting packets that leave an interface.
+    pub const METRICS_EGRESS: &str = "skep_metrics_egress";
+    /// Every program the object must contain.
+    pub const ALL: &[&str] = &[METRICS_INGRESS, METRICS_EGRESS];
+}
+
+/// Names of the maps in the eBPF object; pinned under the node's bpffs directory
+/// by these names.
+pub mod map {
+    /// Per-CPU packet and byte counters, keyed by [`crate::MetricsKey`].
+    pub const METRICS: &str = "SKEP_METRICS";
+    /// Every map the object must contain.
+    pub const ALL: &[&str] = &[METRICS];
+}
+
+/// How many distinct [`MetricsKey`]s the metrics map holds.
+pub const METRICS_MAP_ENTRIES: u32 = 4096;
+
+/// Which way a packet was going when it was counted.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// Entering the interface (TC ingress).
+    Ingress = 0,
+    /// Leaving the interface (TC egress).
+    Egress = 1,
+}
+
+impl Direction {
+    /// The direction for a raw key byte, if it is one we write.
+    #[must_use]
+    pub const fn from_u8(raw: u8) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Ingress),
+            1 => Some(Self::Egress),
+            _ => None,
+        }
+    }
+}
+
+/// The L3 family of a counted packet.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// Not IP (ARP, LLDP, …).
+    Other = 0,
+    /// IPv4.
+    Ipv4 = 4,
+    /// IPv6.
+    Ipv6 = 6,
+}
+
+impl Family {
+    /// The family for a raw key byte, if it is one we write.
+    #[must_use]
+    pub const fn from_u8(raw: u8) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Other),
+            4 => Some(Self::Ipv4),
+            6 => Some(Self::Ipv6),
+            _ => None,
+        }
+    }
+}
+
+/// Key of the metrics map: one counter per interface, direction, family and
+/// L4 protocol. 8 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MetricsKey {
+    /// Interface index the program is attached to.
+    pub ifindex: u32,
+    /// A [`Direction`] as `u8` (enums are not `Pod`; the raw byte keeps the key
+    /// layout fixed).
+    pub direction: u8,
+    /// A [`Family`] as `u8`.
+    pub family: u8,
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, …); 0 when not IP.
+    pub protocol: u8,
+    /// Explicit padding, always 0.
+    pub pad: u8,
+}
+
+/// Value of the metrics map (one per CPU; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsValue {
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes seen, counting from the Ethernet header.
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: `MetricsKey` is `repr(C)`, `Copy`, made only of integers and has
+    // no implicit padding, so every byte pattern of its size is a valid value.
+    unsafe impl aya::Pod for super::MetricsKey {}
+    // SAFETY: as above: `repr(C)`, two `u64`, no padding.
+    unsafe impl aya::Pod for super::MetricsValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::size_of;
+
+    use super::*;
+
+    #[test]
+    fn keys_have_no_implicit_padding() {
+        assert_eq!(size_of::<MetricsKey>(), 4 + 1 + 1 + 1 + 1);
+        assert_eq!(size_of::<MetricsValue>(), 16);
+    }
+
+    #[test]
+    fn enums_round_trip_through_their_raw_byte() {
+        for d in [Direction::Ingress, Direction::Egress] {
+            assert_eq!(Direction::from_u8(d as u8), Some(d));
+        }
+        for f in [Family::Other, Family::Ipv4, Family::Ipv6] {
+            assert_eq!(Family::from_u8(f as u8), Some(f));
+        }
+        assert_eq!(Direction::from_u8(7), None);
+        assert_eq!(Family::from_u8(5), None);
+    }
+}

@@ -1,0 +1,42 @@
+//! Per-interface packet and byte counters: the first map userspace reads, and
+//! the place later programs count their verdicts.
+
+use aya_ebpf::{bindings::TC_ACT_OK, macros::map, maps::PerCpuHashMap, programs::TcContext};
+use skep_ebpf_common::{Direction, MetricsKey, MetricsValue, METRICS_MAP_ENTRIES};
+
+use crate::packet;
+
+/// Counters keyed by interface, direction, family and protocol. Per-CPU so the
+/// hot path never contends; pinned so counts survive an agent restart.
+#[map(name = "SKEP_METRICS")]
+static METRICS: PerCpuHashMap<MetricsKey, MetricsValue> =
+    PerCpuHashMap::pinned(METRICS_MAP_ENTRIES, 0);
+
+/// Counts the packet in `ctx` and lets it through.
+#[inline(always)]
+pub fn try_count(ctx: &TcContext, direction: Direction) -> Result<i32, i32> {
+    let family = packet::family(ctx);
+    let key = MetricsKey {
+        // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        direction: direction as u8,
+        family: family as u8,
+        protocol: packet::l4_protocol(ctx, family),
+        pad: 0,
+    };
+    let len = u64::from(ctx.len());
+    if let Some(value) = METRICS.get_ptr_mut(&key) {
+        // SAFETY: the pointer comes from a successful lookup of a per-CPU value,
+        // which only this CPU writes while the program runs.
+        unsafe {
+            (*value).packets += 1;
+            (*value).bytes += len;
+        }
+    } else {
+        let value = MetricsValue { packets: 1, bytes: len };
+        // A full map only loses this one count; the packet still passes.
+        let _ = METRICS.insert(&key, &value, 0);
+    }
+    #[allow(clippy::cast_possible_wrap, reason = "TC_ACT_OK is 0")]
+    Ok(TC_ACT_OK as i32)
+}

@@ -1,0 +1,5 @@
+//! skep's end-to-end tests: one binary, run serially by `cargo xtask test`
+//! (as root), each test making and removing its own namespaces and pins.
+
+mod cli;
+mod datapath;

@@ -1,0 +1,77 @@
+//! The datapath's error type.
+
+use std::{io, path::PathBuf};
+
+use crate::preflight::PreflightError;
+
+/// Why a datapath operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The host cannot run the datapath at all.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    /// The binary was built without its eBPF object.
+    #[error(
+        "this skep binary was built with SKEP_SKIP_EBPF=1 and has no eBPF object; rebuild it without that variable"
+    )]
+    NoObject,
+    /// Creating or cleaning the pin directory failed.
+    #[error("failed to prepare pin directory {path}")]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel refused the object (maps, BTF relocations).
+    #[error("failed to load the eBPF object")]
+    Load(#[source] Box<aya::EbpfError>),
+    /// The object lacks a program the loader asked for.
+    #[error("the eBPF object has no program {name}")]
+    MissingProgram {
+        /// Program name.
+        name: &'static str,
+    },
+    /// The object lacks a map the loader asked for.
+    #[error("no map {name} at {path}")]
+    MissingMap {
+        /// Map name.
+        name: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The kernel refused to load a program: usually a kernel without the hook.
+    #[error("this kernel cannot load the {hook} program {name}")]
+    ProgramLoad {
+        /// Program name.
+        name: &'static str,
+        /// Which kind of kernel hook the program needs.
+        hook: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// Attaching a loaded program failed.
+    #[error("failed to attach {name} to {interface} ({hook})")]
+    Attach {
+        /// Program name.
+        name: &'static str,
+        /// Interface it was being attached to.
+        interface: String,
+        /// Which hook.
+        hook: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// Reading or writing a map failed.
+    #[error("failed to access map {name}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+}

@@ -1,0 +1,52 @@
+//! skep's eBPF datapath from userspace: the embedded eBPF object, the checks a
+//! host must pass before it can run it, loading and attaching its programs,
+//! and reading the maps they pin.
+#![deny(missing_docs)]
+
+mod error;
+mod loader;
+pub mod metrics;
+pub mod preflight;
+
+pub use error::DatapathError;
+pub use loader::{Datapath, DatapathConfig, TcHook};
+
+/// The eBPF object built from `ebpf/skep-ebpf` by this crate's build script.
+/// Empty when the crate was built with `SKEP_SKIP_EBPF=1`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skep"));
+
+/// Where a node's maps are pinned by default: `<bpffs>/skep/<node>`.
+#[must_use]
+pub fn default_pin_dir(bpffs: &std::path::Path, node: &str) -> std::path::PathBuf {
+    bpffs.join("skep").join(node)
+}
+
+#[cfg(test)]
+mod tests {
+    use skep_ebpf_common::{map, program};
+
+    use super::*;
+
+    /// The embedded object must hold every program and map the loader names:
+    /// a rename on one side only would otherwise surface as a runtime error.
+    #[test]
+    fn embedded_object_has_every_program_and_map() {
+        assert!(
+            !EBPF_OBJECT.is_empty(),
+            "built with SKEP_SKIP_EBPF=1: the test needs the real object"
+        );
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        for name in program::ALL {
+            assert!(
+                object.programs.contains_key(*name),
+                "program {name} missing from the eBPF object"
+            );
+        }
+        for name in map::ALL {
+            assert!(
+                object.maps.contains_key(*name),
+                "map {name} missing from the eBPF object"
+            );
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Reading the packet counters the TC programs keep in the pinned metrics map.
+
+use std::path::Path;
+
+use aya::maps::{Map, MapData, PerCpuHashMap};
+use skep_ebpf_common::{MetricsKey, MetricsValue, map};
+
+use crate::DatapathError;
+
+/// One row of the metrics map, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsRow {
+    /// What was counted.
+    pub key: MetricsKey,
+    /// Packets and bytes, all CPUs together.
+    pub value: MetricsValue,
+}
+
+/// Reads every counter from the map pinned in `pin_dir`, sorted by key. Works
+/// from any process: it opens the pin, not the loader's handle.
+pub fn read_pinned(pin_dir: &Path) -> Result<Vec<MetricsRow>, DatapathError> {
+    let path = pin_dir.join(map::METRICS);
+    let map_err = |source| DatapathError::Map {
+        name: map::METRICS,
+        source: Box::new(source),
+    };
+    if !path.exists() {
+        return Err(DatapathError::MissingMap {
+            name: map::METRICS,
+            path,
+        });
+    }
+    let data = MapData::from_pin(&path).map_err(map_err)?;
+    let counters: PerCpuHashMap<_, MetricsKey, MetricsValue> =
+        PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_err)?;
+    let mut rows = Vec::new();
+    for entry in counters.iter() {
+        let (key, per_cpu) = entry.map_err(map_err)?;
+        let value = per_cpu.iter().fold(MetricsValue::default(), |acc, v| MetricsValue {
+            packets: acc.packets + v.packets,
+            bytes: acc.bytes + v.bytes,
+        });
+        rows.push(MetricsRow { key, value });
+    }
+    rows.sort_by_key(|row| row.key);
+    Ok(rows)
+}

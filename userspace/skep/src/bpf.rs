@@ -1,0 +1,82 @@
+//! `skep bpf …`: print the live maps a node has pinned, with names.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use skep_datapath::metrics;
+use skep_ebpf_common::{Direction, Family};
+
+/// Subcommands of `skep bpf`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BpfCommand {
+    /// Packet and byte counters per interface, direction and protocol.
+    Metrics {
+        /// Directory the node pinned its maps in.
+        #[arg(long, default_value = "/sys/fs/bpf/skep/local")]
+        pin_dir: PathBuf,
+    },
+}
+
+/// Runs a `skep bpf` subcommand.
+pub fn run(cmd: &BpfCommand) -> anyhow::Result<()> {
+    match cmd {
+        BpfCommand::Metrics { pin_dir } => print_metrics(pin_dir),
+    }
+}
+
+fn print_metrics(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let rows = metrics::read_pinned(pin_dir)
+        .with_context(|| format!("failed to read metrics pinned in {}", pin_dir.display()))?;
+    println!(
+        "{:<12} {:<9} {:<6} {:<9} {:>12} {:>14}",
+        "INTERFACE", "DIRECTION", "FAMILY", "PROTOCOL", "PACKETS", "BYTES"
+    );
+    for row in rows {
+        let key = row.key;
+        println!(
+            "{:<12} {:<9} {:<6} {:<9} {:>12} {:>14}",
+            interface_name(key.ifindex),
+            Direction::from_u8(key.direction).map_or("?", |d| match d {
+                Direction::Ingress => "ingress",
+                Direction::Egress => "egress",
+            }),
+            Family::from_u8(key.family).map_or("?", |f| match f {
+                Family::Other => "-",
+                Family::Ipv4 => "ipv4",
+                Family::Ipv6 => "ipv6",
+            }),
+            protocol_name(key.protocol),
+            row.value.packets,
+            row.value.bytes
+        );
+    }
+    Ok(())
+}
+
+/// The interface's name in this network namespace, or its index.
+fn interface_name(ifindex: u32) -> String {
+    std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|entry| {
+            std::fs::read_to_string(entry.path().join("ifindex"))
+                .is_ok_and(|s| s.trim() == ifindex.to_string())
+        })
+        .map_or_else(
+            || format!("if{ifindex}"),
+            |entry| entry.file_name().to_string_lossy().into_owned(),
+        )
+}
+
+fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        0 => "-".into(),
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        other => other.to_string(),
+    }
+}

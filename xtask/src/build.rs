@@ -1,0 +1,74 @@
+//! Building skep's artifacts with the one shared profile.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+/// The profile every xtask build, test, lint and bench uses (see Cargo.toml).
+pub const PROFILE: &str = "opt";
+
+/// A `cargo` command using the cargo that runs xtask.
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds `package` and returns the JSON messages cargo printed.
+fn build_messages(package: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let out = cargo()
+        .args(["build", "--profile", PROFILE, "--package", package])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("failed to run cargo build")?;
+    if !out.status.success() {
+        bail!("cargo build --package {package} failed");
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// Builds the eBPF object through skep-datapath's build script (the same
+/// aya-build call a plain `cargo build` makes) and returns its path.
+pub fn ebpf_object() -> anyhow::Result<PathBuf> {
+    let messages = build_messages("skep-datapath")?;
+    let out_dir = messages
+        .iter()
+        .filter(|m| m["reason"] == "build-script-executed")
+        .filter(|m| {
+            m["package_id"]
+                .as_str()
+                .is_some_and(|id| id.contains("skep-datapath"))
+        })
+        .find_map(|m| m["out_dir"].as_str())
+        .context("cargo did not report skep-datapath's build script output")?;
+    let object = PathBuf::from(out_dir).join("skep");
+    let len = std::fs::metadata(&object)
+        .with_context(|| format!("no eBPF object at {}", object.display()))?
+        .len();
+    if len == 0 {
+        bail!("the eBPF object is empty: unset SKEP_SKIP_EBPF and build again");
+    }
+    Ok(object)
+}
+
+/// Builds the `skep` binary and returns its path.
+pub fn skep_binary() -> anyhow::Result<PathBuf> {
+    build_messages("skep")?
+        .iter()
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "skep")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .context("cargo did not report the skep executable")
+}
+
+/// `cargo xtask up`: builds skep and replaces this process with `skep up`.
+pub fn up(args: &[String]) -> anyhow::Result<()> {
+    let skep = skep_binary()?;
+    let err = Command::new(&skep).arg("up").args(args).exec();
+    Err(err).with_context(|| format!("failed to exec {}", skep.display()))
+}

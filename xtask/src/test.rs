@@ -1,0 +1,97 @@
+//! `cargo xtask test`: formatting, lints, unit tests, then the privileged
+//! end-to-end tests, with how long each step took.
+
+use std::{process::Command, time::Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    build::{PROFILE, cargo},
+    setup,
+};
+
+/// Arguments of `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Run only this step (default: all of them, in order).
+    #[arg(long, value_enum)]
+    only: Option<Step>,
+    /// Passed to the test harness as a name filter (unit and e2e steps).
+    filter: Option<String>,
+}
+
+/// The steps of a full test run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Step {
+    /// `cargo fmt --check`.
+    Fmt,
+    /// clippy on the userspace crates and on the eBPF crate.
+    Clippy,
+    /// Unit tests of every crate.
+    Unit,
+    /// End-to-end tests in tests/ (root: namespaces, eBPF, processes).
+    E2e,
+}
+
+/// Runs the selected steps and prints a timing summary.
+pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+    let steps = [Step::Fmt, Step::Clippy, Step::Unit, Step::E2e];
+    let mut timings = Vec::new();
+    for step in steps.into_iter().filter(|s| args.only.is_none_or(|o| o == *s)) {
+        let started = Instant::now();
+        eprintln!("xtask test: {step:?}");
+        match step {
+            Step::Fmt => status(cargo().args(["fmt", "--all", "--check"]))?,
+            Step::Clippy => clippy()?,
+            Step::Unit => unit(args.filter.as_deref())?,
+            Step::E2e => e2e(args.filter.as_deref())?,
+        }
+        timings.push((step, started.elapsed()));
+    }
+    for (step, took) in timings {
+        eprintln!("xtask test: {step:?} took {:.1}s", took.as_secs_f64());
+    }
+    Ok(())
+}
+
+fn clippy() -> anyhow::Result<()> {
+    status(
+        cargo()
+            .args(["clippy", "--profile", PROFILE, "--all-targets"])
+            .args(["--", "-D", "warnings"]),
+    )
+}
+
+fn unit(filter: Option<&str>) -> anyhow::Result<()> {
+    status(
+        cargo()
+            .args(["test", "--profile", PROFILE, "--workspace"])
+            .args(["--exclude", "skep-ebpf", "--exclude", "skep-e2e"])
+            .arg("--")
+            .args(filter),
+    )
+}
+
+fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
+    if !setup::is_root() {
+        bail!("the end-to-end tests create namespaces and load eBPF programs: run them as root");
+    }
+    // The tests start the real binary; build it first so they find it next to them.
+    crate::build::skep_binary()?;
+    status(
+        cargo()
+            .args(["test", "--profile", PROFILE, "--package", "skep-e2e"])
+            .args(["--", "--test-threads=1"])
+            .args(filter),
+    )
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
