@@ -11,7 +11,11 @@ const HOST_NOT_READY: i32 = 3;
 fn stderr_line(out: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{stderr}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got:\n{stderr}"
+    );
     lines[0].to_owned()
 }
 
@@ -30,7 +34,10 @@ fn help_and_version_work() -> anyhow::Result<()> {
     let version = process::skep(&["version"])?;
     assert!(version.status.success());
     let version = String::from_utf8(version.stdout)?;
-    assert!(version.starts_with(&format!("skep {}", env!("CARGO_PKG_VERSION"))), "{version}");
+    assert!(
+        version.starts_with(&format!("skep {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
     assert!(version.contains("skep_metrics_ingress"), "{version}");
     Ok(())
 }
@@ -41,7 +48,10 @@ fn check_passes_on_this_host() -> anyhow::Result<()> {
     let out = process::skep(&["check"])?;
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8(out.stdout)?;
-    assert!(stdout.contains("the kernel loads skep's eBPF programs"), "{stdout}");
+    assert!(
+        stdout.contains("the kernel loads skep's eBPF programs"),
+        "{stdout}"
+    );
     Ok(())
 }
 
@@ -51,13 +61,21 @@ fn unprivileged_check_says_root_in_one_line() -> anyhow::Result<()> {
     let skep = process::skep_binary()?;
     // Drop to nobody with no capabilities.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(&skep)
         .arg("check")
         .output()?;
     assert_eq!(out.status.code(), Some(HOST_NOT_READY), "{out:?}");
     let line = stderr_line(&out);
-    assert!(line.contains("must run as root") && line.contains("CAP_BPF"), "{line}");
+    assert!(
+        line.contains("must run as root") && line.contains("CAP_BPF"),
+        "{line}"
+    );
     Ok(())
 }
 
@@ -67,7 +85,10 @@ fn missing_btf_is_named() -> anyhow::Result<()> {
     let out = process::skep(&["check", "--btf", "/nonexistent/vmlinux"])?;
     assert_eq!(out.status.code(), Some(HOST_NOT_READY), "{out:?}");
     let line = stderr_line(&out);
-    assert!(line.contains("no kernel BTF at /nonexistent/vmlinux"), "{line}");
+    assert!(
+        line.contains("no kernel BTF at /nonexistent/vmlinux"),
+        "{line}"
+    );
     Ok(())
 }
 
@@ -78,7 +99,10 @@ fn missing_bpffs_is_named() -> anyhow::Result<()> {
     let out = process::skep(&["check", "--bpffs", &dir.to_string_lossy()])?;
     assert_eq!(out.status.code(), Some(HOST_NOT_READY), "{out:?}");
     let line = stderr_line(&out);
-    assert!(line.contains("no bpffs mounted at") && line.contains("mount -t bpf"), "{line}");
+    assert!(
+        line.contains("no bpffs mounted at") && line.contains("mount -t bpf"),
+        "{line}"
+    );
     Ok(())
 }
 

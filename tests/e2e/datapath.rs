@@ -20,14 +20,17 @@ struct PinDir(PathBuf);
 
 impl PinDir {
     fn new() -> Self {
-        Self(Path::new("/sys/fs/bpf").join(unique_name("skep-e2e-")))
+        Self(Path::new("/sys/fs/bpf").join(unique_name("e2e")))
     }
 }
 
 impl Drop for PinDir {
     fn drop(&mut self) {
         if let Err(err) = Datapath::remove_pins(&self.0) {
-            eprintln!("warning: failed to remove pins in {}: {err}", self.0.display());
+            eprintln!(
+                "warning: failed to remove pins in {}: {err}",
+                self.0.display()
+            );
         }
     }
 }
@@ -68,32 +71,11 @@ fn tc_program_counts_packets_crossing_a_veth() -> anyhow::Result<()> {
         Ok(datapath)
     })?;
 
-    // A receiver in the server namespace proves the packets really arrived.
     let server_addr: SocketAddr = "10.199.0.2:9000".parse()?;
-    let (bound_tx, bound_rx) = mpsc::channel();
-    let receiver = server.spawn_in(move || {
-        let socket = UdpSocket::bind(server_addr)?;
-        socket.set_read_timeout(Some(Duration::from_secs(5)))?;
-        bound_tx.send(())?;
-        let mut buf = [0u8; 2048];
-        let mut received = 0u64;
-        while received < DATAGRAMS {
-            let (len, _) = socket.recv_from(&mut buf).context("datagram did not arrive")?;
-            assert_eq!(len, PAYLOAD);
-            received += 1;
-        }
-        Ok(received)
-    });
-    bound_rx.recv_timeout(Duration::from_secs(5))?;
-    client.run_in(move || {
-        let socket = UdpSocket::bind("10.199.0.1:0")?;
-        for i in 0..DATAGRAMS {
-            #[expect(clippy::cast_possible_truncation, reason = "i < DATAGRAMS < 256")]
-            socket.send_to(&[i as u8; PAYLOAD], server_addr)?;
-        }
-        Ok(())
-    })?;
-    assert_eq!(join(receiver)?, DATAGRAMS);
+    assert_eq!(
+        send_udp(&client, &server, server_addr, DATAGRAMS)?,
+        DATAGRAMS
+    );
 
     // Read the pinned map, as another process would.
     let ifindex = server.ifindex(&server_if)?;
@@ -114,15 +96,10 @@ fn tc_program_counts_packets_crossing_a_veth() -> anyhow::Result<()> {
 
     // The CLI reads the same pin and names the interface (run inside the
     // namespace so the interface name resolves).
-    let skep = process::skep_binary()?;
-    let pin_dir = pins.0.to_string_lossy().into_owned();
-    let table = server.run_in(move || {
-        let out = std::process::Command::new(skep)
-            .args(["bpf", "metrics", "--pin-dir", &pin_dir])
-            .output()?;
-        anyhow::ensure!(out.status.success(), "skep bpf metrics failed: {out:?}");
-        Ok(String::from_utf8(out.stdout)?)
-    })?;
+    let table = skep_in(
+        &server,
+        &["bpf", "metrics", "--pin-dir", &pins.0.to_string_lossy()],
+    )?;
     let line = table
         .lines()
         .find(|l| l.contains("udp"))
@@ -143,13 +120,61 @@ fn tc_program_counts_packets_crossing_a_veth() -> anyhow::Result<()> {
 
     // Dropping the datapath detaches the program: later packets are not counted.
     drop(datapath);
+    assert_eq!(send_udp(&client, &server, server_addr, 1)?, 1);
+    let after = metrics::read_pinned(&pins.0)?;
+    let udp_after = after
+        .iter()
+        .find(|row| row.key == key)
+        .map(|r| r.value.packets);
+    assert_eq!(
+        udp_after,
+        Some(DATAGRAMS),
+        "counted after detach: {after:?}"
+    );
+    Ok(())
+}
+
+/// Sends `count` datagrams from `client` to `to` in `server`, where a socket
+/// receives them (proof they crossed); returns how many arrived.
+fn send_udp(client: &NetNs, server: &NetNs, to: SocketAddr, count: u64) -> anyhow::Result<u64> {
+    let (bound_tx, bound_rx) = mpsc::channel();
+    let receiver = server.spawn_in(move || {
+        let socket = UdpSocket::bind(to)?;
+        socket.set_read_timeout(Some(Duration::from_secs(5)))?;
+        bound_tx.send(())?;
+        let mut buf = [0u8; 2048];
+        let mut received = 0u64;
+        while received < count {
+            let (len, _) = socket
+                .recv_from(&mut buf)
+                .context("datagram did not arrive")?;
+            anyhow::ensure!(len == PAYLOAD, "datagram of {len} bytes");
+            received += 1;
+        }
+        Ok(received)
+    });
+    bound_rx.recv_timeout(Duration::from_secs(5))?;
     client.run_in(move || {
-        UdpSocket::bind("10.199.0.1:0")?.send_to(&[0; PAYLOAD], server_addr)?;
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        for i in 0..count {
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "a fill byte: wrapping is fine"
+            )]
+            socket.send_to(&[i as u8; PAYLOAD], to)?;
+        }
         Ok(())
     })?;
-    std::thread::sleep(Duration::from_millis(100));
-    let after = metrics::read_pinned(&pins.0)?;
-    let udp_after = after.iter().find(|row| row.key == key).map(|r| r.value.packets);
-    assert_eq!(udp_after, Some(DATAGRAMS), "counted after detach: {after:?}");
-    Ok(())
+    join(receiver)
+}
+
+/// Runs `skep ARGS…` inside `ns` and returns its stdout; fails if it fails.
+fn skep_in(ns: &NetNs, args: &[&str]) -> anyhow::Result<String> {
+    let skep = process::skep_binary()?;
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    ns.run_in(move || {
+        let out = std::process::Command::new(skep).args(&args).output()?;
+        anyhow::ensure!(out.status.success(), "skep {args:?} failed: {out:?}");
+        Ok(String::from_utf8(out.stdout)?)
+    })
 }

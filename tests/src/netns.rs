@@ -103,7 +103,16 @@ pub fn veth_pair(
     b_addr: &str,
 ) -> anyhow::Result<()> {
     a.ip(&[
-        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name(),
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
     ])?;
     a.ip(&["addr", "add", a_addr, "dev", a_if])?;
     b.ip(&["addr", "add", b_addr, "dev", b_if])?;

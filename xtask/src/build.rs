@@ -11,6 +11,15 @@ use anyhow::{Context as _, bail};
 /// The profile every xtask build, test, lint and bench uses (see Cargo.toml).
 pub const PROFILE: &str = "opt";
 
+/// The cargo target directory: `$CARGO_TARGET_DIR`, else `target/` at the
+/// workspace root.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        PathBuf::from,
+    )
+}
+
 /// A `cargo` command using the cargo that runs xtask.
 pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))

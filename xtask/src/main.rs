@@ -39,9 +39,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::run(),
-        Command::BuildEbpf => setup::run().and_then(|()| build::ebpf_object()).map(|object| {
-            println!("{}", object.display());
-        }),
+        Command::BuildEbpf => setup::run()
+            .and_then(|()| build::ebpf_object())
+            .map(|object| {
+                println!("{}", object.display());
+            }),
         Command::Up { args } => setup::run().and_then(|()| build::up(&args)),
         Command::Test(args) => setup::run().and_then(|()| test::run(&args)),
     };

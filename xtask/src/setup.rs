@@ -13,9 +13,15 @@ const PACKAGES: &[(&str, &str)] = &[
     // (package, why)
     ("clang", "bindgen for RocksDB"),
     ("libclang-dev", "bindgen for RocksDB"),
-    ("protobuf-compiler", "protoc for tonic/prost code generation"),
+    (
+        "protobuf-compiler",
+        "protoc for tonic/prost code generation",
+    ),
     ("iproute2", "ip netns / ip link in the end-to-end tests"),
-    ("runc", "the OCI runtime the node agent runs containers with"),
+    (
+        "runc",
+        "the OCI runtime the node agent runs containers with",
+    ),
     ("busybox-static", "test and demo container images"),
     ("util-linux", "setpriv, to run skep unprivileged in tests"),
 ];

@@ -37,7 +37,10 @@ enum Step {
 pub fn run(args: &TestArgs) -> anyhow::Result<()> {
     let steps = [Step::Fmt, Step::Clippy, Step::Unit, Step::E2e];
     let mut timings = Vec::new();
-    for step in steps.into_iter().filter(|s| args.only.is_none_or(|o| o == *s)) {
+    for step in steps
+        .into_iter()
+        .filter(|s| args.only.is_none_or(|o| o == *s))
+    {
         let started = Instant::now();
         eprintln!("xtask test: {step:?}");
         match step {
@@ -59,6 +62,35 @@ fn clippy() -> anyhow::Result<()> {
         cargo()
             .args(["clippy", "--profile", PROFILE, "--all-targets"])
             .args(["--", "-D", "warnings"]),
+    )?;
+    // The eBPF crate, with the nightly clippy for the bpf target, the way
+    // aya-build compiles it.
+    status(
+        Command::new("rustup")
+            .args([
+                "run",
+                "nightly",
+                "cargo",
+                "clippy",
+                "--package",
+                "skep-ebpf",
+            ])
+            .args([
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+            ])
+            .arg("--target-dir")
+            .arg(crate::build::target_dir().join("ebpf-clippy"))
+            .args(["--", "-D", "warnings"])
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                "--cfg=bpf_target_arch=\"x86_64\"",
+            )
+            .env_remove("RUSTC")
+            .env_remove("RUSTUP_TOOLCHAIN"),
     )
 }
 

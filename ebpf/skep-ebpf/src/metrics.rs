@@ -1,7 +1,7 @@
 //! Per-interface packet and byte counters: the first map userspace reads, and
 //! the place later programs count their verdicts.
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::map, maps::PerCpuHashMap, programs::TcContext};
+use aya_ebpf::{macros::map, maps::PerCpuHashMap, programs::TcContext};
 use skep_ebpf_common::{Direction, MetricsKey, MetricsValue, METRICS_MAP_ENTRIES};
 
 use crate::packet;
@@ -12,9 +12,10 @@ use crate::packet;
 static METRICS: PerCpuHashMap<MetricsKey, MetricsValue> =
     PerCpuHashMap::pinned(METRICS_MAP_ENTRIES, 0);
 
-/// Counts the packet in `ctx` and lets it through.
+/// Counts the packet in `ctx`. Counting cannot fail the packet: a full map
+/// only loses the count.
 #[inline(always)]
-pub fn try_count(ctx: &TcContext, direction: Direction) -> Result<i32, i32> {
+pub fn count(ctx: &TcContext, direction: Direction) {
     let family = packet::family(ctx);
     let key = MetricsKey {
         // SAFETY: `skb` is the valid context pointer the kernel passed to the program.
@@ -33,10 +34,10 @@ pub fn try_count(ctx: &TcContext, direction: Direction) -> Result<i32, i32> {
             (*value).bytes += len;
         }
     } else {
-        let value = MetricsValue { packets: 1, bytes: len };
-        // A full map only loses this one count; the packet still passes.
+        let value = MetricsValue {
+            packets: 1,
+            bytes: len,
+        };
         let _ = METRICS.insert(&key, &value, 0);
     }
-    #[allow(clippy::cast_possible_wrap, reason = "TC_ACT_OK is 0")]
-    Ok(TC_ACT_OK as i32)
 }

@@ -88,9 +88,10 @@ impl Datapath {
             source,
         })?;
         let btf = match &config.btf {
-            Some(path) => Some(Btf::parse_file(path, aya::Endianness::default()).map_err(
-                |err| DatapathError::Load(Box::new(aya::EbpfError::BtfError(err))),
-            )?),
+            Some(path) => Some(
+                Btf::parse_file(path, aya::Endianness::default())
+                    .map_err(|err| DatapathError::Load(Box::new(aya::EbpfError::BtfError(err))))?,
+            ),
             None => Btf::from_sys_fs().ok(),
         };
         let mut ebpf = EbpfLoader::new()

@@ -36,10 +36,12 @@ pub fn read_pinned(pin_dir: &Path) -> Result<Vec<MetricsRow>, DatapathError> {
     let mut rows = Vec::new();
     for entry in counters.iter() {
         let (key, per_cpu) = entry.map_err(map_err)?;
-        let value = per_cpu.iter().fold(MetricsValue::default(), |acc, v| MetricsValue {
-            packets: acc.packets + v.packets,
-            bytes: acc.bytes + v.bytes,
-        });
+        let value = per_cpu
+            .iter()
+            .fold(MetricsValue::default(), |acc, v| MetricsValue {
+                packets: acc.packets + v.packets,
+                bytes: acc.bytes + v.bytes,
+            });
         rows.push(MetricsRow { key, value });
     }
     rows.sort_by_key(|row| row.key);

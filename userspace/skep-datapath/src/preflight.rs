@@ -187,15 +187,12 @@ fn unescape_mount_path(raw: &str) -> String {
     while let Some(pos) = rest.find('\\') {
         out.push_str(&rest[..pos]);
         let escape = rest.get(pos + 1..pos + 4);
-        match escape.and_then(|e| u8::from_str_radix(e, 8).ok()) {
-            Some(byte) => {
-                out.push(char::from(byte));
-                rest = &rest[pos + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[pos + 1..];
-            }
+        if let Some(byte) = escape.and_then(|e| u8::from_str_radix(e, 8).ok()) {
+            out.push(char::from(byte));
+            rest = &rest[pos + 4..];
+        } else {
+            out.push('\\');
+            rest = &rest[pos + 1..];
         }
     }
     out.push_str(rest);
@@ -267,7 +264,10 @@ cgroup2 /sys/fs/cgroup/unified/some/bind cgroup2 rw 0 0
         let (_dir, host) = fake_host("0000000000001000", MOUNTS, true);
         let err = check_privileges(&host).expect_err("missing CAP_BPF");
         let line = err.to_string();
-        assert!(line.contains("CAP_BPF") && !line.contains("CAP_NET_ADMIN"), "{line}");
+        assert!(
+            line.contains("CAP_BPF") && !line.contains("CAP_NET_ADMIN"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -282,7 +282,10 @@ cgroup2 /sys/fs/cgroup/unified/some/bind cgroup2 rw 0 0
         let mounts = MOUNTS.replace("bpf /sys/fs/bpf bpf", "none /sys/fs/bpf tmpfs");
         let (_dir, host) = fake_host(ROOT_CAPS, &mounts, true);
         let err = check(&host).expect_err("no bpffs");
-        assert!(err.to_string().contains("mount -t bpf bpf /sys/fs/bpf"), "{err}");
+        assert!(
+            err.to_string().contains("mount -t bpf bpf /sys/fs/bpf"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -292,7 +295,10 @@ cgroup2 /sys/fs/cgroup/unified/some/bind cgroup2 rw 0 0
             cgroup2_mount(&mounts).expect("found"),
             PathBuf::from("/sys/fs/cgroup/unified")
         );
-        let without: Vec<Mount> = mounts.into_iter().filter(|m| m.fstype != "cgroup2").collect();
+        let without: Vec<Mount> = mounts
+            .into_iter()
+            .filter(|m| m.fstype != "cgroup2")
+            .collect();
         assert!(matches!(
             cgroup2_mount(&without),
             Err(PreflightError::NoCgroup2)

@@ -53,20 +53,12 @@ fn print_metrics(pin_dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The interface's name in this network namespace, or its index.
+/// The interface's name in this process's network namespace, or its index.
 fn interface_name(ifindex: u32) -> String {
-    std::fs::read_dir("/sys/class/net")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|entry| {
-            std::fs::read_to_string(entry.path().join("ifindex"))
-                .is_ok_and(|s| s.trim() == ifindex.to_string())
-        })
-        .map_or_else(
-            || format!("if{ifindex}"),
-            |entry| entry.file_name().to_string_lossy().into_owned(),
-        )
+    nix::net::if_::if_indextoname(ifindex).map_or_else(
+        |_| format!("if{ifindex}"),
+        |name| name.to_string_lossy().into_owned(),
+    )
 }
 
 fn protocol_name(protocol: u8) -> String {

@@ -17,7 +17,10 @@ pub struct CheckArgs {
 pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let host = args.host.host();
     preflight::check(&host)?;
-    println!("ok: privileges, kernel BTF, bpffs at {}", host.bpffs.display());
+    println!(
+        "ok: privileges, kernel BTF, bpffs at {}",
+        host.bpffs.display()
+    );
     let mounts = preflight::mounts(&host)?;
     println!(
         "ok: cgroup v2 at {}",
