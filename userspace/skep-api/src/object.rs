@@ -103,6 +103,9 @@ pub struct ListMeta {
 
 /// Wrap items as `{kind: PodList, apiVersion: v1, metadata: {...}, items: [...]}`.
 pub fn wrap_list(info: &ResourceInfo, items: Vec<Value>, meta: &ListMeta) -> Value {
+    let mut list = Map::new();
+    list.insert("kind".into(), info.list_kind().into());
+    list.insert("apiVersion".into(), info.api_version().into());
     let mut metadata = Map::new();
     metadata.insert(
         "resourceVersion".into(),
@@ -114,17 +117,17 @@ pub fn wrap_list(info: &ResourceInfo, items: Vec<Value>, meta: &ListMeta) -> Val
     if let Some(n) = meta.remaining_item_count {
         metadata.insert("remainingItemCount".into(), n.into());
     }
-    json!({
-        "kind": info.list_kind(),
-        "apiVersion": info.api_version(),
-        "metadata": metadata,
-        "items": items,
-    })
+    list.insert("metadata".into(), Value::Object(metadata));
+    list.insert("items".into(), Value::Array(items));
+    Value::Object(list)
 }
 
 /// A watch event: `{type: ADDED|MODIFIED|DELETED|BOOKMARK|ERROR, object}`.
 pub fn watch_event(event_type: WatchEventType, object: Value) -> Value {
-    json!({"type": event_type.as_str(), "object": object})
+    let mut event = Map::new();
+    event.insert("type".into(), event_type.as_str().into());
+    event.insert("object".into(), object);
+    Value::Object(event)
 }
 
 /// The `type` of a watch event.

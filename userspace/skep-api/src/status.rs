@@ -116,8 +116,8 @@ pub struct ApiError {
     pub reason: StatusReason,
     /// The message kubectl prints after "Error from server (Reason): ".
     pub message: String,
-    /// Object and causes, when the error is about one object.
-    pub details: Option<StatusDetails>,
+    /// Object and causes, when the error is about one object (boxed to keep `Result`s small).
+    pub details: Option<Box<StatusDetails>>,
 }
 
 /// A resource as named in error messages: `configmaps`, `deployments.apps`.
@@ -149,12 +149,12 @@ impl ApiError {
         Self {
             reason,
             message,
-            details: Some(StatusDetails {
+            details: Some(Box::new(StatusDetails {
                 name: name.to_owned(),
                 group: group.to_owned(),
                 kind: kind.to_owned(),
                 ..StatusDetails::default()
-            }),
+            })),
         }
     }
 

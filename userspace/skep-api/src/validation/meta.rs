@@ -21,7 +21,11 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, name_fn: NameFn) -> V
     let generate_name = str_or_empty(obj, &["metadata", "generateName"]);
     if !generate_name.is_empty() {
         for msg in names::name_with(name_fn, generate_name, true) {
-            errs.push(FieldError::invalid(&path.child("generateName"), generate_name, msg));
+            errs.push(FieldError::invalid(
+                &path.child("generateName"),
+                generate_name,
+                msg,
+            ));
         }
     }
     if name.is_empty() {
@@ -44,7 +48,10 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, name_fn: NameFn) -> V
             }
         }
     } else if !ns.is_empty() {
-        errs.push(FieldError::forbidden(&path.child("namespace"), "not allowed on this type"));
+        errs.push(FieldError::forbidden(
+            &path.child("namespace"),
+            "not allowed on this type",
+        ));
     }
     if let Some(g) = get_i64(obj, &["metadata", "generation"]).filter(|g| *g < 0) {
         errs.push(FieldError::invalid(
@@ -53,7 +60,10 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, name_fn: NameFn) -> V
             "must be greater than or equal to 0",
         ));
     }
-    errs.extend(validate_labels(get(obj, &["metadata", "labels"]), &path.child("labels")));
+    errs.extend(validate_labels(
+        get(obj, &["metadata", "labels"]),
+        &path.child("labels"),
+    ));
     errs.extend(validate_annotations(
         get(obj, &["metadata", "annotations"]),
         &path.child("annotations"),
@@ -72,13 +82,16 @@ pub fn validate_object_meta(obj: &Value, namespaced: bool, name_fn: NameFn) -> V
     {
         for field in ["apiVersion", "kind", "name", "uid"] {
             if str_or_empty(o, &[field]).is_empty() {
-                let p = owners.index(i).child(field);
-                let detail = if field == "uid" { "uid must not be empty" } else { "" };
-                if field == "uid" {
-                    errs.push(FieldError::invalid(&p, "", detail));
+                let what = if field == "apiVersion" {
+                    "version"
                 } else {
-                    errs.push(FieldError::invalid(&p, "", format!("{field} must not be empty")));
-                }
+                    field
+                };
+                errs.push(FieldError::invalid(
+                    &owners.index(i).child(field),
+                    "",
+                    format!("{what} must not be empty"),
+                ));
             }
         }
     }
@@ -93,7 +106,11 @@ pub fn validate_object_meta_update(new: &Value, old: &Value) -> Vec<FieldError> 
         let n = get(new, &["metadata", field]).unwrap_or(&Value::Null);
         let o = get(old, &["metadata", field]).unwrap_or(&Value::Null);
         if n != o {
-            errs.push(FieldError::invalid(&path.child(field), n.clone(), "field is immutable"));
+            errs.push(FieldError::invalid(
+                &path.child(field),
+                n.clone(),
+                "field is immutable",
+            ));
         }
     }
     errs

@@ -1,0 +1,103 @@
+use serde_json::json;
+
+use super::*;
+use crate::status::StatusReason;
+
+fn labels(v: &Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+#[test]
+fn parses_every_operator() {
+    let sel = LabelSelector::parse("a=b,c!=d,e in (x,y),f notin (z),g,!h").unwrap_or_default();
+    assert_eq!(sel.requirements.len(), 6);
+    let ok = labels(&json!({"a": "b", "c": "x", "e": "y", "f": "q", "g": ""}));
+    assert!(sel.matches(&ok));
+    let missing_c = labels(&json!({"a": "b", "e": "x", "g": "1"}));
+    assert!(sel.matches(&missing_c), "!= and notin match a missing key");
+    let has_h = labels(&json!({"a": "b", "e": "x", "g": "1", "h": "1"}));
+    assert!(!sel.matches(&has_h));
+    let wrong_e = labels(&json!({"a": "b", "e": "w", "g": "1"}));
+    assert!(!sel.matches(&wrong_e));
+    assert!(LabelSelector::parse("").is_ok_and(|s| s.is_empty()));
+    assert!(LabelSelector::parse("a==b").is_ok_and(|s| s.matches(&labels(&json!({"a": "b"})))));
+    assert!(LabelSelector::parse("a=").is_ok_and(|s| s.matches(&labels(&json!({"a": ""})))));
+    assert!(LabelSelector::parse("n>3").is_ok_and(|s| s.matches(&labels(&json!({"n": "4"})))));
+}
+
+#[test]
+fn rejects_bad_syntax() {
+    for bad in [
+        "a b", "a in b", "a in (b", "a=b,", "=b", "a=b c", "a b=c", "a=-x",
+    ] {
+        let err = LabelSelector::parse(bad).err();
+        assert_eq!(
+            err.map(|e| e.reason),
+            Some(StatusReason::BadRequest),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn metav1_label_selector() {
+    let sel = LabelSelector::from_value(&json!({
+        "matchLabels": {"app": "web"},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["fe", "be"]},
+                             {"key": "canary", "operator": "DoesNotExist"}]
+    }))
+    .unwrap_or_default();
+    assert!(sel.matches(&labels(&json!({"app": "web", "tier": "fe"}))));
+    assert!(!sel.matches(&labels(&json!({"app": "web", "tier": "fe", "canary": "1"}))));
+    assert!(!sel.matches(&labels(&json!({"app": "web"}))));
+    let nothing = LabelSelector::from_value(&Value::Null).unwrap_or_default();
+    assert!(!nothing.matches(&labels(&json!({}))));
+    let everything = LabelSelector::from_value(&json!({})).unwrap_or_default();
+    assert!(everything.matches(&labels(&json!({}))));
+}
+
+#[test]
+fn field_selectors_per_kind() {
+    let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
+        "spec": {"nodeName": "n1", "restartPolicy": "Always"}, "status": {"phase": "Running"}});
+    let sel = FieldSelector::parse(Kind::Pod, "spec.nodeName=n1,status.phase!=Pending")
+        .unwrap_or_default();
+    assert!(sel.matches(Kind::Pod, &pod));
+    let sel = FieldSelector::parse(Kind::Pod, "spec.nodeName==").unwrap_or_default();
+    assert!(!sel.matches(Kind::Pod, &pod));
+    assert!(
+        FieldSelector::parse(Kind::Pod, "spec.hostNetwork=false")
+            .is_ok_and(|s| s.matches(Kind::Pod, &pod))
+    );
+    let err = FieldSelector::parse(Kind::Pod, "foo=bar").err();
+    assert_eq!(
+        err.map(|e| e.message),
+        Some("field label not supported: foo".to_owned())
+    );
+    let err = FieldSelector::parse(Kind::ConfigMap, "spec.nodeName=x").err();
+    assert_eq!(err.map(|e| e.code()), Some(400));
+
+    let event = json!({"involvedObject": {"kind": "Pod", "name": "p"}, "source": {"component": "kubelet"}, "type": "Normal"});
+    let sel = FieldSelector::parse(
+        Kind::Event,
+        "involvedObject.kind=Pod,involvedObject.name=p,source=kubelet,type=Normal",
+    )
+    .unwrap_or_default();
+    assert!(sel.matches(Kind::Event, &event));
+    let node = json!({"spec": {}});
+    assert!(
+        FieldSelector::parse(Kind::Node, "spec.unschedulable=false")
+            .is_ok_and(|s| s.matches(Kind::Node, &node))
+    );
+    let secret = json!({"type": "kubernetes.io/tls"});
+    assert!(
+        FieldSelector::parse(Kind::Secret, "type=kubernetes.io/tls")
+            .is_ok_and(|s| s.matches(Kind::Secret, &secret))
+    );
+    assert_eq!(
+        FieldSelector::parse(Kind::Pod, "metadata.name=p")
+            .unwrap_or_default()
+            .exact("metadata.name"),
+        Some("p")
+    );
+}
