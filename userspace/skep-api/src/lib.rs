@@ -17,6 +17,7 @@ pub mod object;
 pub mod registry;
 pub mod selector;
 pub mod status;
+pub mod table;
 pub mod typed;
 pub mod validation;
 
