@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod field;
 pub mod fieldcheck;
 pub mod object;
+pub mod patch;
 pub mod registry;
 pub mod selector;
 pub mod status;
