@@ -9,6 +9,7 @@
 )]
 
 pub mod admission;
+pub mod apply;
 pub mod decode;
 pub mod defaults;
 pub mod field;
