@@ -185,7 +185,7 @@ fn oversized_config_map_is_invalid() {
     assert_eq!(e.code(), 422);
     assert_eq!(
         e.message,
-        "ConfigMap \"big\" is invalid: data: Too long: must have at most 1048576 bytes"
+        "ConfigMap \"big\" is invalid: []: Too long: must have at most 1048576 bytes"
     );
     let bad_key = json!({"metadata": {"name": "c"}, "data": {"a/b": "x"}});
     let e = err(create(Kind::ConfigMap, "default", bad_key));
@@ -488,4 +488,14 @@ fn cluster_scoped_objects_drop_namespace() {
         json!({"metadata": {"name": "Team.A"}}),
     ));
     assert!(e.message.starts_with("Namespace \"Team.A\" is invalid: metadata.name: Invalid value: \"Team.A\": a lowercase RFC 1123 label"));
+}
+
+#[test]
+fn oversized_secret_reports_data() {
+    let blob = "QUFB".repeat(400 * 1024);
+    let s = json!({"metadata": {"name": "s"}, "data": {"blob": blob}});
+    assert_eq!(
+        err(create(Kind::Secret, "default", s)).message,
+        "Secret \"s\" is invalid: data: Too long: must have at most 1048576 bytes"
+    );
 }

@@ -2,6 +2,23 @@
 //! request decoding, admission (typed check, pruning, strict field validation,
 //! defaulting, validation), label and field selectors, patches, Table printing
 //! and `Status` errors. Pure functions: no HTTP and no storage.
+//!
+//! How the API server uses it, per request:
+//! - route: [`registry::by_plural`] (URL) / [`registry::by_kind`] (body);
+//!   discovery documents from [`registry`];
+//! - create (`POST`): [`decode::decode`] → [`admission::admit_create`] →
+//!   [`apply::record_update`] (managedFields) → store;
+//! - update (`PUT`): decode → [`admission::admit_update`] (or
+//!   `admit_status_update` / `admit_scale_update`) → `record_update` → store,
+//!   compare-and-swap on [`admission::Admitted::precondition`];
+//! - patch: [`patch::apply_patch`] on the stored object, then `admit_update`
+//!   with the result; server-side apply: decode the YAML, [`apply::apply`],
+//!   then `admit_create`/`admit_update`;
+//! - read: [`object::set_resource_version`], [`object::wrap_list`],
+//!   [`selector::LabelSelector`]/[`selector::FieldSelector`] to filter, and
+//!   [`table::table`] for `Accept: …;as=Table`;
+//! - errors: every failure is an [`ApiError`]; answer with
+//!   [`ApiError::code`] and [`ApiError::to_status`].
 #![deny(missing_docs)]
 #![expect(
     clippy::doc_markdown,

@@ -15,8 +15,10 @@ pub const MAX_DATA_SIZE: usize = 1024 * 1024;
 /// How to measure a data section's values: plain strings or base64 text.
 type Section<'a> = (&'a str, fn(&Value) -> usize);
 
-/// Check the keys of the data sections, duplicates between them, and the total size.
-fn validate_data(obj: &Value, sections: &[Section<'_>]) -> Vec<FieldError> {
+/// Check the keys of the data sections, duplicates between them, and the total
+/// size (reported at `size_path`: `[]` for ConfigMaps, `data` for Secrets, as
+/// Kubernetes does).
+fn validate_data(obj: &Value, sections: &[Section<'_>], size_path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut seen = HashSet::new();
     let mut total = 0usize;
@@ -36,7 +38,10 @@ fn validate_data(obj: &Value, sections: &[Section<'_>]) -> Vec<FieldError> {
         }
     }
     if total > MAX_DATA_SIZE {
-        errs.push(FieldError::too_long(&FieldPath::new("data"), MAX_DATA_SIZE));
+        errs.push(FieldError::too_long(
+            &FieldPath::new(size_path),
+            MAX_DATA_SIZE,
+        ));
     }
     errs
 }
@@ -53,12 +58,20 @@ fn base64_len(v: &Value) -> usize {
 
 /// `ValidateConfigMap`.
 pub fn validate_config_map(obj: &Value) -> Vec<FieldError> {
-    validate_data(obj, &[("data", string_len), ("binaryData", base64_len)])
+    validate_data(
+        obj,
+        &[("data", string_len), ("binaryData", base64_len)],
+        "[]",
+    )
 }
 
 /// `ValidateSecret`, including the per-type required keys.
 pub fn validate_secret(obj: &Value) -> Vec<FieldError> {
-    let mut errs = validate_data(obj, &[("data", base64_len), ("stringData", string_len)]);
+    let mut errs = validate_data(
+        obj,
+        &[("data", base64_len), ("stringData", string_len)],
+        "data",
+    );
     let data_key =
         |k: &str| get(obj, &["data", k]).is_some() || get(obj, &["stringData", k]).is_some();
     let data = FieldPath::new("data");
