@@ -499,3 +499,64 @@ fn oversized_secret_reports_data() {
         "Secret \"s\" is invalid: data: Too long: must have at most 1048576 bytes"
     );
 }
+
+#[test]
+fn kubectl_generated_bodies_pass_strict() {
+    let deploy = json!({"kind": "Deployment", "apiVersion": "apps/v1",
+        "metadata": {"name": "web", "creationTimestamp": null, "labels": {"app": "web"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"creationTimestamp": null, "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "nginx", "image": "nginx", "resources": {}}]}},
+            "strategy": {}},
+        "status": {}});
+    let d = admit_create(
+        by_id(Kind::Deployment),
+        "default",
+        decoded(deploy),
+        &strict(),
+    )
+    .unwrap_or_else(|e| panic!("{}", e.message));
+    assert!(d.warnings.is_empty());
+    assert_eq!(d.object["spec"]["strategy"]["type"], "RollingUpdate");
+    assert!(d.object.get("status").is_none_or(|s| s == &json!({})));
+    let run = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "creationTimestamp": null, "labels": {"run": "p"}},
+        "spec": {"containers": [{"name": "p", "image": "busybox", "resources": {}}], "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"},
+        "status": {}});
+    let p = ok(create(Kind::Pod, "default", run));
+    assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Always");
+    let svc = json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "web", "creationTimestamp": null, "labels": {"app": "web"}},
+        "spec": {"ports": [{"name": "80-80", "protocol": "TCP", "port": 80, "targetPort": 80}], "selector": {"app": "web"}, "type": "ClusterIP"},
+        "status": {"loadBalancer": {}}});
+    let s = ok(create(Kind::Service, "default", svc));
+    assert_eq!(s["spec"]["sessionAffinity"], "None");
+    assert_eq!(s["status"], json!({"loadBalancer": {}}));
+}
+
+#[test]
+fn patch_then_update_flow() {
+    let old = stored(Kind::Deployment, deployment(), 8);
+    let patched = crate::patch::apply_patch(
+        Kind::Deployment,
+        &old,
+        crate::patch::PatchType::Strategic,
+        br#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"nginx:1.28"}]}}}}"#,
+    )
+    .unwrap_or_default();
+    let d = ok(admit_update(
+        by_id(Kind::Deployment),
+        "default",
+        "web",
+        decoded(patched),
+        &old,
+        &strict(),
+    ));
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.28"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "Always",
+        "kept from the stored object"
+    );
+    assert_eq!(d["metadata"]["generation"], 2);
+}
