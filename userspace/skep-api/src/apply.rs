@@ -158,6 +158,14 @@ fn walk_value(
                     let Some(kv) = item.get(key) else { continue };
                     let mut key_map = Map::new();
                     key_map.insert(key.to_owned(), kv.clone());
+                    if matches!(key, "containerPort" | "port") {
+                        // listMapKeys of ports are (port, protocol), protocol defaulting to TCP.
+                        let protocol = item
+                            .get("protocol")
+                            .cloned()
+                            .unwrap_or_else(|| "TCP".into());
+                        key_map.insert("protocol".into(), protocol);
+                    }
                     prefix.push(format!("k:{}", Value::Object(key_map)));
                     let mut dot = prefix.clone();
                     dot.push(".".into());
@@ -221,6 +229,15 @@ pub fn from_fields_v1(v: &Value) -> BTreeSet<FieldPathV1> {
     out
 }
 
+/// Whether a list element has the key fields of a `k:` path segment
+/// (a missing `protocol` counts as its default, TCP).
+fn element_matches(item: &Value, key: &Map<String, Value>) -> bool {
+    key.iter().all(|(k, v)| match item.get(k) {
+        Some(x) => x == v,
+        None => k == "protocol" && v == "TCP",
+    })
+}
+
 /// The value at a field path, if present.
 fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = obj;
@@ -240,9 +257,7 @@ fn step<'a>(cur: &'a Value, seg: &str) -> Option<&'a Value> {
     let items = cur.as_array()?;
     if let Some(k) = seg.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-        return items
-            .iter()
-            .find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+        return items.iter().find(|i| element_matches(i, &key));
     }
     if let Some(v) = seg.strip_prefix("v:") {
         let want: Value = serde_json::from_str(v).ok()?;
@@ -271,11 +286,8 @@ fn remove_at(obj: &mut Value, path: &[String]) {
             let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) else {
                 return;
             };
-            cur.as_array_mut().and_then(|items| {
-                items
-                    .iter_mut()
-                    .find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)))
-            })
+            cur.as_array_mut()
+                .and_then(|items| items.iter_mut().find(|i| element_matches(i, &key)))
         };
         let Some(next) = next else { return };
         cur = next;
@@ -287,7 +299,7 @@ fn remove_at(obj: &mut Value, path: &[String]) {
     } else if let Some(items) = cur.as_array_mut() {
         if let Some(k) = last.strip_prefix("k:") {
             if let Ok(key) = serde_json::from_str::<Map<String, Value>>(k) {
-                items.retain(|i| !key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)));
+                items.retain(|i| !element_matches(i, &key));
             }
         } else if let Some(v) = last.strip_prefix("v:")
             && let Ok(want) = serde_json::from_str::<Value>(v)

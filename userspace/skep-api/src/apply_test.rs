@@ -146,3 +146,23 @@ fn display_paths() {
     ];
     assert_eq!(display_path(&p), ".spec.containers[name=\"c\"].image");
 }
+
+#[test]
+fn ports_are_keyed_by_port_and_protocol() {
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
+    let set = field_set(Kind::Service, &svc);
+    let v1 = to_fields_v1(&set);
+    assert_eq!(
+        v1["f:spec"]["f:ports"]["k:{\"port\":80,\"protocol\":\"TCP\"}"],
+        json!({".": {}, "f:port": {}, "f:targetPort": {}})
+    );
+    let live = json!({"spec": {"ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}});
+    let path: FieldPathV1 = vec![
+        "f:spec".into(),
+        "f:ports".into(),
+        "k:{\"port\":80,\"protocol\":\"TCP\"}".into(),
+        "f:targetPort".into(),
+    ];
+    assert_eq!(value_at(&live, &path), Some(&json!(8080)));
+}
