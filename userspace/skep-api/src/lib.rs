@@ -17,6 +17,8 @@
 //! - read: [`object::set_resource_version`], [`object::wrap_list`],
 //!   [`selector::LabelSelector`]/[`selector::FieldSelector`] to filter, and
 //!   [`table::table`] for `Accept: …;as=Table`;
+//! - delete: [`delete::prepare_delete`] (Remove / Update with deletionTimestamp /
+//!   Unchanged), and after updates [`delete::ready_to_remove`];
 //! - errors: every failure is an [`ApiError`]; answer with
 //!   [`ApiError::code`] and [`ApiError::to_status`].
 #![deny(missing_docs)]
@@ -29,6 +31,7 @@ pub mod admission;
 pub mod apply;
 pub mod decode;
 pub mod defaults;
+pub mod delete;
 pub mod field;
 pub mod fieldcheck;
 pub mod object;

@@ -1,0 +1,233 @@
+//! Deletion semantics (`registry/rest/delete.go` `BeforeDelete`): preconditions,
+//! graceful deletion of pods, finalizers and propagation policies, namespaces
+//! going `Terminating`.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use crate::admission::format_time;
+use crate::object::{array, ensure_object, get, get_i64, str_or_empty};
+use crate::registry::{Kind, ResourceInfo};
+use crate::status::ApiError;
+
+/// `propagationPolicy` of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents are orphaned (`orphan` finalizer).
+    Orphan,
+    /// The owner goes first; the garbage collector deletes dependents.
+    Background,
+    /// Dependents first (`foregroundDeletion` finalizer).
+    Foreground,
+}
+
+/// The parts of `meta/v1 DeleteOptions` that change what a delete does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds` (query or body).
+    pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy`.
+    pub propagation: Option<Propagation>,
+    /// `preconditions.uid`.
+    pub precondition_uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub precondition_resource_version: Option<String>,
+}
+
+impl DeleteOptions {
+    /// Read a `DeleteOptions` body (`None` or `{}` for defaults).
+    pub fn from_value(v: Option<&Value>) -> Result<Self, ApiError> {
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Ok(Self::default());
+        };
+        let propagation = match get(v, &["propagationPolicy"]).and_then(Value::as_str) {
+            None => None,
+            Some("Orphan") => Some(Propagation::Orphan),
+            Some("Background") => Some(Propagation::Background),
+            Some("Foreground") => Some(Propagation::Foreground),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                )));
+            }
+        };
+        let orphan = get(v, &["orphanDependents"]).and_then(Value::as_bool);
+        Ok(Self {
+            grace_period_seconds: get_i64(v, &["gracePeriodSeconds"]),
+            propagation: propagation.or(match orphan {
+                Some(true) => Some(Propagation::Orphan),
+                Some(false) => Some(Propagation::Background),
+                None => None,
+            }),
+            precondition_uid: get(v, &["preconditions", "uid"])
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            precondition_resource_version: get(v, &["preconditions", "resourceVersion"])
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    }
+}
+
+/// What the store should do for a delete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    /// Remove the object now.
+    Remove,
+    /// Store this object (deletionTimestamp set, finalizers pending or grace running).
+    Update(Value),
+    /// Nothing to do: deletion is already in progress as requested.
+    Unchanged,
+}
+
+fn precondition_failed(what: &str, expected: &str, actual: &str) -> ApiError {
+    ApiError::new(
+        crate::status::StatusReason::Conflict,
+        format!(
+            "Precondition failed: {what} in precondition: {expected}, {what} in object meta: {actual}"
+        ),
+    )
+}
+
+/// Decide what deleting `obj` (an object of `info`) means.
+pub fn prepare_delete(
+    info: &ResourceInfo,
+    obj: &Value,
+    opts: &DeleteOptions,
+    now: Timestamp,
+) -> Result<DeleteOutcome, ApiError> {
+    if let Some(uid) = &opts.precondition_uid {
+        let actual = str_or_empty(obj, &["metadata", "uid"]);
+        if uid != actual {
+            return Err(precondition_failed("UID", uid, actual));
+        }
+    }
+    if let Some(rv) = &opts.precondition_resource_version {
+        let actual = str_or_empty(obj, &["metadata", "resourceVersion"]);
+        if rv != actual {
+            return Err(precondition_failed("ResourceVersion", rv, actual));
+        }
+    }
+    if let Some(g) = opts.grace_period_seconds.filter(|g| *g < 0) {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "DeleteOptions",
+            "",
+            &[crate::field::FieldError::invalid(
+                &crate::field::FieldPath::new("gracePeriodSeconds"),
+                g,
+                "must be greater than or equal to 0",
+            )],
+        ));
+    }
+    let grace = grace_period(info.id, obj, opts);
+    let deleting = get(obj, &["metadata", "deletionTimestamp"]).is_some_and(|d| !d.is_null());
+    let mut out = obj.clone();
+    let mut changed = false;
+    {
+        let meta = ensure_object(&mut out, &["metadata"]);
+        let finalizers = meta.entry("finalizers").or_insert_with(|| json!([]));
+        if let Value::Array(list) = finalizers {
+            let (add, drop) = match opts.propagation {
+                Some(Propagation::Orphan) => (Some("orphan"), "foregroundDeletion"),
+                Some(Propagation::Foreground) => (Some("foregroundDeletion"), "orphan"),
+                Some(Propagation::Background) | None => (None, ""),
+            };
+            if opts.propagation == Some(Propagation::Background) {
+                let before = list.len();
+                list.retain(|f| f != "orphan" && f != "foregroundDeletion");
+                changed |= before != list.len();
+            }
+            if let Some(add) = add {
+                list.retain(|f| f != drop);
+                if !list.iter().any(|f| f == add) {
+                    list.push(add.into());
+                    changed = true;
+                }
+            }
+        }
+        if meta
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
+            meta.remove("finalizers");
+        }
+    }
+    let has_finalizers = !array(&out, &["metadata", "finalizers"]).is_empty();
+    let namespace_terminating =
+        info.id == Kind::Namespace && !array(&out, &["spec", "finalizers"]).is_empty();
+    if deleting {
+        // Only a shorter grace period changes a deletion in progress.
+        let current = get_i64(&out, &["metadata", "deletionGracePeriodSeconds"]).unwrap_or(0);
+        if grace < current {
+            set_deletion(&mut out, grace, now);
+            changed = true;
+        }
+        if !has_finalizers && !namespace_terminating && grace == 0 {
+            return Ok(DeleteOutcome::Remove);
+        }
+        return Ok(if changed {
+            DeleteOutcome::Update(out)
+        } else {
+            DeleteOutcome::Unchanged
+        });
+    }
+    if grace == 0 && !has_finalizers && !namespace_terminating {
+        return Ok(DeleteOutcome::Remove);
+    }
+    set_deletion(&mut out, grace, now);
+    if info.id == Kind::Namespace {
+        ensure_object(&mut out, &["status"]).insert("phase".into(), "Terminating".into());
+    }
+    if info.tracks_generation {
+        let g = get_i64(&out, &["metadata", "generation"]).unwrap_or(0) + 1;
+        ensure_object(&mut out, &["metadata"]).insert("generation".into(), g.into());
+    }
+    Ok(DeleteOutcome::Update(out))
+}
+
+fn set_deletion(obj: &mut Value, grace: i64, now: Timestamp) {
+    let at = now
+        .checked_add(SignedDuration::from_secs(grace))
+        .unwrap_or(now);
+    let meta = ensure_object(obj, &["metadata"]);
+    meta.insert("deletionTimestamp".into(), format_time(at).into());
+    meta.insert("deletionGracePeriodSeconds".into(), grace.into());
+}
+
+/// The grace period Kubernetes uses: pods get `gracePeriodSeconds` or their
+/// `terminationGracePeriodSeconds` (0 when unscheduled or finished); other kinds 0.
+fn grace_period(kind: Kind, obj: &Value, opts: &DeleteOptions) -> i64 {
+    if kind != Kind::Pod {
+        return 0;
+    }
+    let phase = str_or_empty(obj, &["status", "phase"]);
+    if str_or_empty(obj, &["spec", "nodeName"]).is_empty()
+        || phase == "Succeeded"
+        || phase == "Failed"
+    {
+        return 0;
+    }
+    opts.grace_period_seconds
+        .or_else(|| get_i64(obj, &["spec", "terminationGracePeriodSeconds"]))
+        .unwrap_or(30)
+}
+
+/// After an update: whether an object being deleted has nothing left holding it
+/// (no finalizers, and for pods a zero grace period) and should now be removed.
+pub fn ready_to_remove(info: &ResourceInfo, obj: &Value) -> bool {
+    let deleting = get(obj, &["metadata", "deletionTimestamp"]).is_some_and(|d| !d.is_null());
+    if !deleting || !array(obj, &["metadata", "finalizers"]).is_empty() {
+        return false;
+    }
+    match info.id {
+        Kind::Namespace => array(obj, &["spec", "finalizers"]).is_empty(),
+        Kind::Pod => get_i64(obj, &["metadata", "deletionGracePeriodSeconds"]).unwrap_or(0) == 0,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+#[path = "delete_test.rs"]
+mod tests;
