@@ -163,13 +163,16 @@ pub fn decode_typed(
     body: &Decoded,
     policy: FieldValidation,
 ) -> Result<(Value, Vec<String>), ApiError> {
-    let typed = info.typed_round_trip(&body.value).map_err(|err| {
-        ApiError::bad_request(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {kind}: {err}",
-            kind = info.kind,
-            version = info.version
-        ))
-    })?;
+    let typed = info
+        .typed_round_trip(&body.value)
+        .and_then(|typed| crate::typed::check_quantities(&typed).map(|()| typed))
+        .map_err(|err| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {err}",
+                kind = info.kind,
+                version = info.version
+            ))
+        })?;
     let mut typed = typed;
     // Go's `*LabelSelector` is nil when absent; k8s-openapi's is a default `{}`.
     if matches!(info.id, Kind::Deployment | Kind::ReplicaSet)

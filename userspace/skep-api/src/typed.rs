@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// A value that does not fit its Kubernetes type.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("json: {message}")]
+#[error("{message}")]
 pub struct TypedError {
     /// Dotted path of the offending field (`spec.replicas`), empty at the root.
     pub path: String,
@@ -52,13 +52,94 @@ pub fn round_trip<T: DeserializeOwned + Serialize>(value: &Value) -> Result<Valu
     let typed: T = serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        let message = go_message(&path, &err.inner().to_string());
+        let message = format!("json: {}", go_message(&path, &err.inner().to_string()));
         TypedError { path, message }
     })?;
     serde_json::to_value(&typed).map_err(|err| TypedError {
         path: String::new(),
         message: err.to_string(),
     })
+}
+
+/// Go's `resource.ParseQuantity` failure message.
+pub const QUANTITY_ERROR: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+
+/// Quantity suffixes: decimal SI, binary SI (exponents are handled apart).
+const SUFFIXES: &[&str] = &[
+    "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+];
+
+/// Whether `s` parses as a Kubernetes `resource.Quantity` (`100m`, `1Gi`, `1e3`, `0.5`).
+pub fn is_quantity(s: &str) -> bool {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits_end = unsigned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(unsigned.len());
+    let (number, suffix) = unsigned.split_at(digits_end);
+    if !number.chars().any(|c| c.is_ascii_digit()) || number.matches('.').count() > 1 {
+        return false;
+    }
+    if SUFFIXES.contains(&suffix) {
+        return true;
+    }
+    suffix
+        .strip_prefix(['e', 'E'])
+        .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
+        .is_some_and(|exp| !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Maps whose values are quantities in the built-in kinds.
+const QUANTITY_MAPS: &[&str] = &[
+    "requests",
+    "limits",
+    "capacity",
+    "allocatable",
+    "hard",
+    "used",
+];
+
+/// Check every quantity in a typed object (k8s-openapi keeps them as strings;
+/// Go rejects a bad one while decoding).
+pub fn check_quantities(value: &Value) -> Result<(), TypedError> {
+    fn walk(v: &Value, path: &str) -> Result<(), TypedError> {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let is_quantity_map = QUANTITY_MAPS.contains(&k.as_str()) && child.is_object();
+                    if is_quantity_map || k == "sizeLimit" {
+                        let values: Vec<&Value> = match child {
+                            Value::Object(q) => q.values().collect(),
+                            other => vec![other],
+                        };
+                        if values
+                            .iter()
+                            .any(|q| q.as_str().is_some_and(|q| !is_quantity(q)))
+                        {
+                            return Err(TypedError {
+                                path: p,
+                                message: QUANTITY_ERROR.to_owned(),
+                            });
+                        }
+                    } else {
+                        walk(child, &p)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, c)| walk(c, &format!("{path}[{i}]"))),
+            _ => Ok(()),
+        }
+    }
+    walk(value, "")
 }
 
 #[cfg(test)]
@@ -98,6 +179,36 @@ mod tests {
         assert_eq!(
             out["spec"]["template"]["spec"]["containers"][0]["stdin"],
             true
+        );
+    }
+}
+
+#[cfg(test)]
+mod quantity_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn quantities_like_resource_parse_quantity() {
+        for ok in [
+            "1", "100m", "1Gi", "0.5", "1e3", "2E-2", "+1k", "512Mi", "1.5Gi",
+        ] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "abc", "1GB", "1..2", "Gi", "1e", "1 Gi"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+        let pod = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "lots"}}}]}});
+        let err = check_quantities(&pod).err();
+        assert_eq!(
+            err.as_ref().map(|e| e.path.as_str()),
+            Some("spec.containers[0].resources.limits")
+        );
+        assert_eq!(err.map(|e| e.message), Some(QUANTITY_ERROR.to_owned()));
+        assert!(
+            check_quantities(&json!({"spec": {"resources": {"requests": {"storage": "1Gi"}}}}))
+                .is_ok()
         );
     }
 }
