@@ -212,3 +212,22 @@ mod quantity_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod time_tests {
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_keep_kubernetes_format() {
+        let cm = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "creationTimestamp": "2024-01-02T03:04:05Z"}});
+        let out = round_trip::<Pod>(&cm).unwrap_or_default();
+        assert_eq!(out["metadata"]["creationTimestamp"], "2024-01-02T03:04:05Z");
+        let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}, "involvedObject": {},
+            "eventTime": "2024-01-02T03:04:05.123456Z"});
+        let out = round_trip::<Event>(&ev).unwrap_or_default();
+        assert_eq!(out["eventTime"], "2024-01-02T03:04:05.123456Z");
+    }
+}
