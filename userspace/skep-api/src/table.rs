@@ -210,12 +210,7 @@ fn columns(kind: Kind) -> Vec<Column> {
         ],
         Kind::ConfigMap => vec![
             NAME,
-            (
-                "Data",
-                "integer",
-                0,
-                "Data contains the configuration data.",
-            ),
+            ("Data", "string", 0, "Data contains the configuration data."),
             AGE,
         ],
         Kind::Secret => vec![
@@ -223,7 +218,7 @@ fn columns(kind: Kind) -> Vec<Column> {
             ("Type", "string", 0, "The type of the secret"),
             (
                 "Data",
-                "integer",
+                "string",
                 0,
                 "The number of entries in the secret's data",
             ),
