@@ -47,12 +47,11 @@ async fn agreed_leader(stores: &[&Store]) -> Result<u64> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let leaders: Vec<_> = stores.iter().map(|s| s.leader()).collect();
-        if let Some(Some(leader)) = leaders.first() {
-            if leaders.iter().all(|l| *l == Some(*leader))
-                && stores.iter().any(|s| s.node_id() == *leader)
-            {
-                return Ok(*leader);
-            }
+        if let Some(Some(leader)) = leaders.first()
+            && leaders.iter().all(|l| *l == Some(*leader))
+            && stores.iter().any(|s| s.node_id() == *leader)
+        {
+            return Ok(*leader);
         }
         if tokio::time::Instant::now() > deadline {
             bail!("no agreed leader: {leaders:?}");

@@ -1,4 +1,4 @@
-//! The one RocksDB instance behind both the Raft log and the state machine.
+//! The one `RocksDB` instance behind both the Raft log and the state machine.
 
 use std::path::Path;
 use std::sync::Arc;

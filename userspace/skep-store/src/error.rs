@@ -71,21 +71,21 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    /// The RocksDB directory could not be opened.
+    /// The `RocksDB` directory could not be opened.
     #[error("failed to open the store database at {}", path.display())]
     Open {
         /// The data directory.
         path: PathBuf,
-        /// The RocksDB error.
+        /// The `RocksDB` error.
         #[source]
         source: rocksdb::Error,
     },
-    /// A RocksDB read or write failed.
+    /// A `RocksDB` read or write failed.
     #[error("failed to {op} in the store database")]
     Db {
         /// What was being done.
         op: &'static str,
-        /// The RocksDB error.
+        /// The `RocksDB` error.
         #[source]
         source: rocksdb::Error,
     },

@@ -1,4 +1,4 @@
-//! Byte layouts of RocksDB keys and values.
+//! Byte layouts of `RocksDB` keys and values.
 //!
 //! - `logs`: big-endian log index → postcard entry, so key order is index order.
 //! - `events`: big-endian revision → the user key changed at that revision.
@@ -120,9 +120,9 @@ impl StoredVersion {
 
     /// Decodes what [`StoredVersion::encode`] wrote.
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        match bytes.first()? {
-            &TAG_TOMBSTONE => Some(StoredVersion::Tombstone),
-            &TAG_LIVE if bytes.len() >= 17 => Some(StoredVersion::Live {
+        match *bytes.first()? {
+            TAG_TOMBSTONE => Some(StoredVersion::Tombstone),
+            TAG_LIVE if bytes.len() >= 17 => Some(StoredVersion::Live {
                 create_revision: from_be(&bytes[1..9])?,
                 version: from_be(&bytes[9..17])?,
                 value: Bytes::copy_from_slice(&bytes[17..]),
@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn version_keys_sort_by_key_then_newest_first() {
-        let mut keys = vec![
+        let mut keys = [
             version_key(b"a", 1),
             version_key(b"a", 7),
             version_key(b"a\x00", 3),

@@ -1,6 +1,6 @@
 //! The replicated store under the skep API server, replacing etcd.
 //!
-//! Writes go through openraft and are applied to an MVCC history in RocksDB;
+//! Writes go through openraft and are applied to an MVCC history in `RocksDB`;
 //! each successful write takes the next global revision, which the API server
 //! uses as `resourceVersion`. Reads (point, prefix pages at a revision) and
 //! watches (history replay, then live, in revision order) are served from the
@@ -9,6 +9,10 @@
 //!
 //! Start with [`Store::open`].
 #![deny(missing_docs)]
+#![expect(
+    clippy::result_large_err,
+    reason = "openraft's StorageError, which the storage traits return, is large"
+)]
 
 mod db;
 mod error;

@@ -1,4 +1,4 @@
-//! The Raft log in RocksDB: entries in `logs`, vote/committed/purged in `meta`.
+//! The Raft log in `RocksDB`: entries in `logs`, vote/committed/purged in `meta`.
 //!
 //! An append writes all its entries in one `WriteBatch` (not synced, so it is
 //! readable at once) and hands the openraft callback to a WAL-sync thread. The

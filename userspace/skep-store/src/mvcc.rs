@@ -1,7 +1,7 @@
 //! MVCC reads over the `versions` and `events` column families: a key at a
 //! revision, a prefix listing at a revision, and the change log for watches.
 //!
-//! Readers take a RocksDB snapshot, so the revisions and the data they read
+//! Readers take a `RocksDB` snapshot, so the revisions and the data they read
 //! agree even while the state machine applies and compacts.
 
 use bytes::Bytes;
@@ -80,7 +80,7 @@ impl<'a> Reader<'a> {
         opts
     }
 
-    fn iter(&self, name: &'static str) -> DBRawIteratorWithThreadMode<'a, DB> {
+    fn raw_iter(&self, name: &'static str) -> DBRawIteratorWithThreadMode<'a, DB> {
         self.db.raw_iterator_cf_opt(cf(self.db, name), self.opts())
     }
 
@@ -100,7 +100,7 @@ impl<'a> Reader<'a> {
 
     /// The newest version of `key` at or before revision `at`.
     pub(crate) fn get_at(&self, key: &[u8], at: u64) -> Result<Option<Found>, StoreError> {
-        let mut iter = self.iter(CF_VERSIONS);
+        let mut iter = self.raw_iter(CF_VERSIONS);
         iter.seek(version_key(key, at));
         read_version_of(&iter, key)
     }
@@ -128,7 +128,7 @@ impl<'a> Reader<'a> {
             None => encoded_prefix.clone(),
         };
         let mut items = Vec::new();
-        let mut iter = self.iter(CF_VERSIONS);
+        let mut iter = self.raw_iter(CF_VERSIONS);
         iter.seek(&start);
         while let Some(encoded) = iter.key() {
             if !encoded.starts_with(&encoded_prefix) {
@@ -174,7 +174,7 @@ impl<'a> Reader<'a> {
         }
         let mut events = Vec::new();
         let mut covered = after.max(revisions.revision);
-        let mut iter = self.iter(CF_EVENTS);
+        let mut iter = self.raw_iter(CF_EVENTS);
         iter.seek(be(after.saturating_add(1)));
         let mut scanned = 0;
         while let (Some(rev_key), Some(key)) = (iter.key(), iter.value()) {
@@ -202,7 +202,7 @@ impl<'a> Reader<'a> {
         upto: u64,
     ) -> Result<std::collections::HashSet<Bytes>, StoreError> {
         let mut keys = std::collections::HashSet::new();
-        let mut iter = self.iter(CF_EVENTS);
+        let mut iter = self.raw_iter(CF_EVENTS);
         iter.seek(be(after.saturating_add(1)));
         while let (Some(rev_key), Some(key)) = (iter.key(), iter.value()) {
             let revision = from_be(rev_key).ok_or(StoreError::Decode {
@@ -222,7 +222,7 @@ impl<'a> Reader<'a> {
 
     /// The change of `key` at `revision`, with the version before it.
     fn event_at(&self, key: Bytes, revision: u64) -> Result<Event, StoreError> {
-        let mut iter = self.iter(CF_VERSIONS);
+        let mut iter = self.raw_iter(CF_VERSIONS);
         iter.seek(version_key(&key, revision));
         let (found_revision, version) =
             read_version_of(&iter, &key)?.ok_or(StoreError::Decode {

@@ -24,12 +24,17 @@ use crate::typ::{
 use crate::types::{Request, Response};
 
 /// Generated gRPC code for `proto/raft.proto`.
-#[allow(unused_qualifications, clippy::pedantic, reason = "generated code")]
+#[allow(
+    unused_qualifications,
+    clippy::pedantic,
+    clippy::allow_attributes_without_reason,
+    reason = "generated code"
+)]
 pub(crate) mod pb {
     tonic::include_proto!("skep.raft.v1");
 }
 
-/// The largest gRPC message accepted (AppendEntries batches, snapshot chunks).
+/// The largest gRPC message accepted (`AppendEntries` batches, snapshot chunks).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 

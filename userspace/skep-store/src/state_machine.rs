@@ -1,5 +1,5 @@
 //! The replicated state machine: applies writes to the MVCC history in
-//! RocksDB, assigns revisions, feeds the watch hub, compacts, and builds and
+//! `RocksDB`, assigns revisions, feeds the watch hub, compacts, and builds and
 //! installs snapshots.
 //!
 //! Each `apply` call writes one `WriteBatch` holding every change of its
@@ -74,7 +74,7 @@ impl Shared {
 
 /// What the state machine has applied.
 #[derive(Debug, Clone, Default)]
-struct Applied {
+struct AppliedState {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     revisions: Revisions,
@@ -83,7 +83,7 @@ struct Applied {
 /// The Raft state machine of one replica.
 pub struct StateMachine {
     db: Arc<DB>,
-    applied: Applied,
+    applied: AppliedState,
     shared: Arc<Shared>,
 }
 
@@ -116,9 +116,9 @@ fn get_meta<T: DeserializeOwned>(
         .map_err(|e| sm_read_err(&e))
 }
 
-fn load_applied(db: &DB) -> Result<Applied, StorageError> {
+fn load_applied(db: &DB) -> Result<AppliedState, StorageError> {
     let opts = rocksdb::ReadOptions::default();
-    Ok(Applied {
+    Ok(AppliedState {
         last_applied: get_meta::<Option<LogId>>(db, &opts, KEY_LAST_APPLIED)?.flatten(),
         membership: get_meta(db, &opts, KEY_MEMBERSHIP)?.unwrap_or_default(),
         revisions: Reader::latest(db)
@@ -230,7 +230,7 @@ impl StateMachine {
 /// Changes of one `apply` call not yet written.
 struct Pending {
     batch: WriteBatch,
-    applied: Applied,
+    applied: AppliedState,
     /// The newest version of each key written in this batch.
     overlay: HashMap<Bytes, Found>,
     events: Vec<Event>,
@@ -320,8 +320,9 @@ impl Pending {
         version: StoredVersion,
         prev: Option<KeyValue>,
     ) -> Result<Response, StoreError> {
-        let revision = self.write_version(db, key, version.clone());
-        let kv = version.to_kv(key, revision).ok_or(StoreError::Decode {
+        let kv_of = version.clone();
+        let revision = self.write_version(db, key, version);
+        let kv = kv_of.to_kv(key, revision).ok_or(StoreError::Decode {
             what: "a new version",
         })?;
         self.events.push(Event {
@@ -409,7 +410,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = Arc::clone(&self.db);
         let meta_owned = meta.clone();
         let signature = meta.signature();
-        tokio::task::spawn_blocking(move || install(&db, &meta_owned, data))
+        tokio::task::spawn_blocking(move || install(&db, &meta_owned, &data))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))??;
         self.applied = load_applied(&self.db)?;
@@ -457,7 +458,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
-/// Serializes the state machine column families of one RocksDB snapshot and
+/// Serializes the state machine column families of one `RocksDB` snapshot and
 /// saves the result as the current snapshot.
 fn build(db: &DB) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
     let snapshot = db.snapshot();
@@ -514,27 +515,23 @@ fn save_snapshot(
     let meta_bytes = postcard::to_stdvec(meta)
         .map_err(|e| StorageIOError::write_snapshot(Some(signature.clone()), &e))?;
     let snapshot_cf = cf(db, CF_SNAPSHOT);
-    match batch {
-        Some(batch) => {
-            batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
-            batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
-            Ok(())
-        }
-        None => {
-            let mut batch = WriteBatch::default();
-            batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
-            batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
-            let mut opts = WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts)
-                .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
-        }
+    if let Some(batch) = batch {
+        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
+        batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
+        return Ok(());
     }
+    let mut batch = WriteBatch::default();
+    batch.put_cf(snapshot_cf, KEY_SNAPSHOT_META, meta_bytes);
+    batch.put_cf(snapshot_cf, KEY_SNAPSHOT_DATA, data);
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(batch, &opts)
+        .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
 }
 
 /// Replaces the state machine column families with a snapshot, in one
 /// synced batch.
-fn install(db: &DB, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageError> {
+fn install(db: &DB, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
     let signature = meta.signature();
     let snap_err = |what: &'static str| {
         StorageError::from(StorageIOError::read_snapshot(
@@ -546,7 +543,7 @@ fn install(db: &DB, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageErr
     for (_, name) in SNAPSHOT_CFS {
         clear_cf(db, name, &mut batch).map_err(|e| sm_write_err(&e))?;
     }
-    let mut rest = &data[..];
+    let mut rest = data;
     while !rest.is_empty() {
         let (tag, key, value, tail) =
             read_record(rest).ok_or_else(|| snap_err("truncated snapshot record"))?;
@@ -562,7 +559,7 @@ fn install(db: &DB, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StorageErr
     let membership = postcard::to_stdvec(&meta.last_membership).map_err(|e| sm_write_err(&e))?;
     batch.put_cf(sm_meta, KEY_LAST_APPLIED, last_applied);
     batch.put_cf(sm_meta, KEY_MEMBERSHIP, membership);
-    save_snapshot(db, meta, &data, Some(&mut batch))?;
+    save_snapshot(db, meta, data, Some(&mut batch))?;
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     db.write_opt(batch, &opts)
@@ -600,7 +597,10 @@ fn write_record(
     Ok(())
 }
 
-fn read_record(bytes: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One snapshot record: column family tag, key, value, and the bytes after it.
+type Record<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+fn read_record(bytes: &[u8]) -> Option<Record<'_>> {
     let (&tag, rest) = bytes.split_first()?;
     let (key, rest) = read_len_prefixed(rest)?;
     let (value, rest) = read_len_prefixed(rest)?;

@@ -78,7 +78,7 @@ impl Default for RaftTuning {
         RaftTuning {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(500),
-            election_timeout_max: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_secs(1),
             snapshot_after_logs: 100_000,
         }
     }
@@ -87,7 +87,7 @@ impl Default for RaftTuning {
 /// Everything [`Store::open`] needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// The RocksDB directory (created if missing).
+    /// The `RocksDB` directory (created if missing).
     pub data_dir: PathBuf,
     /// This replica's id (non-zero).
     pub node_id: NodeId,

@@ -1,4 +1,4 @@
-//! openraft's storage conformance suite against the RocksDB log store and
+//! openraft's storage conformance suite against the `RocksDB` log store and
 //! state machine.
 
 use std::sync::Arc;

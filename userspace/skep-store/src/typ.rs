@@ -42,17 +42,17 @@ pub type StorageIOError = openraft::StorageIOError<NodeId>;
 pub type LogState = openraft::storage::LogState<TypeConfig>;
 /// The callback a log append reports durability through.
 pub type LogFlushed = openraft::storage::LogFlushed<TypeConfig>;
-/// The request of the AppendEntries RPC.
+/// The request of the `AppendEntries` RPC.
 pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
-/// The response of the AppendEntries RPC.
+/// The response of the `AppendEntries` RPC.
 pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<NodeId>;
 /// The request of the Vote RPC.
 pub type VoteRequest = openraft::raft::VoteRequest<NodeId>;
 /// The response of the Vote RPC.
 pub type VoteResponse = openraft::raft::VoteResponse<NodeId>;
-/// The request of the InstallSnapshot RPC (one chunk).
+/// The request of the `InstallSnapshot` RPC (one chunk).
 pub type InstallSnapshotRequest = openraft::raft::InstallSnapshotRequest<TypeConfig>;
-/// The response of the InstallSnapshot RPC.
+/// The response of the `InstallSnapshot` RPC.
 pub type InstallSnapshotResponse = openraft::raft::InstallSnapshotResponse<NodeId>;
 /// A Raft API error with an API-specific error type.
 pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
