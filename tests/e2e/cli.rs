@@ -1,5 +1,5 @@
-//! The `skep` binary's command line: help, version, and one-line errors with
-//! the documented exit code when the host cannot run it.
+//! The `skep` binary on this host: `skep check` passes, and says in one line
+//! with the documented exit code what is missing when something is.
 
 use std::process::Command;
 
@@ -17,29 +17,6 @@ fn stderr_line(out: &std::process::Output) -> String {
         "expected one line on stderr, got:\n{stderr}"
     );
     lines[0].to_owned()
-}
-
-#[test]
-fn help_and_version_work() -> anyhow::Result<()> {
-    let help = process::skep(&["--help"])?;
-    assert!(help.status.success());
-    let help = String::from_utf8(help.stdout)?;
-    for command in ["up", "check", "bpf", "version"] {
-        assert!(
-            help.lines().any(|l| l.trim_start().starts_with(command)),
-            "{command} missing from --help:\n{help}"
-        );
-    }
-
-    let version = process::skep(&["version"])?;
-    assert!(version.status.success());
-    let version = String::from_utf8(version.stdout)?;
-    assert!(
-        version.starts_with(&format!("skep {}", env!("CARGO_PKG_VERSION"))),
-        "{version}"
-    );
-    assert!(version.contains("skep_metrics_ingress"), "{version}");
-    Ok(())
 }
 
 #[test]
@@ -103,12 +80,5 @@ fn missing_bpffs_is_named() -> anyhow::Result<()> {
         line.contains("no bpffs mounted at") && line.contains("mount -t bpf"),
         "{line}"
     );
-    Ok(())
-}
-
-#[test]
-fn bad_command_line_exits_2() -> anyhow::Result<()> {
-    let out = process::skep(&["no-such-command"])?;
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
     Ok(())
 }

@@ -2,4 +2,5 @@
 //! (as root), each test making and removing its own namespaces and pins.
 
 mod cli;
+mod control_plane;
 mod datapath;

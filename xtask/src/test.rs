@@ -61,6 +61,7 @@ fn clippy() -> anyhow::Result<()> {
     status(
         cargo()
             .args(["clippy", "--profile", PROFILE, "--all-targets"])
+            .args(PACKAGES)
             .args(["--", "-D", "warnings"]),
     )?;
     // The eBPF crate, with the nightly clippy for the bpf target, the way
@@ -94,11 +95,17 @@ fn clippy() -> anyhow::Result<()> {
     )
 }
 
+/// Every step selects the same packages in test mode (`--workspace` minus the
+/// eBPF crate, which only aya-build compiles), so cargo resolves one feature
+/// set and builds each dependency (the C++ of `RocksDB` above all) once.
+const PACKAGES: &[&str] = &["--workspace", "--exclude", "skep-ebpf"];
+
 fn unit(filter: Option<&str>) -> anyhow::Result<()> {
     status(
         cargo()
-            .args(["test", "--profile", PROFILE, "--workspace"])
-            .args(["--exclude", "skep-ebpf", "--exclude", "skep-e2e"])
+            .args(["test", "--profile", PROFILE])
+            .args(PACKAGES)
+            .args(["--lib", "--bins", "--test", "cli"])
             .arg("--")
             .args(filter),
     )
@@ -108,12 +115,19 @@ fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
     if !setup::is_root() {
         bail!("the end-to-end tests create namespaces and load eBPF programs: run them as root");
     }
-    // The tests start the real binary; build it first so they find it next to them.
-    crate::build::skep_binary()?;
+    // Building skep's `cli` test target builds the skep binary next to the
+    // e2e binary, with the same features; the e2e tests start it.
     status(
         cargo()
-            .args(["test", "--profile", PROFILE, "--package", "skep-e2e"])
-            .args(["--", "--test-threads=1"])
+            .args(["test", "--profile", PROFILE])
+            .args(PACKAGES)
+            .args(["--test", "e2e", "--test", "cli", "--no-run"]),
+    )?;
+    status(
+        cargo()
+            .args(["test", "--profile", PROFILE])
+            .args(PACKAGES)
+            .args(["--test", "e2e", "--", "--test-threads=1"])
             .args(filter),
     )
 }

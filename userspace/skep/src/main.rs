@@ -4,7 +4,9 @@
 
 mod bpf;
 mod check;
+mod control_plane;
 mod exit;
+mod server;
 mod up;
 
 use std::path::PathBuf;
@@ -32,6 +34,9 @@ enum Command {
     /// Start a single-node cluster on this machine: control plane and node in
     /// one process, state in --data-dir. Runs until Ctrl-C.
     Up(up::UpArgs),
+    /// Run the control plane alone: the Kubernetes API (HTTPS) on its store.
+    /// Writes an admin kubeconfig to <data-dir>/kubeconfig.
+    Server(server::ServerArgs),
     /// Check that this machine can run a skep node (root, kernel BTF, bpffs,
     /// cgroup v2, the eBPF hooks) and say what is missing.
     Check(check::CheckArgs),
@@ -76,6 +81,7 @@ fn main() -> std::process::ExitCode {
     install_tracing(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => up::run(&args),
+        Command::Server(args) => server::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Bpf(cmd) => bpf::run(&cmd),
         Command::Version => {

@@ -1,0 +1,146 @@
+//! skep's API server: the Kubernetes REST API over HTTPS that kubectl and the
+//! controllers talk to, backed by `skep-store`. It makes the cluster CA and
+//! certificates on first start and writes an admin kubeconfig.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod kubeconfig;
+pub mod openapi;
+pub mod pki;
+pub mod request;
+pub mod server;
+pub mod tls;
+
+use std::{future::Future, net::SocketAddr, path::PathBuf};
+
+use serde_json::json;
+use skep_api::{Kind, admission, decode::Decoded, registry};
+use skep_store::Store;
+
+/// Why the API server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    /// Certificates could not be loaded or made.
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The listen address could not be bound.
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating the built-in namespaces failed.
+    #[error("failed to create the built-in namespace {name}: {message}")]
+    Bootstrap {
+        /// Namespace name.
+        name: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Where the API server keeps its files and listens.
+#[derive(Clone, Debug)]
+pub struct ApiServerConfig {
+    /// Data directory: `pki/` and `kubeconfig` go here.
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Extra names/IPs for the serving certificate.
+    pub server_names: Vec<String>,
+}
+
+/// A bound, ready API server: call [`ApiServer::serve`] to run it.
+pub struct ApiServer {
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    state: api::ApiState,
+    kubeconfig: PathBuf,
+}
+
+/// The namespaces every cluster has.
+const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl ApiServer {
+    /// Makes (or loads) the PKI, binds the listener, creates the built-in
+    /// namespaces and writes `<data_dir>/kubeconfig`.
+    pub async fn bind(config: &ApiServerConfig, store: Store) -> Result<Self, ApiServerError> {
+        tls::install_default_provider();
+        let pki = pki::Pki::load_or_create(&config.data_dir.join("pki"), &config.server_names)?;
+        let tls = tls::server_config(&pki)?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ApiServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ApiServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let host = if local.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            local.ip().to_string()
+        };
+        let server_address = format!("{host}:{}", local.port());
+        let kubeconfig = config.data_dir.join("kubeconfig");
+        kubeconfig::write_admin(&kubeconfig, &format!("https://{server_address}"), &pki)?;
+        bootstrap_namespaces(&store).await?;
+        tracing::info!(%server_address, kubeconfig = %kubeconfig.display(), "API server listening");
+        Ok(Self {
+            listener,
+            tls,
+            state: api::ApiState {
+                store,
+                server_address,
+            },
+            kubeconfig,
+        })
+    }
+
+    /// `host:port` the server answers on.
+    #[must_use]
+    pub fn address(&self) -> &str {
+        &self.state.server_address
+    }
+
+    /// The admin kubeconfig's path.
+    #[must_use]
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        server::serve(self.listener, self.tls, api::router(self.state), shutdown).await;
+    }
+}
+
+async fn bootstrap_namespaces(store: &Store) -> Result<(), ApiServerError> {
+    let info = registry::by_id(Kind::Namespace);
+    for name in BUILTIN_NAMESPACES {
+        let body = Decoded {
+            value: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            duplicates: Vec::new(),
+        };
+        let err = |message: String| ApiServerError::Bootstrap { name, message };
+        let admitted = admission::admit_create(info, "", body, &admission::AdmitOptions::default())
+            .map_err(|e| err(e.to_string()))?;
+        let key = format!("/registry/core/namespaces/{name}");
+        let bytes = serde_json::to_vec(&admitted.object).map_err(|e| err(e.to_string()))?;
+        match store.create(key, bytes).await {
+            Ok(_) | Err(skep_store::StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(err(e.to_string())),
+        }
+    }
+    Ok(())
+}

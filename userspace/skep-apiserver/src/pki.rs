@@ -1,0 +1,261 @@
+//! The cluster's certificate authority and the certificates it issues: the
+//! API server's serving certificate and the admin client certificate that
+//! goes into the kubeconfig. Kept as PEM files under `<data-dir>/pki`, made
+//! once and reused on every start.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// Why the PKI could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// A file could not be read or written.
+    #[error("failed to access {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Generating or parsing a certificate or key failed.
+    #[error("failed to {what}")]
+    Cert {
+        /// What was being done.
+        what: String,
+        /// What rcgen reported.
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+/// A certificate and its private key, PEM-encoded.
+#[derive(Clone, Debug)]
+pub struct CertPair {
+    /// The certificate.
+    pub cert_pem: String,
+    /// The private key (PKCS#8).
+    pub key_pem: String,
+}
+
+/// The cluster CA and what it issued.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    /// The CA certificate and key.
+    pub ca: CertPair,
+    /// The API server's serving certificate.
+    pub server: CertPair,
+    /// The admin client certificate (`CN=skep-admin, O=system:masters`).
+    pub admin: CertPair,
+}
+
+/// The admin identity's user name.
+pub const ADMIN_USER: &str = "skep-admin";
+/// The group that is allowed everything, as in Kubernetes.
+pub const MASTERS_GROUP: &str = "system:masters";
+
+impl Pki {
+    /// Loads the PKI from `dir`, making whatever is missing. The serving
+    /// certificate covers `localhost`, `127.0.0.1` and `server_names`.
+    pub fn load_or_create(dir: &Path, server_names: &[String]) -> Result<Self, PkiError> {
+        fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let ca = load_or(dir, "ca", new_ca)?;
+        let ca_key = key_pair(&ca.key_pem)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key).map_err(|source| PkiError::Cert {
+                what: "parse the CA certificate".into(),
+                source,
+            })?;
+        let server = load_or(dir, "apiserver", || {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            names.extend(server_names.iter().cloned());
+            issue(
+                &issuer,
+                "skep-apiserver",
+                &[],
+                &names,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )
+        })?;
+        let admin = load_or(dir, "admin", || {
+            issue(
+                &issuer,
+                ADMIN_USER,
+                &[MASTERS_GROUP],
+                &[],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )
+        })?;
+        Ok(Self { ca, server, admin })
+    }
+}
+
+fn key_pair(pem: &str) -> Result<KeyPair, PkiError> {
+    KeyPair::from_pem(pem).map_err(|source| PkiError::Cert {
+        what: "parse a private key".into(),
+        source,
+    })
+}
+
+fn cert_err(what: &str) -> impl FnOnce(rcgen::Error) -> PkiError + '_ {
+    move |source| PkiError::Cert {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+fn new_ca() -> Result<CertPair, PkiError> {
+    let key = KeyPair::generate().map_err(cert_err("generate the CA key"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "skep-ca");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let cert = params
+        .self_signed(&key)
+        .map_err(cert_err("self-sign the CA"))?;
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Issues a leaf certificate: `common_name`, organizations (Kubernetes reads
+/// them as groups), DNS/IP names.
+fn issue(
+    issuer: &Issuer<'_, &KeyPair>,
+    common_name: &str,
+    organizations: &[&str],
+    names: &[String],
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<CertPair, PkiError> {
+    let key = KeyPair::generate().map_err(cert_err("generate a key"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    for org in organizations {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, *org);
+    }
+    for name in names {
+        params.subject_alt_names.push(match name.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .map_err(cert_err("use a server name"))?,
+            ),
+        });
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![usage];
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2124, 1, 1);
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(cert_err("sign a certificate"))?;
+    Ok(CertPair {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// Reads `<dir>/<name>.{crt,key}`, or makes them with `make` and writes them
+/// (the key readable by root only).
+fn load_or(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> Result<CertPair, PkiError>,
+) -> Result<CertPair, PkiError> {
+    let cert_path = dir.join(format!("{name}.crt"));
+    let key_path = dir.join(format!("{name}.key"));
+    if cert_path.is_file() && key_path.is_file() {
+        let read = |path: &Path| {
+            fs::read_to_string(path).map_err(|source| PkiError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        return Ok(CertPair {
+            cert_pem: read(&cert_path)?,
+            key_pem: read(&key_path)?,
+        });
+    }
+    let pair = make()?;
+    write_file(&key_path, &pair.key_pem, 0o600)?;
+    write_file(&cert_path, &pair.cert_pem, 0o644)?;
+    Ok(pair)
+}
+
+/// Writes `contents` to `path` with `mode`, through a temporary file and a
+/// rename so a crash never leaves half a file.
+pub(crate) fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pki_is_made_once_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Pki::load_or_create(dir.path(), &["node-1".into()]).expect("create");
+        let again = Pki::load_or_create(dir.path(), &[]).expect("load");
+        assert_eq!(first.ca.cert_pem, again.ca.cert_pem);
+        assert_eq!(first.admin.cert_pem, again.admin.cert_pem);
+        assert!(
+            first
+                .server
+                .cert_pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        let key_mode = fs::metadata(dir.path().join("ca.key"))
+            .expect("ca.key")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
+            0o600
+        );
+    }
+}

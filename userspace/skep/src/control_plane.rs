@@ -1,0 +1,77 @@
+//! The control plane as `skep server` and `skep up` run it: the store in
+//! `<data-dir>/store`, the API server on `--listen`, the admin kubeconfig in
+//! `<data-dir>/kubeconfig`.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use skep_apiserver::{ApiServer, ApiServerConfig};
+use skep_store::{Store, StoreConfig};
+
+/// Flags shared by `skep server` and `skep up`.
+#[derive(Debug, clap::Args)]
+pub struct ControlPlaneArgs {
+    /// Directory for the cluster's state: store, certificates, kubeconfig.
+    #[arg(long, default_value = "/var/lib/skep")]
+    pub data_dir: PathBuf,
+    /// Address the Kubernetes API listens on (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Extra DNS names or IPs for the API server's certificate.
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+}
+
+/// Runs the control plane until `shutdown` completes, then stops the store
+/// cleanly.
+pub async fn run(
+    args: &ControlPlaneArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("failed to create data dir {}", args.data_dir.display()))?;
+    let store = Store::open(StoreConfig::single(args.data_dir.join("store")))
+        .await
+        .context("failed to open the store")?;
+    let server = ApiServer::bind(
+        &ApiServerConfig {
+            data_dir: args.data_dir.clone(),
+            listen: args.listen,
+            server_names: args.tls_sans.clone(),
+        },
+        store.clone(),
+    )
+    .await
+    .context("failed to start the API server")?;
+    tracing::info!(
+        address = server.address(),
+        "control plane ready: kubectl --kubeconfig {}",
+        server.kubeconfig().display()
+    );
+    server.serve(shutdown).await;
+    store.shutdown().await.context("failed to stop the store")?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        tracing::warn!("cannot listen for SIGTERM; only Ctrl-C stops skep");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// A multi-threaded tokio runtime for the long-running commands.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}

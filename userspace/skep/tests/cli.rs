@@ -1,0 +1,39 @@
+//! The `skep` binary's command line, run as a user would: help, version and
+//! a bad command line. (Privileged checks live in the e2e tests.)
+
+use std::process::{Command, Output};
+
+fn skep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_skep"))
+        .args(args)
+        .output()
+        .expect("the skep binary runs")
+}
+
+#[test]
+fn help_and_version_work() {
+    let help = skep(&["--help"]);
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).expect("utf-8");
+    for command in ["up", "check", "bpf", "version"] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(command)),
+            "{command} missing from --help:\n{help}"
+        );
+    }
+
+    let version = skep(&["version"]);
+    assert!(version.status.success());
+    let version = String::from_utf8(version.stdout).expect("utf-8");
+    assert!(
+        version.starts_with(&format!("skep {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(version.contains("skep_metrics_ingress"), "{version}");
+}
+
+#[test]
+fn bad_command_line_exits_2() {
+    let out = skep(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
