@@ -9,6 +9,11 @@ use skep_store::{CompactionConfig, Store, StoreConfig};
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let mut args = std::env::args().skip(1);
     let writers: usize = args
         .next()

@@ -14,6 +14,7 @@
     reason = "openraft's StorageError, which the storage traits return, is large"
 )]
 
+mod batch;
 mod db;
 mod error;
 mod keys;

@@ -96,6 +96,7 @@ fn wal_sync_loop(db: &DB, rx: &mpsc::Receiver<LogFlushed>) {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
         let result = db.flush_wal(true);
+        tracing::trace!(appends = waiting.len(), "synced the raft log WAL");
         if let Err(err) = &result {
             tracing::error!(
                 ?err,

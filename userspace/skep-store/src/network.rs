@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::batch::Batcher;
 use crate::error::StoreError;
 use crate::typ::{
     AppendEntriesRequest, AppendEntriesResponse, ClientWriteError, InstallSnapshotError,
@@ -159,11 +160,12 @@ impl RaftNetwork<crate::typ::TypeConfig> for Connection {
 /// Serves a replica's Raft RPCs.
 pub(crate) struct RaftService {
     raft: Raft,
+    batcher: Batcher,
 }
 
 impl RaftService {
-    pub(crate) fn server(raft: Raft) -> pb::raft_server::RaftServer<RaftService> {
-        pb::raft_server::RaftServer::new(RaftService { raft })
+    pub(crate) fn server(raft: Raft, batcher: Batcher) -> pb::raft_server::RaftServer<RaftService> {
+        pb::raft_server::RaftServer::new(RaftService { raft, batcher })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -216,8 +218,16 @@ impl pb::raft_server::Raft for RaftService {
         request: tonic::Request<pb::RaftMessage>,
     ) -> Result<tonic::Response<pb::RaftMessage>, tonic::Status> {
         let write: Request = decode(request)?;
-        let result: Result<Response, RaftError<ClientWriteError>> =
-            self.raft.client_write(write).await.map(|reply| reply.data);
+        let result: Result<Response, RaftError<ClientWriteError>> = match write {
+            Request::Compact { .. } | Request::Batch(_) => {
+                self.raft.client_write(write).await.map(|reply| reply.data)
+            }
+            _ => self
+                .batcher
+                .submit(write)
+                .await
+                .ok_or_else(|| tonic::Status::unavailable("the store is shutting down"))?,
+        };
         encode(&result)
     }
 

@@ -307,9 +307,9 @@ impl Pending {
                     prev: current,
                 })
             }
-            Request::Compact { .. } => Err(StoreError::Config {
-                reason: "compaction must be applied on its own".into(),
-            }),
+            Request::Compact { .. } | Request::Batch(_) => {
+                Ok(Response::Failed(WriteFailure::NotBatchable))
+            }
         }
     }
 
@@ -379,6 +379,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.compact(&mut pending, revision)
                         .map_err(|e| StorageIOError::apply(log_id, &e))?
                 }
+                EntryPayload::Normal(Request::Batch(requests)) => Response::Batch(
+                    requests
+                        .into_iter()
+                        .map(|request| pending.apply(&self.db, request))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| StorageIOError::apply(log_id, &e))?,
+                ),
                 EntryPayload::Normal(request) => pending
                     .apply(&self.db, request)
                     .map_err(|e| StorageIOError::apply(log_id, &e))?,

@@ -14,6 +14,7 @@ use rocksdb::DB;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::batch::Batcher;
 use crate::error::{StoreError, key_string};
 use crate::log_store::LogStore;
 use crate::mvcc::Reader;
@@ -129,6 +130,7 @@ pub struct Store {
 struct Inner {
     node_id: NodeId,
     raft: Raft,
+    batcher: Batcher,
     db: Arc<DB>,
     shared: Arc<Shared>,
     peers: BTreeMap<NodeId, String>,
@@ -186,9 +188,10 @@ impl Store {
         .map_err(|e| raft_err("start")(&e))?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let batcher = Batcher::start(raft.clone());
         let mut tasks = Vec::new();
         if let Some(addr) = config.listen_addr {
-            tasks.push(serve(raft.clone(), addr, shutdown_rx.clone()).await?);
+            tasks.push(serve(raft.clone(), batcher.clone(), addr, shutdown_rx.clone()).await?);
         }
         tasks.push(tokio::spawn(compactor(
             raft.clone(),
@@ -202,6 +205,7 @@ impl Store {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
                 raft,
+                batcher,
                 db,
                 shared,
                 peers: config.peers.clone(),
@@ -359,12 +363,26 @@ impl Store {
     }
 
     /// Proposes one write through Raft and returns what applying it did.
-    /// On a follower the write is forwarded to the leader.
+    /// Concurrent creates, updates and deletes share log entries (see
+    /// [`Request::Batch`]). On a follower the write is forwarded to the leader.
     #[tracing::instrument(level = "debug", skip_all, fields(op = request.op_name()))]
     pub async fn write(&self, request: Request) -> Result<Response, StoreError> {
-        let result = self.inner.raft.client_write(request.clone()).await;
+        let result = match request {
+            Request::Compact { .. } | Request::Batch(_) => self
+                .inner
+                .raft
+                .client_write(request.clone())
+                .await
+                .map(|reply| reply.data),
+            _ => self
+                .inner
+                .batcher
+                .submit(request.clone())
+                .await
+                .ok_or(StoreError::Shutdown)?,
+        };
         match result {
-            Ok(reply) => Ok(reply.data),
+            Ok(response) => Ok(response),
             Err(OrRaftError::APIError(CwError::ForwardToLeader(forward))) => {
                 let Some(leader_id) = forward.leader_id else {
                     return Err(StoreError::NotLeader { leader_id: None });
@@ -595,6 +613,7 @@ fn failure_expecting(key: &[u8], response: Response, expected: Option<u64>) -> S
 /// Serves Raft gRPC on `addr` until shutdown.
 async fn serve(
     raft: Raft,
+    batcher: Batcher,
     addr: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, StoreError> {
@@ -609,7 +628,7 @@ async fn serve(
             let _ = shutdown.wait_for(|stop| *stop).await;
         };
         if let Err(err) = tonic::transport::Server::builder()
-            .add_service(RaftService::server(raft))
+            .add_service(RaftService::server(raft, batcher))
             .serve_with_incoming_shutdown(incoming, signal)
             .await
         {

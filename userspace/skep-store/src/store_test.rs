@@ -447,3 +447,70 @@ async fn a_restart_keeps_data_history_and_revisions() -> Result<()> {
     store.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_log_entries_but_get_their_own_results() -> Result<()> {
+    init_tracing();
+    let dir = tempfile::tempdir()?;
+    let store = open(&dir).await?;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let same = store.create("/same", format!("{i}")).await;
+                let own = store.create(format!("/own/{i}"), "v").await;
+                (same, own)
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    let mut revisions = Vec::new();
+    for task in tasks {
+        let (same, own) = task.await?;
+        match same {
+            Ok(kv) => {
+                winners += 1;
+                revisions.push(kv.mod_revision);
+            }
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(err) => bail!("unexpected error {err}"),
+        }
+        revisions.push(own?.mod_revision);
+    }
+    assert_eq!(winners, 1, "exactly one create of the same key wins");
+    revisions.sort_unstable();
+    assert_eq!(
+        revisions,
+        (1..=65).collect::<Vec<u64>>(),
+        "no revision skipped or reused"
+    );
+
+    let response = store
+        .write(crate::Request::Batch(vec![
+            crate::Request::Create {
+                key: Bytes::from_static(b"/b1"),
+                value: Bytes::new(),
+            },
+            crate::Request::Compact { revision: 1 },
+            crate::Request::Delete {
+                key: Bytes::from_static(b"/missing"),
+                expected_mod_revision: None,
+            },
+        ]))
+        .await?;
+    let crate::Response::Batch(responses) = response else {
+        bail!("expected a batch response, got {response:?}");
+    };
+    assert!(matches!(responses[0], crate::Response::Put { ref kv, .. } if kv.mod_revision == 66));
+    assert_eq!(
+        responses[1],
+        crate::Response::Failed(crate::WriteFailure::NotBatchable)
+    );
+    assert_eq!(
+        responses[2],
+        crate::Response::Failed(crate::WriteFailure::NotFound)
+    );
+    assert_eq!(store.compacted_revision(), 0);
+    store.shutdown().await?;
+    Ok(())
+}

@@ -59,6 +59,12 @@ pub enum Request {
         /// The new compaction point.
         revision: u64,
     },
+    /// Several creates, updates and deletes as one log entry: the store
+    /// batches concurrent writers this way, because openraft 0.9 syncs the
+    /// log once per entry. Each op applies in order and takes its own
+    /// revision; a failed precondition fails only its own op. A nested
+    /// `Batch` or `Compact` fails with [`WriteFailure::NotBatchable`].
+    Batch(Vec<Request>),
 }
 
 impl Request {
@@ -69,6 +75,7 @@ impl Request {
             Request::Update { .. } => "update",
             Request::Delete { .. } => "delete",
             Request::Compact { .. } => "compact",
+            Request::Batch(_) => "batch",
         }
     }
 }
@@ -100,6 +107,8 @@ pub enum Response {
     },
     /// A precondition failed; nothing was written.
     Failed(WriteFailure),
+    /// The outcomes of a [`Request::Batch`], one per op, in order.
+    Batch(Vec<Response>),
 }
 
 /// Why a write changed nothing.
@@ -119,6 +128,8 @@ pub enum WriteFailure {
         /// The current revision.
         current: u64,
     },
+    /// A `Batch` or `Compact` inside a `Batch`.
+    NotBatchable,
 }
 
 /// What a watch event did to its key.
