@@ -17,11 +17,15 @@ use serde_json::{Value, json};
 use skep_api::{
     ApiError, Kind, ResourceInfo, StatusReason,
     admission::{self, AdmitOptions, Admitted},
+    apply::{self as server_side_apply, ApplyOptions},
     decode::{self, Decoded},
+    delete::{self as deletion, DeleteOptions, DeleteOutcome},
     fieldcheck::FieldValidation,
     object::{self, ListMeta, WatchEventType},
+    patch::{self as patching, PatchType},
     registry,
     selector::{FieldSelector, LabelSelector},
+    table::{self, IncludeObject},
 };
 use skep_store::{EventKind, KeyValue, ListRequest, ReadConsistency, Store, StoreError};
 
@@ -229,6 +233,28 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
+/// Whether the client asked for a `meta.k8s.io/v1` Table (kubectl get does).
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("as=Table"))
+}
+
+/// The field manager of a write: `?fieldManager=`, else the client's program
+/// name from its User-Agent, as kube-apiserver defaults it.
+fn field_manager(params: &Params, headers: &HeaderMap) -> String {
+    params.get("fieldManager").cloned().unwrap_or_else(|| {
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("unknown")
+            .to_owned()
+    })
+}
+
 fn dry_run(params: &Params) -> bool {
     params.get("dryRun").is_some_and(|v| v == "All")
 }
@@ -265,12 +291,12 @@ async fn resource(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     match req.verb {
-        Verb::Get => get(state, info, req).await,
-        Verb::List => list(state, info, req, params).await,
+        Verb::Get => get(state, info, req, params, headers).await,
+        Verb::List => list(state, info, req, params, headers).await,
         Verb::Watch => watch(state, info, req, params).await,
-        Verb::Create => create(state, info, req, params, content_type, &body).await,
-        Verb::Update => update(state, info, req, params, content_type, &body).await,
-        Verb::Patch => patch(state, info, req, params, content_type, &body).await,
+        Verb::Create => create(state, info, req, params, headers, content_type, &body).await,
+        Verb::Update => update(state, info, req, params, headers, content_type, &body).await,
+        Verb::Patch => patch(state, info, req, params, headers, content_type, &body).await,
         Verb::Delete => delete(state, info, req, params, &body).await,
         Verb::DeleteCollection => Err(ApiError::method_not_allowed()),
     }
@@ -294,9 +320,22 @@ async fn get(
     state: &ApiState,
     info: &ResourceInfo,
     req: &ResourceRequest,
+    params: &Params,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let kv = read(state, info, &req.namespace, &req.name).await?;
     let obj = output(&kv)?;
+    if req.subresource.is_empty() && wants_table(headers) {
+        let meta = ListMeta {
+            resource_version: kv.mod_revision,
+            continue_token: None,
+            remaining_item_count: None,
+        };
+        return Ok(json_response(
+            StatusCode::OK,
+            &render_table(info, &[obj], &meta, params),
+        ));
+    }
     let obj = if req.subresource == "scale" {
         admission::scale_of(&obj)
     } else {
@@ -358,11 +397,17 @@ fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
     Ok((revision, start))
 }
 
+fn render_table(info: &ResourceInfo, objects: &[Value], meta: &ListMeta, params: &Params) -> Value {
+    let include = IncludeObject::parse(params.get("includeObject").map_or("", String::as_str));
+    table::table(info, objects, meta, include, AdmitOptions::default().now)
+}
+
 async fn list(
     state: &ApiState,
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let filter = Filter::from_params(info, req, params)?;
     let limit: usize = match params.get("limit") {
@@ -429,6 +474,12 @@ async fn list(
         continue_token,
         remaining_item_count: None,
     };
+    if wants_table(headers) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &render_table(info, &items, &meta, params),
+        ));
+    }
     Ok(json_response(
         StatusCode::OK,
         &object::wrap_list(info, items, &meta),
@@ -459,6 +510,7 @@ async fn create(
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
+    headers: &HeaderMap,
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
@@ -469,11 +521,26 @@ async fn create(
         };
     }
     let decoded = decode::decode(body, content_type)?;
+    let opts = admit_options(params)?;
     let Admitted {
-        object: obj,
+        object: mut obj,
         warnings,
         ..
-    } = admission::admit_create(info, &req.namespace, decoded, &admit_options(params)?)?;
+    } = admission::admit_create(info, &req.namespace, decoded, &opts)?;
+    let manager = field_manager(params, headers);
+    server_side_apply::record_update(info, None, &mut obj, &manager, "", opts.now);
+    store_new(state, info, req, params, obj, warnings).await
+}
+
+/// Stores an admitted new object, after checking its namespace is active.
+async fn store_new(
+    state: &ApiState,
+    info: &ResourceInfo,
+    req: &ResourceRequest,
+    params: &Params,
+    obj: Value,
+    warnings: Vec<String>,
+) -> Result<Response, ApiError> {
     if info.namespaced {
         ensure_namespace_active(state, &req.namespace).await?;
     }
@@ -570,9 +637,7 @@ async fn store_replacement(
     }
     let expected = precondition.unwrap_or(old.mod_revision);
     let key = key(info, &req.namespace, &req.name);
-    let finalized = object::get(&new, &["metadata", "deletionTimestamp"]).is_some()
-        && object::array(&new, &["metadata", "finalizers"]).is_empty();
-    if finalized {
+    if deletion::ready_to_remove(info, &new) {
         let deleted = state
             .store
             .delete(key, Some(expected))
@@ -596,13 +661,24 @@ async fn update(
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
+    headers: &HeaderMap,
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let decoded = decode::decode(body, content_type)?;
     let old_kv = read(state, info, &req.namespace, &req.name).await?;
     let old = output(&old_kv)?;
-    let admitted = admit_replacement(info, req, decoded, &old, &admit_options(params)?)?;
+    let opts = admit_options(params)?;
+    let mut admitted = admit_replacement(info, req, decoded, &old, &opts)?;
+    let manager = field_manager(params, headers);
+    server_side_apply::record_update(
+        info,
+        Some(&old),
+        &mut admitted.object,
+        &manager,
+        &req.subresource,
+        opts.now,
+    );
     store_replacement(state, info, req, params, &old_kv, admitted).await
 }
 
@@ -611,12 +687,16 @@ async fn patch(
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
+    headers: &HeaderMap,
     content_type: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    let patch: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch_type = PatchType::from_content_type(content_type)?;
+    let opts = admit_options(params)?;
+    let manager = field_manager(params, headers);
+    if patch_type == PatchType::Apply {
+        return server_side(state, info, req, params, &opts, body).await;
+    }
     let old_kv = read(state, info, &req.namespace, &req.name).await?;
     let old = output(&old_kv)?;
     let base = if req.subresource == "scale" {
@@ -624,27 +704,74 @@ async fn patch(
     } else {
         old.clone()
     };
-    let mut patched = base;
-    match media {
-        "application/merge-patch+json" => json_patch::merge(&mut patched, &patch),
-        "application/json-patch+json" => {
-            let ops: json_patch::Patch = serde_json::from_value(patch)
-                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            json_patch::patch(&mut patched, &ops).map_err(|e| {
-                ApiError::new(
-                    StatusReason::Invalid,
-                    format!("the server rejected our request due to an error in our request: {e}"),
-                )
-            })?;
-        }
-        other => return Err(ApiError::unsupported_media_type(other)),
-    }
+    let patched = patching::apply_patch(info.id, &base, patch_type, body)?;
     let decoded = Decoded {
         value: patched,
         duplicates: Vec::new(),
     };
-    let admitted = admit_replacement(info, req, decoded, &old, &admit_options(params)?)?;
+    let mut admitted = admit_replacement(info, req, decoded, &old, &opts)?;
+    server_side_apply::record_update(
+        info,
+        Some(&old),
+        &mut admitted.object,
+        &manager,
+        &req.subresource,
+        opts.now,
+    );
     store_replacement(state, info, req, params, &old_kv, admitted).await
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): merges the applied
+/// configuration into the live object (or creates it), tracking field owners.
+async fn server_side(
+    state: &ApiState,
+    info: &ResourceInfo,
+    req: &ResourceRequest,
+    params: &Params,
+    opts: &AdmitOptions,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if !req.subresource.is_empty() {
+        return Err(ApiError::method_not_allowed());
+    }
+    let Some(manager) = params.get("fieldManager").filter(|m| !m.is_empty()) else {
+        return Err(ApiError::bad_request(
+            "PATCH requests with apply must include fieldManager",
+        ));
+    };
+    let config = decode::decode(body, "application/yaml")?;
+    let apply_opts = ApplyOptions {
+        field_manager: manager,
+        force: params.get("force").is_some_and(|f| f == "true"),
+        now: opts.now,
+    };
+    let live_kv = state
+        .store
+        .get(
+            key(info, &req.namespace, &req.name),
+            ReadConsistency::Linearizable,
+        )
+        .await
+        .map_err(|e| store_error(info, &req.name, e))?;
+    let live = live_kv.as_ref().map(output).transpose()?;
+    let merged = server_side_apply::apply(info, live.as_ref(), &config.value, &apply_opts)?;
+    let decoded = Decoded {
+        value: merged,
+        duplicates: config.duplicates,
+    };
+    match (live_kv, live) {
+        (Some(kv), Some(live)) => {
+            let admitted =
+                admission::admit_update(info, &req.namespace, &req.name, decoded, &live, opts)?;
+            store_replacement(state, info, req, params, &kv, admitted).await
+        }
+        _ => {
+            let Admitted {
+                object, warnings, ..
+            } = admission::admit_create(info, &req.namespace, decoded, opts)?;
+            store_new(state, info, req, params, object, warnings).await
+        }
+    }
 }
 
 async fn delete(
@@ -654,59 +781,47 @@ async fn delete(
     params: &Params,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let options: Value = if body.is_empty() {
-        json!({})
+    let options: Option<Value> = if body.is_empty() {
+        None
     } else {
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        Some(
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?,
+        )
     };
-    let kv = read(state, info, &req.namespace, &req.name).await?;
-    let mut obj = output(&kv)?;
-    if let Some(uid) = object::get_str(&options, &["preconditions", "uid"])
-        && uid != object::get_str(&obj, &["metadata", "uid"]).unwrap_or_default()
-    {
-        return Err(ApiError::conflict(
-            info.group,
-            info.plural,
-            &req.name,
-            &format!(
-                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                object::get_str(&obj, &["metadata", "uid"]).unwrap_or_default()
-            ),
-        ));
+    let mut options = DeleteOptions::from_value(options.as_ref())?;
+    if let Some(policy) = params.get("propagationPolicy") {
+        options = DeleteOptions::from_value(Some(&json!({"propagationPolicy": policy})))?;
     }
-    let expected = object::get_str(&options, &["preconditions", "resourceVersion"])
-        .and_then(|rv| rv.parse().ok())
-        .unwrap_or(kv.mod_revision);
+    let kv = read(state, info, &req.namespace, &req.name).await?;
+    let obj = output(&kv)?;
+    let outcome = deletion::prepare_delete(info, &obj, &options, AdmitOptions::default().now)?;
     if dry_run(params) {
         return Ok(json_response(StatusCode::OK, &obj));
     }
     let key = key(info, &req.namespace, &req.name);
-    if !object::array(&obj, &["metadata", "finalizers"]).is_empty() {
-        // Finalizers hold the object: mark it and let their owners remove them.
-        if object::get(&obj, &["metadata", "deletionTimestamp"]).is_none() {
-            let meta = object::ensure_object(&mut obj, &["metadata"]);
-            meta.insert(
-                "deletionTimestamp".into(),
-                admission::format_time(AdmitOptions::default().now).into(),
-            );
-            meta.insert("deletionGracePeriodSeconds".into(), 0.into());
-            let kv = state
+    match outcome {
+        DeleteOutcome::Remove => {
+            let deleted = state
                 .store
-                .update(key, stored_bytes(&obj)?, Some(expected))
+                .delete(key, Some(kv.mod_revision))
                 .await
                 .map_err(|e| store_error(info, &req.name, e))?;
-            obj = output(&kv)?;
+            tracing::info!(kind = info.kind, revision = deleted.revision, "deleted");
+            Ok(json_response(StatusCode::OK, &obj))
         }
-        return Ok(json_response(StatusCode::ACCEPTED, &obj));
+        DeleteOutcome::Update(marked) => {
+            // Finalizers or a grace period hold the object: mark it and let
+            // their owners finish.
+            let kv = state
+                .store
+                .update(key, stored_bytes(&marked)?, Some(kv.mod_revision))
+                .await
+                .map_err(|e| store_error(info, &req.name, e))?;
+            Ok(json_response(StatusCode::ACCEPTED, &output(&kv)?))
+        }
+        DeleteOutcome::Unchanged => Ok(json_response(StatusCode::ACCEPTED, &obj)),
     }
-    let deleted = state
-        .store
-        .delete(key, Some(expected))
-        .await
-        .map_err(|e| store_error(info, &req.name, e))?;
-    tracing::info!(kind = info.kind, revision = deleted.revision, "deleted");
-    Ok(json_response(StatusCode::OK, &obj))
 }
 
 /// How long an idle watch waits before sending a bookmark.
