@@ -245,11 +245,7 @@ spec:
 fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir_all(&manifests)?;
-    std::fs::write(manifests.join("00-namespace.yaml"), NAMESPACE)?;
-    std::fs::write(manifests.join("10-configmap.yaml"), CONFIGMAP)?;
-    std::fs::write(manifests.join("20-web.yaml"), DEPLOYMENT)?;
+    let manifests = manifest_dir(dir.path())?;
     let manifests_arg = manifests.to_string_lossy().into_owned();
 
     let applied = server.kubectl_ok(&["apply", "-f", &manifests_arg])?;
@@ -342,6 +338,23 @@ fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     ])?;
     assert_eq!(left.trim(), "", "left behind: {left}");
 
+    Ok(())
+}
+
+/// A directory of manifests: the namespace, a ConfigMap, a Deployment and its Service.
+fn manifest_dir(parent: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let manifests = parent.join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(manifests.join("00-namespace.yaml"), NAMESPACE)?;
+    std::fs::write(manifests.join("10-configmap.yaml"), CONFIGMAP)?;
+    std::fs::write(manifests.join("20-web.yaml"), DEPLOYMENT)?;
+    Ok(manifests)
+}
+
+#[test]
+fn kubectl_server_side_apply_records_field_managers() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path())?;
     // Server-side apply creates and then owns fields.
     server.kubectl_ok_with(&["apply", "--server-side", "-f", "-"], NAMESPACE)?;
     server.kubectl_ok_with(&["apply", "--server-side", "-f", "-"], CONFIGMAP)?;
