@@ -341,7 +341,7 @@ fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A directory of manifests: the namespace, a ConfigMap, a Deployment and its Service.
+/// A directory of manifests: the namespace, a `ConfigMap`, a `Deployment` and its `Service`.
 fn manifest_dir(parent: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let manifests = parent.join("manifests");
     std::fs::create_dir_all(&manifests)?;
