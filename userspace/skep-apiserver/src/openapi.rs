@@ -1,4 +1,4 @@
-//! The OpenAPI v3 documents kubectl asks for. kubectl checks there whether
+//! The `OpenAPI` v3 documents kubectl asks for. kubectl checks there whether
 //! the server validates fields itself (`?fieldValidation=Strict`, a query
 //! parameter of each resource's PATCH operation, found by its
 //! `x-kubernetes-group-version-kind` extension); when it does, kubectl sends
