@@ -670,17 +670,56 @@ async fn update(
     let old_kv = read(state, info, &req.namespace, &req.name).await?;
     let old = output(&old_kv)?;
     let opts = admit_options(params)?;
-    let mut admitted = admit_replacement(info, req, decoded, &old, &opts)?;
     let manager = field_manager(params, headers);
-    server_side_apply::record_update(
+    let ctx = Replacement {
+        state,
         info,
-        Some(&old),
-        &mut admitted.object,
-        &manager,
-        &req.subresource,
-        opts.now,
-    );
-    store_replacement(state, info, req, params, &old_kv, admitted).await
+        req,
+        params,
+        opts: &opts,
+        manager: &manager,
+    };
+    ctx.admit_and_store(&old_kv, &old, decoded).await
+}
+
+/// One replacement write (PUT or a patch) of an existing object.
+struct Replacement<'a> {
+    state: &'a ApiState,
+    info: &'a ResourceInfo,
+    req: &'a ResourceRequest,
+    params: &'a Params,
+    opts: &'a AdmitOptions,
+    manager: &'a str,
+}
+
+impl Replacement<'_> {
+    /// Admits `body` as the new state of `old`, records the write's manager in
+    /// managedFields, and stores it with compare-and-swap.
+    async fn admit_and_store(
+        &self,
+        old_kv: &KeyValue,
+        old: &Value,
+        body: Decoded,
+    ) -> Result<Response, ApiError> {
+        let mut admitted = admit_replacement(self.info, self.req, body, old, self.opts)?;
+        server_side_apply::record_update(
+            self.info,
+            Some(old),
+            &mut admitted.object,
+            self.manager,
+            &self.req.subresource,
+            self.opts.now,
+        );
+        store_replacement(
+            self.state,
+            self.info,
+            self.req,
+            self.params,
+            old_kv,
+            admitted,
+        )
+        .await
+    }
 }
 
 async fn patch(
@@ -710,16 +749,15 @@ async fn patch(
         value: patched,
         duplicates: Vec::new(),
     };
-    let mut admitted = admit_replacement(info, req, decoded, &old, &opts)?;
-    server_side_apply::record_update(
+    let ctx = Replacement {
+        state,
         info,
-        Some(&old),
-        &mut admitted.object,
-        &manager,
-        &req.subresource,
-        opts.now,
-    );
-    store_replacement(state, info, req, params, &old_kv, admitted).await
+        req,
+        params,
+        opts: &opts,
+        manager: &manager,
+    };
+    ctx.admit_and_store(&old_kv, &old, decoded).await
 }
 
 /// Server-side apply (`application/apply-patch+yaml`): merges the applied
