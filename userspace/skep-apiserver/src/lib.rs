@@ -100,7 +100,7 @@ impl ApiServer {
             listener,
             tls,
             state: api::ApiState {
-                store,
+                objects: skep_objects::Objects::new(store),
                 server_address,
             },
             kubeconfig,

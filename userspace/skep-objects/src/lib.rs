@@ -1,0 +1,108 @@
+//! API objects in the store.
+//!
+//! kube-apiserver keeps its storage layer (`pkg/registry`) apart from its
+//! HTTP handlers; this crate is skep's. Every write of a Kubernetes object —
+//! from kubectl through the REST API, from the scheduler binding a pod, from
+//! a controller updating a status — goes through [`Objects`], so admission
+//! (defaulting, validation, immutable fields), managedFields, namespace
+//! checks, compare-and-swap and the store-key layout live in one place.
+//! Errors are [`ApiError`]s: the `Status` a REST client would get.
+#![deny(missing_docs)]
+
+mod keys;
+mod list;
+mod typed;
+mod watch;
+mod write;
+
+pub use keys::{key, prefix};
+pub use list::{ListOptions, decode_continue, encode_continue};
+pub use typed::{Typed, TypedEvent, TypedWatch, info_of};
+pub use watch::{Filter, ObjectWatch};
+pub use write::{Deleted, WriteOptions, Written};
+
+use serde_json::Value;
+use skep_api::{ApiError, ResourceInfo, object};
+use skep_store::{KeyValue, ReadConsistency, Store, StoreError};
+
+/// Reads and writes API objects in the store, with the API's rules.
+#[derive(Clone)]
+pub struct Objects {
+    store: Store,
+}
+
+impl Objects {
+    /// Objects kept in `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The store underneath, for what is not about one object (revisions).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The object `namespace/name` with its `resourceVersion`, or `NotFound`.
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.try_get(info, namespace, name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(info.group, info.plural, name))
+    }
+
+    /// The object `namespace/name` with its `resourceVersion`, if it exists.
+    pub async fn try_get(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let kv = self
+            .store
+            .get(key(info, namespace, name), ReadConsistency::Linearizable)
+            .await
+            .map_err(|e| store_error(info, name, e))?;
+        kv.as_ref().map(output).transpose()
+    }
+}
+
+/// Maps a store failure to the API error a client expects.
+pub fn store_error(info: &ResourceInfo, name: &str, err: StoreError) -> ApiError {
+    match err {
+        StoreError::AlreadyExists { .. } => ApiError::already_exists(info.group, info.plural, name),
+        StoreError::NotFound { .. } => ApiError::not_found(info.group, info.plural, name),
+        StoreError::Conflict { .. } => ApiError::conflict_modified(info.group, info.plural, name),
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(requested, compacted),
+        other => {
+            tracing::error!(err = %other, kind = info.kind, %name, "store failure");
+            ApiError::internal(other)
+        }
+    }
+}
+
+/// An object as stored, with its `resourceVersion` from the store.
+pub fn output(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
+    object::set_resource_version(&mut obj, kv.mod_revision);
+    Ok(obj)
+}
+
+/// The bytes stored for `obj`: the resourceVersion is the store's revision,
+/// so it is never stored inside the object.
+fn stored_bytes(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&obj).map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod objects_test;
