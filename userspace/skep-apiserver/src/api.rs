@@ -27,7 +27,10 @@ use skep_api::{
 };
 use skep_objects::{Deleted, Filter, ListOptions, ObjectWatch, Objects, WriteOptions, Written};
 
+use skep_proto::v1::node_sync_server::NodeSyncServer;
+
 use crate::{
+    nodesync::NodeSyncService,
     request::{self, ResourceRequest, Target, Verb},
     tls::Identity,
 };
@@ -41,9 +44,16 @@ pub struct ApiState {
     pub server_address: String,
 }
 
-/// The API router: every path goes through [`dispatch`].
+/// The API router: node sync's gRPC service under its own path, every
+/// other path through [`dispatch`].
 pub fn router(state: ApiState) -> Router {
+    use tonic::server::NamedService as _;
+    use tower::ServiceExt as _;
+    type NodeSync = NodeSyncServer<NodeSyncService>;
+    let node_sync = NodeSync::new(NodeSyncService::new(state.objects.clone()))
+        .map_request(|req: axum::http::Request<Body>| req.map(tonic::body::Body::new));
     Router::new()
+        .route_service(&format!("/{}/{{*rest}}", NodeSync::NAME), node_sync)
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(
             decode::MAX_REQUEST_BYTES,

@@ -5,11 +5,15 @@
 
 pub mod api;
 pub mod kubeconfig;
+pub mod nodesync;
 pub mod openapi;
 pub mod pki;
 pub mod request;
 pub mod server;
 pub mod tls;
+
+#[cfg(test)]
+mod nodesync_test;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf};
 
@@ -62,6 +66,8 @@ pub struct ApiServer {
     tls: std::sync::Arc<rustls::ServerConfig>,
     state: api::ApiState,
     kubeconfig: PathBuf,
+    pki: pki::Pki,
+    data_dir: PathBuf,
 }
 
 /// The namespaces every cluster has.
@@ -104,7 +110,31 @@ impl ApiServer {
                 server_address,
             },
             kubeconfig,
+            pki,
+            data_dir: config.data_dir.clone(),
         })
+    }
+
+    /// Writes (once) and returns the kubeconfig node `node` joins with: its
+    /// own client certificate, at `<data_dir>/nodes/<node>.kubeconfig`.
+    pub fn node_kubeconfig(&self, node: &str) -> Result<PathBuf, ApiServerError> {
+        let path = self
+            .data_dir
+            .join("nodes")
+            .join(format!("{node}.kubeconfig"));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| pki::PkiError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        kubeconfig::write_node(
+            &path,
+            &format!("https://{}", self.state.server_address),
+            &self.pki,
+            node,
+        )?;
+        Ok(path)
     }
 
     /// `host:port` the server answers on.

@@ -58,6 +58,8 @@ pub struct Pki {
     pub admin: CertPair,
 }
 
+use skep_proto::{NODE_USER_PREFIX, NODES_GROUP};
+
 /// The admin identity's user name.
 pub const ADMIN_USER: &str = "skep-admin";
 /// The group that is allowed everything, as in Kubernetes.
@@ -99,6 +101,23 @@ impl Pki {
             )
         })?;
         Ok(Self { ca, server, admin })
+    }
+
+    /// The client certificate of node `node` (`CN=system:node:<node>`,
+    /// `O=system:nodes`), made on first use and kept in `dir`.
+    pub fn node_credentials(&self, dir: &Path, node: &str) -> Result<CertPair, PkiError> {
+        let ca_key = key_pair(&self.ca.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, &ca_key)
+            .map_err(cert_err("parse the CA certificate"))?;
+        load_or(dir, &format!("node-{node}"), || {
+            issue(
+                &issuer,
+                &format!("{NODE_USER_PREFIX}{node}"),
+                &[NODES_GROUP],
+                &[],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )
+        })
     }
 }
 

@@ -1,0 +1,536 @@
+//! Node sync: the gRPC service each node agent calls (`proto/node.proto`).
+//!
+//! A node's watch carries exactly what concerns it: its own Node, the pods
+//! bound to it, the config maps and secrets those pods reference (as the
+//! node authorizer limits kubelets in Kubernetes), and what every node's
+//! datapath needs (services, endpoint slices, namespaces, network policies).
+//! One store watch over `/registry/` is filtered per node; the reference
+//! table is rebuilt from a list at the revision the stream resumes from, so
+//! a resumed stream is exactly the one that was interrupted.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    pin::Pin,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::Value;
+use skep_api::{
+    ApiError, Kind, StatusReason, decode::Decoded, delete::DeleteOptions, object, registry,
+};
+use skep_objects::{Objects, WriteOptions};
+use skep_proto::v1::{
+    WatchEvent, WatchRequest, WriteRequest, WriteResponse, node_sync_server::NodeSync,
+    watch_event::Type as EventType, write_request::Op,
+};
+use skep_store::{EventKind, KeyValue, ListRequest, ReadConsistency, StoreError};
+use tonic::{Request, Response, Status};
+
+use crate::tls::Identity;
+
+/// How long a quiet node stream waits before telling the node how far it is.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The kinds a node receives, by store prefix, and whether each is filtered.
+const FEEDS: &[(&str, &str, Feed)] = &[
+    ("/registry/core/nodes/", "Node", Feed::OwnNode),
+    ("/registry/core/pods/", "Pod", Feed::BoundPods),
+    ("/registry/core/configmaps/", "ConfigMap", Feed::Referenced),
+    ("/registry/core/secrets/", "Secret", Feed::Referenced),
+    ("/registry/core/services/", "Service", Feed::All),
+    (
+        "/registry/discovery.k8s.io/endpointslices/",
+        "EndpointSlice",
+        Feed::All,
+    ),
+    ("/registry/core/namespaces/", "Namespace", Feed::All),
+    (
+        "/registry/networking.k8s.io/networkpolicies/",
+        "NetworkPolicy",
+        Feed::All,
+    ),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Feed {
+    OwnNode,
+    BoundPods,
+    Referenced,
+    All,
+}
+
+/// The node-sync gRPC service.
+#[derive(Clone)]
+pub struct NodeSyncService {
+    objects: Objects,
+}
+
+impl NodeSyncService {
+    /// The service over `objects`.
+    pub fn new(objects: Objects) -> Self {
+        Self { objects }
+    }
+}
+
+/// The node a request's client certificate names, if it is a node's.
+fn node_of(identity: Option<&Identity>) -> Result<String, Status> {
+    let identity = identity.ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    identity
+        .user
+        .strip_prefix(skep_proto::NODE_USER_PREFIX)
+        .filter(|_| identity.groups.iter().any(|g| g == skep_proto::NODES_GROUP))
+        .map(str::to_owned)
+        .ok_or_else(|| Status::permission_denied(format!("{} is not a node", identity.user)))
+}
+
+/// An API error as a gRPC status; the Kubernetes reason travels in the
+/// `x-skep-reason` metadata so the node can tell conflicts apart.
+fn status_of(err: &ApiError) -> Status {
+    let code = match err.reason {
+        StatusReason::NotFound => tonic::Code::NotFound,
+        StatusReason::AlreadyExists => tonic::Code::AlreadyExists,
+        StatusReason::Conflict => tonic::Code::Aborted,
+        StatusReason::Invalid | StatusReason::BadRequest => tonic::Code::InvalidArgument,
+        StatusReason::Forbidden => tonic::Code::PermissionDenied,
+        StatusReason::Gone | StatusReason::Expired => tonic::Code::OutOfRange,
+        _ => tonic::Code::Internal,
+    };
+    let mut status = Status::new(code, err.message.clone());
+    if let Ok(v) = err.reason.as_str().parse() {
+        status.metadata_mut().insert("x-skep-reason", v);
+    }
+    status
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeSync for NodeSyncService {
+    type WatchStream = WatchStream;
+
+    #[tracing::instrument(skip_all, fields(node = %request.get_ref().node_name, from = request.get_ref().from_revision))]
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let node = node_of(request.extensions().get::<Identity>())?;
+        let WatchRequest {
+            node_name,
+            from_revision,
+        } = request.into_inner();
+        if node_name != node {
+            return Err(Status::permission_denied(format!(
+                "node {node} may not watch for node {node_name}"
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let objects = self.objects.clone();
+        tokio::spawn(async move {
+            if let Err(err) = feed(&objects, &node, from_revision, &tx).await {
+                tracing::warn!(%node, %err, "node stream ended");
+                let _ = tx.send(Err(Status::internal(err.to_string()))).await;
+            }
+        });
+        let mut rx = rx;
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    #[tracing::instrument(skip_all, fields(kind = %request.get_ref().kind, namespace = %request.get_ref().namespace, name = %request.get_ref().name))]
+    async fn write(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        let node = node_of(request.extensions().get::<Identity>())?;
+        let req = request.into_inner();
+        let object = write(&self.objects, &node, &req)
+            .await
+            .map_err(|e| status_of(&e))?;
+        let object = serde_json::to_vec(&object).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(WriteResponse { object }))
+    }
+}
+
+/// What a node may write: its own Node, the status of pods bound to it and
+/// their final delete, and Events.
+async fn write(objects: &Objects, node: &str, req: &WriteRequest) -> Result<Value, ApiError> {
+    let op = Op::try_from(req.op).map_err(|_| ApiError::bad_request("unknown write op"))?;
+    let info = registry::resources()
+        .iter()
+        .find(|r| r.kind == req.kind && r.verbs.contains(&"get"))
+        .ok_or_else(|| ApiError::bad_request(format!("unknown kind {:?}", req.kind)))?;
+    let forbidden = || {
+        ApiError::forbidden(format!(
+            "node {node} may not {} {} {}/{}",
+            op.as_str_name().to_lowercase(),
+            info.plural,
+            req.namespace,
+            req.name
+        ))
+    };
+    let opts = WriteOptions::by(&format!("skep-agent/{node}"));
+    let body = || -> Result<Decoded, ApiError> {
+        let value: Value = serde_json::from_slice(&req.object)
+            .map_err(|e| ApiError::bad_request(format!("invalid object: {e}")))?;
+        Ok(Decoded {
+            value,
+            duplicates: Vec::new(),
+        })
+    };
+    match (info.id, op) {
+        (Kind::Node, Op::Create) if req.name == node => {
+            Ok(objects.create(info, "", body()?, &opts).await?.object)
+        }
+        (Kind::Node, Op::Update) if req.name == node => {
+            let old = objects.get(info, "", node).await?;
+            Ok(objects
+                .replace(info, &req.subresource, &old, body()?, &opts)
+                .await?
+                .object)
+        }
+        (Kind::Event, Op::Create) => Ok(objects
+            .create(info, &req.namespace, body()?, &opts)
+            .await?
+            .object),
+        (Kind::Pod, Op::Update | Op::Delete) => {
+            let old = objects.get(info, &req.namespace, &req.name).await?;
+            if object::get_str(&old, &["spec", "nodeName"]) != Some(node) {
+                return Err(forbidden());
+            }
+            if op == Op::Update {
+                if req.subresource != "status" {
+                    return Err(forbidden());
+                }
+                return Ok(objects
+                    .replace(info, "status", &old, body()?, &opts)
+                    .await?
+                    .object);
+            }
+            let options = if req.object.is_empty() {
+                DeleteOptions::default()
+            } else {
+                DeleteOptions::from_value(Some(&body()?.value))?
+            };
+            let deleted = objects
+                .delete(info, &req.namespace, &req.name, &options, false)
+                .await?;
+            Ok(match deleted {
+                skep_objects::Deleted::Removed(o)
+                | skep_objects::Deleted::Marked(o)
+                | skep_objects::Deleted::Unchanged(o) => o,
+            })
+        }
+        _ => Err(forbidden()),
+    }
+}
+
+/// The config maps and secrets a pod refers to, as (kind, namespace, name).
+fn references(pod: &Value) -> BTreeSet<(&'static str, String, String)> {
+    let ns = object::namespace(pod).to_owned();
+    let mut refs = BTreeSet::new();
+    let mut add = |kind: &'static str, name: Option<&str>| {
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            refs.insert((kind, ns.clone(), name.to_owned()));
+        }
+    };
+    for volume in object::array(pod, &["spec", "volumes"]) {
+        add("ConfigMap", object::get_str(volume, &["configMap", "name"]));
+        add("Secret", object::get_str(volume, &["secret", "secretName"]));
+        for source in object::array(volume, &["projected", "sources"]) {
+            add("ConfigMap", object::get_str(source, &["configMap", "name"]));
+            add("Secret", object::get_str(source, &["secret", "name"]));
+        }
+    }
+    for secret in object::array(pod, &["spec", "imagePullSecrets"]) {
+        add("Secret", object::get_str(secret, &["name"]));
+    }
+    for list in ["containers", "initContainers"] {
+        for container in object::array(pod, &["spec", list]) {
+            for env in object::array(container, &["env"]) {
+                add(
+                    "ConfigMap",
+                    object::get_str(env, &["valueFrom", "configMapKeyRef", "name"]),
+                );
+                add(
+                    "Secret",
+                    object::get_str(env, &["valueFrom", "secretKeyRef", "name"]),
+                );
+            }
+            for from in object::array(container, &["envFrom"]) {
+                add(
+                    "ConfigMap",
+                    object::get_str(from, &["configMapRef", "name"]),
+                );
+                add("Secret", object::get_str(from, &["secretRef", "name"]));
+            }
+        }
+    }
+    refs
+}
+
+/// The per-node view: which pods are here and what they reference.
+struct NodeView {
+    node: String,
+    pods: HashMap<String, BTreeSet<(&'static str, String, String)>>,
+    referenced: HashMap<(&'static str, String, String), usize>,
+}
+
+type Sender = tokio::sync::mpsc::Sender<Result<WatchEvent, Status>>;
+
+fn feed_of(key: &[u8]) -> Option<(&'static str, Feed)> {
+    FEEDS
+        .iter()
+        .find(|(prefix, _, _)| key.starts_with(prefix.as_bytes()))
+        .map(|(_, kind, feed)| (*kind, *feed))
+}
+
+fn parse(kv: &KeyValue) -> Option<Value> {
+    skep_objects::output(kv).ok()
+}
+
+fn event(kind: EventType, revision: u64, object_kind: &str, obj: &Value) -> WatchEvent {
+    WatchEvent {
+        r#type: kind.into(),
+        revision,
+        kind: object_kind.to_owned(),
+        object: serde_json::to_vec(obj).unwrap_or_default(),
+    }
+}
+
+fn marker(kind: EventType, revision: u64) -> WatchEvent {
+    WatchEvent {
+        r#type: kind.into(),
+        revision,
+        kind: String::new(),
+        object: Vec::new(),
+    }
+}
+
+impl NodeView {
+    fn concerns(&self, feed: Feed, obj: &Value, kind: &'static str) -> bool {
+        match feed {
+            Feed::All => true,
+            Feed::OwnNode => object::name(obj) == self.node,
+            Feed::BoundPods => object::get_str(obj, &["spec", "nodeName"]) == Some(&self.node),
+            Feed::Referenced => self.referenced.contains_key(&(
+                kind,
+                object::namespace(obj).to_owned(),
+                object::name(obj).to_owned(),
+            )),
+        }
+    }
+
+    /// Records that pod `key` is here with `refs` (empty: gone); returns the
+    /// references that became used and those that became unused.
+    #[expect(
+        clippy::type_complexity,
+        reason = "two sets of (kind, namespace, name)"
+    )]
+    fn set_pod(
+        &mut self,
+        key: &str,
+        refs: BTreeSet<(&'static str, String, String)>,
+    ) -> (
+        Vec<(&'static str, String, String)>,
+        Vec<(&'static str, String, String)>,
+    ) {
+        let old = self.pods.remove(key).unwrap_or_default();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        for r in refs.difference(&old) {
+            let count = self.referenced.entry(r.clone()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                added.push(r.clone());
+            }
+        }
+        for r in old.difference(&refs) {
+            if let Some(count) = self.referenced.get_mut(r) {
+                *count -= 1;
+                if *count == 0 {
+                    self.referenced.remove(r);
+                    removed.push(r.clone());
+                }
+            }
+        }
+        if !refs.is_empty() {
+            self.pods.insert(key.to_owned(), refs);
+        }
+        (added, removed)
+    }
+}
+
+/// Lists `prefix` at `revision`.
+async fn list_at(
+    objects: &Objects,
+    prefix: &str,
+    revision: Option<u64>,
+) -> Result<(Vec<KeyValue>, u64), StoreError> {
+    let page = objects
+        .store()
+        .list(
+            ListRequest {
+                prefix: Bytes::copy_from_slice(prefix.as_bytes()),
+                revision,
+                ..ListRequest::default()
+            },
+            ReadConsistency::Linearizable,
+        )
+        .await?;
+    Ok((page.items, page.revision))
+}
+
+/// Streams node `node`'s view into `tx` until the node goes away.
+async fn feed(objects: &Objects, node: &str, from: u64, tx: &Sender) -> Result<(), StoreError> {
+    let mut view = NodeView {
+        node: node.to_owned(),
+        pods: HashMap::new(),
+        referenced: HashMap::new(),
+    };
+    let snapshot = from == 0;
+    // The pods here at the start revision decide which references the node holds.
+    let start = if snapshot { None } else { Some(from) };
+    let (pods, revision) = match list_at(objects, "/registry/core/pods/", start).await {
+        Ok(listed) => listed,
+        Err(StoreError::Compacted { .. } | StoreError::FutureRevision { .. }) => {
+            let _ = tx.send(Ok(marker(EventType::Gone, 0))).await;
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
+    for kv in &pods {
+        if let Some(pod) = parse(kv).filter(|p| view.concerns(Feed::BoundPods, p, "Pod")) {
+            let key = String::from_utf8_lossy(&kv.key).into_owned();
+            view.set_pod(&key, references(&pod));
+        }
+    }
+    if snapshot {
+        for (prefix, kind, feed) in FEEDS {
+            let (items, _) = list_at(objects, prefix, Some(revision)).await?;
+            for kv in &items {
+                let Some(obj) = parse(kv) else { continue };
+                if view.concerns(*feed, &obj, kind)
+                    && tx
+                        .send(Ok(event(EventType::Added, revision, kind, &obj)))
+                        .await
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        if tx
+            .send(Ok(marker(EventType::Synced, revision)))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    let mut stream = match objects.store().watch("/registry/", revision) {
+        Ok(stream) => stream,
+        Err(StoreError::Compacted { .. }) => {
+            let _ = tx.send(Ok(marker(EventType::Gone, 0))).await;
+            return Ok(());
+        }
+        Err(err) => return Err(err),
+    };
+    let mut last = revision;
+    loop {
+        let next = tokio::time::timeout(BOOKMARK_INTERVAL, stream.next()).await;
+        let store_event = match next {
+            Err(_) => {
+                if tx
+                    .send(Ok(marker(EventType::Bookmark, last)))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                continue;
+            }
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(StoreError::Compacted { .. }))) => {
+                let _ = tx.send(Ok(marker(EventType::Gone, 0))).await;
+                return Ok(());
+            }
+            Ok(Some(Err(err))) => return Err(err),
+            Ok(Some(Ok(e))) => e,
+        };
+        last = store_event.revision();
+        for out in view.translate(objects, &store_event).await? {
+            if tx.send(Ok(out)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl NodeView {
+    /// The node's events for one store event.
+    async fn translate(
+        &mut self,
+        objects: &Objects,
+        store_event: &skep_store::Event,
+    ) -> Result<Vec<WatchEvent>, StoreError> {
+        let revision = store_event.revision();
+        let Some((kind, feed)) = feed_of(&store_event.kv.key) else {
+            return Ok(Vec::new());
+        };
+        let prev = store_event.prev_kv.as_ref().and_then(parse);
+        let now = match store_event.kind {
+            EventKind::Put => parse(&store_event.kv),
+            EventKind::Delete => None,
+        };
+        let was_here = prev.as_ref().is_some_and(|p| self.concerns(feed, p, kind));
+        let is_here = now.as_ref().is_some_and(|n| self.concerns(feed, n, kind));
+        let mut out = Vec::new();
+        match (was_here, is_here, &now) {
+            (_, true, Some(obj)) => {
+                let t = if was_here {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                out.push(event(t, revision, kind, obj));
+            }
+            (true, false, _) => {
+                let mut last = prev.unwrap_or_default();
+                object::set_resource_version(&mut last, revision);
+                out.push(event(EventType::Deleted, revision, kind, &last));
+            }
+            _ => {}
+        }
+        if feed == Feed::BoundPods && (was_here || is_here) {
+            let key = String::from_utf8_lossy(&store_event.kv.key).into_owned();
+            let refs = now
+                .as_ref()
+                .filter(|_| is_here)
+                .map(references)
+                .unwrap_or_default();
+            let (added, removed) = self.set_pod(&key, refs);
+            for (kind, ns, name) in added {
+                let info = registry::resources()
+                    .iter()
+                    .find(|r| r.kind == kind)
+                    .unwrap_or_else(|| registry::by_id(Kind::ConfigMap));
+                let key = skep_objects::key(info, &ns, &name);
+                if let Some(kv) = objects
+                    .store()
+                    .get(key, ReadConsistency::Linearizable)
+                    .await?
+                    && let Some(obj) = parse(&kv)
+                {
+                    out.push(event(EventType::Added, revision, kind, &obj));
+                }
+            }
+            for (kind, ns, name) in removed {
+                let obj = serde_json::json!({"metadata": {"namespace": ns, "name": name}});
+                out.push(event(EventType::Deleted, revision, kind, &obj));
+            }
+        }
+        Ok(out)
+    }
+}

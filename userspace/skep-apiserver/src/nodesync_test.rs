@@ -1,0 +1,370 @@
+//! Node sync end to end in-process: a real store, the real TLS server, and
+//! tonic clients holding node certificates.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use skep_api::{decode::Decoded, registry};
+use skep_objects::{Objects, WriteOptions};
+use skep_proto::{
+    NodeCredentials,
+    v1::{WatchEvent, WatchRequest, WriteRequest, watch_event::Type, write_request::Op},
+};
+use skep_store::{Store, StoreConfig};
+use tonic::Streaming;
+
+use crate::{ApiServer, ApiServerConfig};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+struct Cluster {
+    objects: Objects,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Result<(Cluster, ApiServer)> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(StoreConfig::single(dir.path().join("store"))).await?;
+    let objects = Objects::new(store.clone());
+    let server = ApiServer::bind(
+        &ApiServerConfig {
+            data_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse()?,
+            server_names: Vec::new(),
+        },
+        store,
+    )
+    .await?;
+    Ok((
+        Cluster {
+            objects,
+            stop: None,
+            _dir: dir,
+        },
+        server,
+    ))
+}
+
+impl Cluster {
+    fn serve(&mut self, server: ApiServer) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.stop = Some(tx);
+        tokio::spawn(server.serve(async {
+            let _ = rx.await;
+        }));
+    }
+
+    async fn create(&self, obj: Value) -> Result<Value> {
+        let info = registry::by_kind(
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        )
+        .ok_or("unknown kind")?;
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let body = Decoded {
+            value: obj,
+            duplicates: Vec::new(),
+        };
+        Ok(self
+            .objects
+            .create(info, &ns, body, &WriteOptions::by("test"))
+            .await?
+            .object)
+    }
+}
+
+fn pod(name: &str, node: Option<&str>, configmap: &str, secret: &str) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox",
+                "env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": configmap, "key": "a"}}}]}],
+            "volumes": [{"name": "s", "secret": {"secretName": secret}}],
+        },
+    });
+    if let Some(node) = node {
+        pod["spec"]["nodeName"] = json!(node);
+    }
+    pod
+}
+
+fn named(kind: &str, name: &str) -> Value {
+    let (api_version, extra) = match kind {
+        "Service" => ("v1", json!({"spec": {"ports": [{"port": 80}]}})),
+        "Secret" => ("v1", json!({"data": {"a": "MQ=="}})),
+        _ => ("v1", json!({"data": {"a": "1"}})),
+    };
+    let mut obj = json!({"apiVersion": api_version, "kind": kind,
+        "metadata": {"name": name, "namespace": "default"}});
+    if let (Some(obj), Some(extra)) = (obj.as_object_mut(), extra.as_object()) {
+        obj.extend(extra.clone());
+    }
+    obj
+}
+
+/// (type, kind, name) of an event.
+fn describe(e: &WatchEvent) -> (Type, String, String) {
+    let obj: Value = serde_json::from_slice(&e.object).unwrap_or_default();
+    (
+        Type::try_from(e.r#type).unwrap_or(Type::Bookmark),
+        e.kind.clone(),
+        obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+async fn next(stream: &mut Streaming<WatchEvent>) -> Result<WatchEvent> {
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+            .await??
+            .ok_or("stream ended")?;
+        if event.r#type != i32::from(Type::Bookmark) {
+            return Ok(event);
+        }
+    }
+}
+
+/// The (kind, name)s of a fresh stream's snapshot, namespaces aside, and
+/// the revision it is complete at.
+async fn snapshot(stream: &mut Streaming<WatchEvent>) -> Result<(BTreeSet<(String, String)>, u64)> {
+    let mut snapshot = BTreeSet::new();
+    loop {
+        let event = next(stream).await?;
+        if event.r#type == i32::from(Type::Synced) {
+            return Ok((snapshot, event.revision));
+        }
+        let (t, kind, name) = describe(&event);
+        assert_eq!(t, Type::Added);
+        if kind != "Namespace" {
+            snapshot.insert((kind, name));
+        }
+    }
+}
+
+/// The next `n` events, described.
+async fn collect(
+    stream: &mut Streaming<WatchEvent>,
+    n: usize,
+) -> Result<BTreeSet<(Type, String, String)>> {
+    let mut got = BTreeSet::new();
+    for _ in 0..n {
+        got.insert(describe(&next(stream).await?));
+    }
+    Ok(got)
+}
+
+#[tokio::test]
+async fn a_node_receives_exactly_what_concerns_it_and_resumes() -> Result<()> {
+    let (mut cluster, server) = start().await?;
+    let node_a = NodeCredentials::from_kubeconfig(&server.node_kubeconfig("node-a")?)?;
+    cluster.serve(server);
+    for (kind, name) in [
+        ("ConfigMap", "cm-a"),
+        ("Secret", "secret-a"),
+        ("ConfigMap", "cm-other"),
+        ("Secret", "secret-other"),
+        ("Service", "web"),
+    ] {
+        cluster.create(named(kind, name)).await?;
+    }
+    cluster
+        .create(pod("pod-a", Some("node-a"), "cm-a", "secret-a"))
+        .await?;
+    cluster
+        .create(pod("pod-b", Some("node-b"), "cm-other", "secret-other"))
+        .await?;
+    cluster
+        .create(pod("pod-pending", None, "cm-other", "secret-other"))
+        .await?;
+
+    let mut client = node_a.client()?;
+    let mut stream = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: 0,
+        })
+        .await?
+        .into_inner();
+    let (snapshot, synced_at) = snapshot(&mut stream).await?;
+    let expected: BTreeSet<(String, String)> = [
+        ("ConfigMap", "cm-a"),
+        ("Pod", "pod-a"),
+        ("Secret", "secret-a"),
+        ("Service", "web"),
+    ]
+    .iter()
+    .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
+    .collect();
+    assert_eq!(snapshot, expected);
+    assert!(synced_at > 0);
+
+    // The pending pod is bound here: it arrives with what it references.
+    let binding = Decoded {
+        value: json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": "pod-pending", "namespace": "default"},
+            "target": {"kind": "Node", "name": "node-a"}}),
+        duplicates: Vec::new(),
+    };
+    cluster
+        .objects
+        .bind(
+            "default",
+            "pod-pending",
+            &binding,
+            skep_api::admission::now(),
+        )
+        .await?;
+    let got = collect(&mut stream, 3).await?;
+    assert_eq!(
+        got,
+        [
+            (Type::Added, "Pod".to_owned(), "pod-pending".to_owned()),
+            (Type::Added, "ConfigMap".to_owned(), "cm-other".to_owned()),
+            (Type::Added, "Secret".to_owned(), "secret-other".to_owned()),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let last = next_revision_after_write(&cluster, &mut stream).await?;
+
+    // The node removes its stopped pod; what only it referenced goes too.
+    client
+        .write(WriteRequest {
+            op: Op::Delete.into(),
+            kind: "Pod".into(),
+            namespace: "default".into(),
+            name: "pod-a".into(),
+            subresource: String::new(),
+            object: serde_json::to_vec(&json!({"gracePeriodSeconds": 0}))?,
+        })
+        .await?;
+    let got = collect(&mut stream, 3).await?;
+    assert!(got.contains(&(Type::Deleted, "Pod".to_owned(), "pod-a".to_owned())));
+    assert!(got.contains(&(Type::Deleted, "ConfigMap".to_owned(), "cm-a".to_owned())));
+    assert!(got.contains(&(Type::Deleted, "Secret".to_owned(), "secret-a".to_owned())));
+    drop(stream);
+
+    // Resuming from a revision replays exactly what came after it.
+    let mut resumed = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: last,
+        })
+        .await?
+        .into_inner();
+    let first = describe(&next(&mut resumed).await?);
+    assert_eq!(
+        first,
+        (Type::Modified, "Service".to_owned(), "web".to_owned())
+    );
+    let replayed = collect(&mut resumed, 3).await?;
+    assert!(replayed.contains(&(Type::Deleted, "Pod".to_owned(), "pod-a".to_owned())));
+    Ok(())
+}
+
+/// Touches the service (an event every node gets) and returns the revision
+/// the stream had reached just before it.
+async fn next_revision_after_write(
+    cluster: &Cluster,
+    stream: &mut Streaming<WatchEvent>,
+) -> Result<u64> {
+    let info = registry::by_kind("v1", "Service").ok_or("no service kind")?;
+    let old = cluster.objects.get(info, "default", "web").await?;
+    let before = skep_api::object::resource_version(&old).ok_or("no rv")?;
+    let mut changed = old.clone();
+    changed["metadata"]["labels"] = json!({"touched": "yes"});
+    let body = Decoded {
+        value: changed,
+        duplicates: Vec::new(),
+    };
+    cluster
+        .objects
+        .replace(info, "", &old, body, &WriteOptions::by("test"))
+        .await?;
+    let event = next(stream).await?;
+    assert_eq!(
+        describe(&event),
+        (Type::Modified, "Service".to_owned(), "web".to_owned())
+    );
+    // Everything up to the write is what a node that stopped here has seen.
+    Ok(event.revision.max(before) - 1)
+}
+
+#[tokio::test]
+async fn a_node_may_touch_only_what_is_its_own() -> Result<()> {
+    let (mut cluster, server) = start().await?;
+    let node_a = NodeCredentials::from_kubeconfig(&server.node_kubeconfig("node-a")?)?;
+    let admin = NodeCredentials::from_kubeconfig(server.kubeconfig())?;
+    cluster.serve(server);
+    cluster
+        .create(pod("pod-b", Some("node-b"), "x", "y"))
+        .await?;
+    let mut client = node_a.client()?;
+
+    let status = |name: &str| WriteRequest {
+        op: Op::Update.into(),
+        kind: "Pod".into(),
+        namespace: "default".into(),
+        name: name.into(),
+        subresource: "status".into(),
+        object: serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "status": {"phase": "Running"}}))
+        .unwrap_or_default(),
+    };
+    let err = client
+        .write(status("pod-b"))
+        .await
+        .err()
+        .ok_or("wrote another node's pod")?;
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    let err = client
+        .watch(WatchRequest {
+            node_name: "node-b".into(),
+            from_revision: 0,
+        })
+        .await
+        .err()
+        .ok_or("watched as another node")?;
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // Registering its own Node works; another's does not.
+    let node = |name: &str| WriteRequest {
+        op: Op::Create.into(),
+        kind: "Node".into(),
+        namespace: String::new(),
+        name: name.into(),
+        subresource: String::new(),
+        object: serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name}}))
+        .unwrap_or_default(),
+    };
+    client.write(node("node-a")).await?;
+    let err = client
+        .write(node("node-b"))
+        .await
+        .err()
+        .ok_or("registered another node")?;
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // The admin is a user, not a node.
+    let err = admin
+        .client()?
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: 0,
+        })
+        .await
+        .err()
+        .ok_or("a user watched as a node")?;
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    Ok(())
+}
