@@ -250,87 +250,121 @@ fn unpack_tar(blob: File, dst: &Path, diff_id: &Digest) -> Result<Digest, LayerE
                 .map_err(unpack_err(format!("failed to unpack {shown}")))?;
             continue;
         }
-        // Special entries are created by hand: make sure their directory
-        // exists and resolves inside the layer (no escape through symlinks).
-        fs::create_dir_all(&parent).map_err(unpack_err(format!(
-            "failed to create the parent of {shown}"
-        )))?;
-        let canon = parent.canonicalize().map_err(unpack_err(format!(
-            "failed to resolve the parent of {shown}"
-        )))?;
-        let root = dst
-            .canonicalize()
-            .map_err(unpack_err("failed to resolve the layer root".into()))?;
-        if !canon.starts_with(&root) {
-            return Err(LayerError::PathTraversal {
-                diff_id: diff_id.clone(),
-                entry: shown,
-            });
-        }
-        if name == OPAQUE_MARKER {
-            xattr::set(&canon, OVERLAY_OPAQUE_XATTR, b"y").map_err(unpack_err(format!(
-                "failed to mark {} opaque",
-                canon.display()
-            )))?;
-        } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            let target = canon.join(hidden);
-            remove_any(&target)
-                .map_err(unpack_err(format!("failed to clear {}", target.display())))?;
-            mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
-                .map_err(|e| io::Error::from_raw_os_error(e as i32))
-                .map_err(unpack_err(format!(
-                    "failed to create whiteout {}",
-                    target.display()
-                )))?;
-        } else {
-            let header = entry.header();
-            let target = canon.join(&name);
-            let kind = if typ.is_character_special() {
-                SFlag::S_IFCHR
-            } else if typ.is_block_special() {
-                SFlag::S_IFBLK
-            } else {
-                SFlag::S_IFIFO
-            };
-            let num = |v: io::Result<Option<u32>>| v.map(|o| u64::from(o.unwrap_or(0)));
-            let major = num(header.device_major())
-                .map_err(unpack_err(format!("failed to read device of {shown}")))?;
-            let minor = num(header.device_minor())
-                .map_err(unpack_err(format!("failed to read device of {shown}")))?;
-            let mode = header
-                .mode()
-                .map_err(unpack_err(format!("failed to read mode of {shown}")))?;
-            let uid = header
-                .uid()
-                .map_err(unpack_err(format!("failed to read owner of {shown}")))?;
-            let gid = header
-                .gid()
-                .map_err(unpack_err(format!("failed to read group of {shown}")))?;
-            remove_any(&target)
-                .map_err(unpack_err(format!("failed to clear {}", target.display())))?;
-            mknod(
-                &target,
-                kind,
-                Mode::from_bits_truncate(mode & 0o7777),
-                makedev(major, minor),
-            )
-            .map_err(|e| io::Error::from_raw_os_error(e as i32))
-            .map_err(unpack_err(format!(
-                "failed to create device {}",
-                target.display()
-            )))?;
-            let (uid, gid) = (
-                u32::try_from(uid).unwrap_or(0),
-                u32::try_from(gid).unwrap_or(0),
-            );
-            std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
-                .map_err(unpack_err(format!("failed to chown {}", target.display())))?;
-        }
+        unpack_special(&mut entry, dst, &parent, &name, diff_id)?;
     }
     archive
         .into_inner()
         .finish()
         .map_err(unpack_err("failed to read the archive trailer".into()))
+}
+
+/// Creates a whiteout, opaque marker or device node entry by hand, after
+/// checking that its directory resolves inside the layer (no escape through
+/// symlinks).
+fn unpack_special<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    dst: &Path,
+    parent: &Path,
+    name: &str,
+    diff_id: &Digest,
+) -> Result<(), LayerError> {
+    let shown = parent.join(name).display().to_string();
+    let typ = entry.header().entry_type();
+    let unpack_err = |what: String| {
+        let diff_id = diff_id.clone();
+        move |source| LayerError::Unpack {
+            diff_id,
+            what,
+            source,
+        }
+    };
+    // Special entries are created by hand: make sure their directory
+    // resolves inside the layer (no escape through symlinks), checking the
+    // deepest existing ancestor before creating anything below it.
+    let root = dst
+        .canonicalize()
+        .map_err(unpack_err("failed to resolve the layer root".into()))?;
+    let escapes = |p: &Path| -> io::Result<bool> { Ok(!p.canonicalize()?.starts_with(&root)) };
+    let existing = parent
+        .ancestors()
+        .find(|a| a.symlink_metadata().is_ok())
+        .unwrap_or(dst);
+    let traversal = || LayerError::PathTraversal {
+        diff_id: diff_id.clone(),
+        entry: shown.clone(),
+    };
+    if escapes(existing).map_err(unpack_err(format!(
+        "failed to resolve the parent of {shown}"
+    )))? {
+        return Err(traversal());
+    }
+    fs::create_dir_all(parent).map_err(unpack_err(format!(
+        "failed to create the parent of {shown}"
+    )))?;
+    let canon = parent.canonicalize().map_err(unpack_err(format!(
+        "failed to resolve the parent of {shown}"
+    )))?;
+    if !canon.starts_with(&root) {
+        return Err(traversal());
+    }
+    if name == OPAQUE_MARKER {
+        xattr::set(&canon, OVERLAY_OPAQUE_XATTR, b"y").map_err(unpack_err(format!(
+            "failed to mark {} opaque",
+            canon.display()
+        )))?;
+    } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        let target = canon.join(hidden);
+        remove_any(&target).map_err(unpack_err(format!("failed to clear {}", target.display())))?;
+        mknod(&target, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))
+            .map_err(unpack_err(format!(
+                "failed to create whiteout {}",
+                target.display()
+            )))?;
+    } else {
+        let header = entry.header();
+        let target = canon.join(name);
+        let kind = if typ.is_character_special() {
+            SFlag::S_IFCHR
+        } else if typ.is_block_special() {
+            SFlag::S_IFBLK
+        } else {
+            SFlag::S_IFIFO
+        };
+        let num = |v: io::Result<Option<u32>>| v.map(|o| u64::from(o.unwrap_or(0)));
+        let major = num(header.device_major())
+            .map_err(unpack_err(format!("failed to read device of {shown}")))?;
+        let minor = num(header.device_minor())
+            .map_err(unpack_err(format!("failed to read device of {shown}")))?;
+        let mode = header
+            .mode()
+            .map_err(unpack_err(format!("failed to read mode of {shown}")))?;
+        let uid = header
+            .uid()
+            .map_err(unpack_err(format!("failed to read owner of {shown}")))?;
+        let gid = header
+            .gid()
+            .map_err(unpack_err(format!("failed to read group of {shown}")))?;
+        remove_any(&target).map_err(unpack_err(format!("failed to clear {}", target.display())))?;
+        mknod(
+            &target,
+            kind,
+            Mode::from_bits_truncate(mode & 0o7777),
+            makedev(major, minor),
+        )
+        .map_err(|e| io::Error::from_raw_os_error(e as i32))
+        .map_err(unpack_err(format!(
+            "failed to create device {}",
+            target.display()
+        )))?;
+        let (uid, gid) = (
+            u32::try_from(uid).unwrap_or(0),
+            u32::try_from(gid).unwrap_or(0),
+        );
+        std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
+            .map_err(unpack_err(format!("failed to chown {}", target.display())))?;
+    }
+    Ok(())
 }
 
 /// Removes whatever is at `path` (file, device, or directory tree).
@@ -340,5 +374,126 @@ fn remove_any(path: &Path) -> io::Result<()> {
         Ok(_) => fs::remove_file(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use anyhow::Context as _;
+
+    use super::*;
+
+    fn tar_with(
+        build: impl FnOnce(&mut tar::Builder<Vec<u8>>) -> io::Result<()>,
+    ) -> io::Result<Vec<u8>> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b)?;
+        b.into_inner()
+    }
+
+    fn unpack_bytes(store: &LayerStore, tar: &[u8]) -> Result<PathBuf, LayerError> {
+        let mut f = tempfile::tempfile().map_err(|source| LayerError::Io {
+            op: "create",
+            path: PathBuf::new(),
+            source,
+        })?;
+        f.write_all(tar)
+            .and_then(|()| io::Seek::rewind(&mut f))
+            .map_err(|source| LayerError::Io {
+                op: "write",
+                path: PathBuf::new(),
+                source,
+            })?;
+        store.unpack(f, &Digest::of(tar))
+    }
+
+    #[test]
+    fn dot_dot_entries_are_rejected() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = LayerStore::open(dir.path())?;
+        let tar = tar_with(|b| {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, &b"x"[..])
+        })?;
+        let err = unpack_bytes(&store, &tar)
+            .err()
+            .context("traversal accepted")?;
+        assert!(matches!(err, LayerError::PathTraversal { .. }), "{err}");
+        assert!(!dir.path().join("layers/sha256/escape").exists());
+        assert!(store.list()?.is_empty(), "a rejected layer was kept");
+        Ok(())
+    }
+
+    #[test]
+    fn writes_through_symlinks_out_of_the_layer_are_rejected() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let outside = tempfile::tempdir()?;
+        let store = LayerStore::open(dir.path())?;
+        for victim in [
+            "evil",
+            ".wh.evil",
+            "sub/evil",
+            "sub/.wh.evil",
+            "sub/.wh..wh..opq",
+        ] {
+            let tar = tar_with(|b| {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, "link", outside.path())?;
+                let mut h = tar::Header::new_gnu();
+                h.set_size(1);
+                h.set_mode(0o644);
+                b.append_data(&mut h, format!("link/{victim}"), &b"x"[..])
+            })?;
+            assert!(
+                unpack_bytes(&store, &tar).is_err(),
+                "{victim} written through a symlink"
+            );
+            assert_eq!(fs::read_dir(outside.path())?.count(), 0, "{victim} escaped");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn diff_id_is_verified_and_gzip_detected() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = LayerStore::open(dir.path())?;
+        let tar = tar_with(|b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(2);
+            h.set_mode(0o600);
+            h.set_uid(1234);
+            h.set_gid(0);
+            h.set_mtime(0);
+            b.append_data(&mut h, "owned", &b"hi"[..])
+        })?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar)?;
+        let gz = gz.finish()?;
+        let mut f = tempfile::tempfile()?;
+        f.write_all(&gz)?;
+        io::Seek::rewind(&mut f)?;
+        let wrong = Digest::of(b"not this");
+        let f2 = f.try_clone()?;
+        let err = store
+            .unpack(f, &wrong)
+            .err()
+            .context("wrong diff id accepted")?;
+        assert!(matches!(err, LayerError::DiffIdMismatch { .. }), "{err:?}");
+        let mut f2 = f2;
+        io::Seek::rewind(&mut f2)?;
+        let path = store.unpack(f2, &Digest::of(&tar))?;
+        let meta = fs::metadata(path.join("owned"))?;
+        assert_eq!(fs::read(path.join("owned"))?, b"hi");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 1234);
+        Ok(())
     }
 }

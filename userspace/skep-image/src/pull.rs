@@ -159,7 +159,7 @@ impl Store {
         let client = Client::new(ClientConfig {
             protocol,
             connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(60)),
+            read_timeout: Some(Duration::from_mins(1)),
             ..ClientConfig::default()
         });
         let auth = credentials.auth_for(&registry);

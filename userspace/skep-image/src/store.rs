@@ -341,7 +341,10 @@ impl Store {
         let file = File::open(path).map_err(io_err("open", path))?;
         tar::Archive::new(std::io::BufReader::new(file))
             .unpack(work.path())
-            .map_err(io_err("unpack", path))?;
+            .map_err(|e| ImageError::InvalidImage {
+                reference: path.display().to_string(),
+                what: format!("failed to unpack the tarball: {e}"),
+            })?;
         let dir = work.path();
         let invalid = |what: String| ImageError::InvalidImage {
             reference: path.display().to_string(),
