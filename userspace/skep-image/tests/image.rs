@@ -112,6 +112,27 @@ async fn push(image: &BuiltImage, reference: &str, auth: &RegistryAuth) -> Resul
     Ok(())
 }
 
+/// Pushes a raw manifest or index to `reference` anonymously.
+async fn push_manifest(reference: &str, body: Vec<u8>, media_type: &str) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..ClientConfig::default()
+    });
+    let r: oci_client::Reference = reference.parse()?;
+    client
+        .auth(
+            &r,
+            &RegistryAuth::Anonymous,
+            oci_client::RegistryOperation::Push,
+        )
+        .await?;
+    client
+        .push_manifest_raw(&r, body, media_type.parse()?)
+        .await?;
+    Ok(())
+}
+
 fn count_entries(dir: &Path) -> Result<usize> {
     Ok(fs::read_dir(dir)?.count())
 }
@@ -325,6 +346,35 @@ async fn pull_from_registry_honours_pull_policy() -> Result<()> {
         .context("pulled a tag that does not exist")?;
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains("not found"), "{err}");
+
+    // A multi-arch index resolves to its linux/amd64 manifest.
+    let arm = busybox_image(&reference, &["arm"])?.gzip(true).build()?;
+    push(
+        &arm,
+        &format!("{}/test/busybox:arm", registry.addr),
+        &RegistryAuth::Anonymous,
+    )
+    .await?;
+    let entry = |img: &BuiltImage, arch: &str| {
+        serde_json::json!({
+            "mediaType": skep_image::spec::MEDIA_TYPE_OCI_MANIFEST,
+            "digest": img.manifest_digest.to_string(),
+            "size": img.manifest.len(),
+            "platform": {"architecture": arch, "os": "linux"},
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": skep_image::spec::MEDIA_TYPE_OCI_INDEX,
+        "manifests": [entry(&arm, "arm64"), entry(&built, "amd64")],
+    }))?;
+    let multi = format!("{}/test/busybox:multi", registry.addr);
+    push_manifest(&multi, index, skep_image::spec::MEDIA_TYPE_OCI_INDEX).await?;
+    let picked = store
+        .ensure_image(&multi, PullPolicy::Always, &none)
+        .await?;
+    assert_eq!(picked.manifest_digest, built.manifest_digest);
+    assert_eq!(picked.config.cmd, vec!["sh"]);
 
     // With the registry gone, IfNotPresent is served locally, Always fails as unreachable.
     drop(registry);
