@@ -357,10 +357,14 @@ fn unpack_special<R: Read>(
             "failed to create device {}",
             target.display()
         )))?;
-        let (uid, gid) = (
-            u32::try_from(uid).unwrap_or(0),
-            u32::try_from(gid).unwrap_or(0),
-        );
+        let owner = |id: u64| {
+            u32::try_from(id).map_err(|_| {
+                unpack_err(format!("owner of {shown} out of range"))(io::Error::from(
+                    io::ErrorKind::InvalidData,
+                ))
+            })
+        };
+        let (uid, gid) = (owner(uid)?, owner(gid)?);
         std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
             .map_err(unpack_err(format!("failed to chown {}", target.display())))?;
     }
