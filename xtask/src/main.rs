@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's two README commands (`up`, `test`) and the
 //! steps they are made of. Every command installs what is missing first.
 
+mod bench;
 mod build;
 mod setup;
 mod test;
@@ -33,6 +34,14 @@ enum Command {
     },
     /// Run every check: fmt, clippy, unit tests, then the privileged end-to-end tests.
     Test(test::TestArgs),
+    /// Run a benchmark side by side with its baseline: `store`, `scheduler`.
+    Bench {
+        /// Which benchmark.
+        name: String,
+        /// Extra arguments for the benchmark.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +55,7 @@ fn main() -> ExitCode {
             }),
         Command::Up { args } => setup::run().and_then(|()| build::up(&args)),
         Command::Test(args) => setup::run().and_then(|()| test::run(&args)),
+        Command::Bench { name, args } => setup::run().and_then(|()| bench::run(&name, &args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

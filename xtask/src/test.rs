@@ -98,7 +98,7 @@ fn clippy() -> anyhow::Result<()> {
 /// Every step selects the same packages in test mode (`--workspace` minus the
 /// eBPF crate, which only aya-build compiles), so cargo resolves one feature
 /// set and builds each dependency (the C++ of `RocksDB` above all) once.
-const PACKAGES: &[&str] = &["--workspace", "--exclude", "skep-ebpf"];
+pub const PACKAGES: &[&str] = &["--workspace", "--exclude", "skep-ebpf"];
 
 fn unit(filter: Option<&str>) -> anyhow::Result<()> {
     status(
@@ -132,7 +132,7 @@ fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
     )
 }
 
-fn status(cmd: &mut Command) -> anyhow::Result<()> {
+pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("failed to start {cmd:?}"))?;

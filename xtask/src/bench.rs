@@ -1,0 +1,66 @@
+//! `cargo xtask bench <name>`: each benchmark measures skep and its baseline
+//! side by side in one run and prints the table (ratios, not timed asserts).
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::{
+    build::{PROFILE, cargo},
+    test::{PACKAGES, status},
+};
+
+/// The benchmarks, with what each compares.
+pub const BENCHES: &[(&str, &str)] = &[
+    (
+        "store",
+        "small writes and watch latency: skep store direct, skep HTTPS API, etcd",
+    ),
+    (
+        "scheduler",
+        "10,000 pods onto 5,000 nodes: pods/s and p99, against kube-scheduler's 680 pods/s",
+    ),
+];
+
+/// Runs benchmark `name` with `args` passed through.
+pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
+    match name {
+        // A harness-less test target of the tests crate: same build as the tests.
+        "store" => {
+            status(
+                cargo()
+                    .args(["test", "--profile", PROFILE])
+                    .args(PACKAGES)
+                    .args(["--test", "bench", "--no-run"]),
+            )?;
+            status(
+                cargo()
+                    .args(["test", "--profile", PROFILE])
+                    .args(PACKAGES)
+                    .args(["--test", "bench", "--", name])
+                    .args(args),
+            )
+        }
+        "scheduler" => {
+            status(
+                cargo()
+                    .args(["build", "--profile", PROFILE])
+                    .args(PACKAGES)
+                    .args(["--example", "scheduler_bench"]),
+            )?;
+            let binary = crate::build::target_dir()
+                .join(PROFILE)
+                .join("examples")
+                .join("scheduler_bench");
+            let mut cmd = Command::new(binary);
+            if args.is_empty() {
+                cmd.args(["--nodes", "5000", "--pods", "10000"]);
+            }
+            status(cmd.args(args))
+        }
+        other => {
+            let known: Vec<&str> = BENCHES.iter().map(|(n, _)| *n).collect();
+            bail!("unknown benchmark {other:?}; known: {}", known.join(", "))
+        }
+    }
+}
