@@ -672,3 +672,7 @@ impl Algorithm {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "algorithm_test.rs"]
+mod tests;

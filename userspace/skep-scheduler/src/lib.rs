@@ -18,6 +18,8 @@ pub mod model;
 pub mod queue;
 pub mod resources;
 pub mod scheduler;
+#[cfg(test)]
+mod testutil;
 
 pub use algorithm::{Algorithm, FitError, ScheduleResult};
 pub use cache::{Cache, CacheError};

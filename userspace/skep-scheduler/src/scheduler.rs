@@ -81,6 +81,10 @@ pub struct Scheduler<B: Binder> {
     queue: SchedulingQueue,
     algorithm: Mutex<Algorithm>,
     binder: Arc<B>,
+    /// Pods whose binding succeeded, confirmed in the cache at the start of
+    /// the next scheduling cycle so binding tasks never wait for the cache
+    /// lock the scheduling cycle holds.
+    confirmed: Mutex<Vec<(String, String)>>,
     config: SchedulerConfig,
     /// Counters.
     pub stats: SchedulerStats,
@@ -101,14 +105,36 @@ impl<B: Binder> Scheduler<B> {
             queue: SchedulingQueue::new(config.queue),
             algorithm: Mutex::new(Algorithm::new(config.percentage_of_nodes_to_score)),
             binder: Arc::new(binder),
+            confirmed: Mutex::new(Vec::new()),
             config,
             stats: SchedulerStats::default(),
         })
     }
 
-    /// The cache (for inspection; hold the guard briefly).
+    /// The cache (for inspection; hold the guard briefly). Bindings that
+    /// succeeded are confirmed first.
     pub fn cache(&self) -> MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let confirmed = std::mem::take(
+            &mut *self
+                .confirmed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (key, node) in confirmed {
+            if cache
+                .pod_placement(&key)
+                .is_some_and(|(n, assumed)| assumed && n == node)
+            {
+                let _ = cache.confirm(&key);
+            }
+        }
+        cache
+    }
+
+    /// The binder.
+    pub fn binder(&self) -> &Arc<B> {
+        &self.binder
     }
 
     /// The queue.
@@ -186,8 +212,14 @@ impl<B: Binder> Scheduler<B> {
     #[tracing::instrument(skip_all, fields(scheduler = %self.config.scheduler_name))]
     pub async fn run(self: Arc<Self>) {
         tracing::info!("scheduler started");
+        let mut n: u32 = 0;
         while let Some(pod) = self.queue.pop().await {
             self.schedule_one(pod);
+            n = n.wrapping_add(1);
+            // pop() does not wait while pods are ready: let binding tasks run.
+            if n % 32 == 0 {
+                tokio::task::yield_now().await;
+            }
         }
         tracing::info!("scheduler stopped");
     }
@@ -230,13 +262,10 @@ impl<B: Binder> Scheduler<B> {
         match self.binder.bind(&qp.info, &node).await {
             Ok(()) => {
                 self.stats.bound.fetch_add(1, Ordering::Relaxed);
-                let mut cache = self.cache();
-                if cache
-                    .pod_placement(&qp.info.key)
-                    .is_some_and(|(n, assumed)| assumed && n == node)
-                {
-                    let _ = cache.confirm(&qp.info.key);
-                }
+                self.confirmed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((qp.info.key.clone(), node));
             }
             Err(err) => {
                 self.stats.bind_errors.fetch_add(1, Ordering::Relaxed);
