@@ -604,3 +604,97 @@ fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::testutil::{bound_to, node, pod, pod_term, require_anti_affinity, with_labels};
+
+    fn info(p: k8s_openapi::api::core::v1::Pod) -> Arc<PodInfo> {
+        Arc::new(PodInfo::new(p))
+    }
+
+    #[test]
+    fn assume_reserves_and_forget_releases() {
+        let mut c = Cache::new();
+        c.upsert_node(&node("a", "1", "1Gi", &[]));
+        c.assume(info(pod("p", "800m", "")), "a")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.node_by_name("a").map(|n| n.requested.milli_cpu), Some(800));
+        let err = c.assume(info(pod("q", "800m", "")), "a");
+        assert!(
+            matches!(&err, Err(CacheError::DoesNotFit { reasons, .. }) if reasons == &["Insufficient cpu"]),
+            "{err:?}"
+        );
+        c.forget("default/p").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.node_by_name("a").map(|n| n.requested.milli_cpu), Some(0));
+        c.assume(info(pod("q", "800m", "")), "a")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Confirmed pods cannot be forgotten, only removed.
+        c.confirm("default/q").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(c.forget("default/q"), Err(CacheError::NotAssumed { .. })));
+        assert!(c.remove_pod("default/q"));
+        assert_eq!(c.pod_count(), 0);
+    }
+
+    #[test]
+    fn concurrent_assumes_never_exceed_allocatable() {
+        let cache = Arc::new(Mutex::new(Cache::new()));
+        if let Ok(mut c) = cache.lock() {
+            c.upsert_node(&node("a", "1", "1Gi", &[]));
+        }
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                let cache = Arc::clone(&cache);
+                std::thread::spawn(move || {
+                    (0..50)
+                        .filter(|i| {
+                            let p = info(pod(&format!("t{t}-{i}"), "100m", ""));
+                            cache.lock().is_ok_and(|mut c| c.assume(p, "a").is_ok())
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let won: usize = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+        assert_eq!(won, 10, "1 cpu holds exactly ten 100m pods");
+        let used = cache.lock().map(|c| c.node_by_name("a").map(|n| n.requested.milli_cpu));
+        assert_eq!(used.ok().flatten(), Some(1000));
+    }
+
+    #[test]
+    fn bound_pod_replaces_its_assumption_and_node_relabel_moves_topology() {
+        let mut c = Cache::new();
+        c.upsert_node(&node("a", "4", "4Gi", &[("zone", "z1")]));
+        c.upsert_node(&node("b", "4", "4Gi", &[("zone", "z1")]));
+        let mut p = with_labels(pod("p", "1", ""), &[("app", "x")]);
+        require_anti_affinity(&mut p, pod_term(&[("app", "x")], "zone"));
+        c.assume(info(p.clone()), "a").unwrap_or_else(|e| panic!("{e}"));
+        // The watch reports it bound elsewhere: it moves.
+        c.upsert_pod(info(bound_to(p, "b")));
+        assert_eq!(c.pod_placement("default/p"), Some(("b", false)));
+        assert_eq!(c.node_by_name("a").map(|n| n.requested.milli_cpu), Some(0));
+        let counts = |c: &Cache| {
+            c.term_groups()
+                .map(|g| g.counts.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&c), vec![HashMap::from([("z1".to_owned(), 1)])]);
+        c.upsert_node(&node("b", "4", "4Gi", &[("zone", "z2")]));
+        assert_eq!(counts(&c), vec![HashMap::from([("z2".to_owned(), 1)])]);
+        c.remove_pod("default/p");
+        assert_eq!(c.term_groups().count(), 0);
+    }
+
+    #[test]
+    fn pods_before_their_node_are_kept() {
+        let mut c = Cache::new();
+        c.upsert_pod(info(bound_to(pod("p", "1", ""), "late")));
+        assert_eq!(c.node_count(), 0);
+        c.upsert_node(&node("late", "2", "2Gi", &[]));
+        assert_eq!(c.node_count(), 1);
+        assert_eq!(c.node_by_name("late").map(|n| n.requested.milli_cpu), Some(1000));
+    }
+}

@@ -281,3 +281,7 @@ impl<B: Binder> Scheduler<B> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "scheduler_test.rs"]
+mod tests;
