@@ -1,10 +1,11 @@
-//! One scheduling cycle like kube-scheduler's default profile: PreFilter
-//! (per-pod pre-computation), Filter (NodeUnschedulable, NodeName,
-//! TaintToleration, NodeAffinity, NodeResourcesFit, InterPodAffinity) over a
-//! rotating sample of nodes sized by the adaptive `percentageOfNodesToScore`,
-//! then Score (TaintToleration, NodeAffinity, NodeResourcesFit
-//! LeastAllocated, NodeResourcesBalancedAllocation, InterPodAffinity, default
-//! PodTopologySpread) and a random pick among the best.
+//! One scheduling cycle like kube-scheduler's default profile: `PreFilter`
+//! (per-pod pre-computation), `Filter` (`NodeUnschedulable`, `NodeName`,
+//! `TaintToleration`, `NodeAffinity`, `NodeResourcesFit`, `InterPodAffinity`)
+//! over a rotating sample of nodes sized by the adaptive
+//! `percentageOfNodesToScore`, then `Score` (`TaintToleration`,
+//! `NodeAffinity`, `NodeResourcesFit` least-allocated,
+//! `NodeResourcesBalancedAllocation`, `InterPodAffinity`, default
+//! `PodTopologySpread`) and a random pick among the best.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -124,10 +125,7 @@ impl FitError {
         } else {
             let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
             parts.sort();
-            format!(
-                "0/{num_nodes} nodes are available: {}.",
-                parts.join(", ")
-            )
+            format!("0/{num_nodes} nodes are available: {}.", parts.join(", "))
         };
         Self {
             message,
@@ -181,7 +179,7 @@ impl TermCounts<'_> {
     }
 }
 
-/// Per-pod pre-computation (kube's PreFilter) so each filter is a few
+/// Per-pod pre-computation (kube's `PreFilter`) so each filter is a few
 /// lookups per node.
 pub struct PreFilter<'a> {
     pod: &'a PodInfo,
@@ -319,14 +317,15 @@ impl<'a> PreFilter<'a> {
             return Err(Rejection::AntiAffinity);
         }
         if !self.affinity.is_empty() {
-            let ok = self.affinity.iter().all(|c| {
-                spec.labels.contains_key(c.topology_key) && (c.at(spec) > 0)
-            });
+            let ok = self
+                .affinity
+                .iter()
+                .all(|c| spec.labels.contains_key(c.topology_key) && (c.at(spec) > 0));
             let has_keys = self
                 .affinity
                 .iter()
                 .all(|c| spec.labels.contains_key(c.topology_key));
-            if !ok && !(self.affinity_none && self.affinity_self && has_keys) {
+            if !(ok || self.affinity_none && self.affinity_self && has_keys) {
                 return Err(Rejection::Affinity);
             }
         }
@@ -334,7 +333,7 @@ impl<'a> PreFilter<'a> {
     }
 }
 
-/// `nodeSelector` and required node affinity (ORed terms).
+/// `nodeSelector` and required node affinity (terms `OR`ed).
 pub fn node_affinity_matches(pod: &PodInfo, spec: &NodeSpecInfo, name: &str) -> bool {
     if !pod
         .node_selector
@@ -367,7 +366,10 @@ pub struct NodeScore {
 }
 
 /// Scores feasible nodes with the default profile's plugins and weights.
-#[expect(clippy::too_many_lines, reason = "one pass per plugin, kept together to read like the profile")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass per plugin, kept together to read like the profile"
+)]
 pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
     let n = nodes.len();
     let mut total = vec![0i64; n];
@@ -438,9 +440,10 @@ pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
                 (alloc - req) * MAX_NODE_SCORE / alloc
             }
         };
-        let fit = (least(cpu_req, s.allocatable.milli_cpu)
-            + least(mem_req, s.allocatable.memory))
-            / 2;
+        let fit = i64::midpoint(
+            least(cpu_req, s.allocatable.milli_cpu),
+            least(mem_req, s.allocatable.memory),
+        );
         #[expect(clippy::cast_precision_loss, reason = "ratios of resource amounts")]
         let frac = |req: i64, alloc: i64| {
             if alloc <= 0 {
@@ -494,10 +497,7 @@ pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
             .iter()
             .map(|&id| {
                 spec(id).map_or(0, |s| {
-                    sources
-                        .iter()
-                        .map(|(w, c)| w * i64::from(c.at(s)))
-                        .sum()
+                    sources.iter().map(|(w, c)| w * i64::from(c.at(s))).sum()
                 })
             })
             .collect();
@@ -522,11 +522,7 @@ pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
             .len();
         #[expect(clippy::cast_precision_loss, reason = "domain counts are small")]
         let zone_w = ((zones + 2) as f64).ln();
-        #[expect(
-            clippy::cast_precision_loss,
-            clippy::cast_possible_truncation,
-            reason = "scores are small"
-        )]
+        #[expect(clippy::cast_possible_truncation, reason = "scores are small")]
         let raw: Vec<i64> = nodes
             .iter()
             .map(|&id| {

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorTerm, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::*;
 use crate::model::PodInfo;
@@ -36,7 +37,11 @@ fn adaptive_percentage_matches_kube() {
     assert_eq!(num_feasible_nodes_to_find(1000, 0), 420);
     assert_eq!(num_feasible_nodes_to_find(5000, 0), 500);
     assert_eq!(num_feasible_nodes_to_find(100_000, 0), 5000);
-    assert_eq!(num_feasible_nodes_to_find(1000, 5), 100, "at least 100 nodes");
+    assert_eq!(
+        num_feasible_nodes_to_find(1000, 5),
+        100,
+        "at least 100 nodes"
+    );
     assert_eq!(num_feasible_nodes_to_find(1000, 100), 1000);
 }
 
@@ -123,14 +128,21 @@ fn node_affinity_operators() {
         vec![],
     );
     let one = |r| affinity_target(&c, vec![expr_term(vec![r])]).ok();
-    assert_eq!(one(req("gpu", "In", &["yes", "maybe"])).as_deref(), Some("a"));
+    assert_eq!(
+        one(req("gpu", "In", &["yes", "maybe"])).as_deref(),
+        Some("a")
+    );
     assert_eq!(one(req("gpu", "NotIn", &["yes"])).as_deref(), Some("b"));
     assert_eq!(one(req("gpu", "Exists", &[])).as_deref(), Some("a"));
     assert_eq!(one(req("gpu", "DoesNotExist", &[])).as_deref(), Some("b"));
     assert_eq!(one(req("gen", "Gt", &["4"])).as_deref(), Some("b"));
     assert_eq!(one(req("gen", "Lt", &["4"])).as_deref(), Some("a"));
     assert_eq!(one(req("gen", "Gt", &["9"])), None);
-    assert_eq!(one(req("gen", "Gt", &["x"])), None, "invalid Gt matches nothing");
+    assert_eq!(
+        one(req("gen", "Gt", &["x"])),
+        None,
+        "invalid Gt matches nothing"
+    );
     // Expressions in a term are ANDed, terms ORed.
     let both = vec![req("gen", "Gt", &["1"]), req("gpu", "DoesNotExist", &[])];
     assert_eq!(
@@ -167,7 +179,12 @@ fn taints_and_tolerations() {
     let mut a = node("a", "4", "4Gi", &[]);
     taint(&mut a, "dedicated", "gpu", "NoSchedule");
     let mut b = node("b", "4", "4Gi", &[]);
-    taint(&mut b, "node-role.kubernetes.io/control-plane", "", "NoExecute");
+    taint(
+        &mut b,
+        "node-role.kubernetes.io/control-plane",
+        "",
+        "NoExecute",
+    );
     let c = cluster(&[a, b], vec![]);
     assert_eq!(
         message(&c, pod("p", "", "")),
@@ -181,11 +198,20 @@ fn taints_and_tolerations() {
     tolerate(&mut p, "dedicated", "Equal", "cpu", "NoSchedule");
     assert!(schedule(&c, p).is_err(), "wrong value does not tolerate");
     let mut p = pod("p", "", "");
-    tolerate(&mut p, "node-role.kubernetes.io/control-plane", "Exists", "", "");
+    tolerate(
+        &mut p,
+        "node-role.kubernetes.io/control-plane",
+        "Exists",
+        "",
+        "",
+    );
     assert_eq!(schedule(&c, p).ok().as_deref(), Some("b"));
     let mut p = pod("p", "", "");
     tolerate(&mut p, "", "Exists", "", "");
-    assert!(schedule(&c, p).is_ok(), "empty key with Exists tolerates all");
+    assert!(
+        schedule(&c, p).is_ok(),
+        "empty key with Exists tolerates all"
+    );
 }
 
 #[test]
@@ -243,7 +269,10 @@ fn node_name_restricts_to_that_node() {
 fn two_nodes_one_web() -> Cache {
     cluster(
         &[node("a", "4", "4Gi", &[]), node("b", "4", "4Gi", &[])],
-        vec![bound_to(with_labels(pod("web-0", "", ""), &[("app", "web")]), "a")],
+        vec![bound_to(
+            with_labels(pod("web-0", "", ""), &[("app", "web")]),
+            "a",
+        )],
     )
 }
 
@@ -252,16 +281,25 @@ fn required_anti_affinity_by_hostname() {
     let c = two_nodes_one_web();
     for _ in 0..5 {
         let mut p = with_labels(pod("web-1", "", ""), &[("app", "web")]);
-        require_anti_affinity(&mut p, pod_term(&[("app", "web")], "kubernetes.io/hostname"));
+        require_anti_affinity(
+            &mut p,
+            pod_term(&[("app", "web")], "kubernetes.io/hostname"),
+        );
         assert_eq!(schedule(&c, p).ok().as_deref(), Some("b"));
     }
     // With the only other node full, the message says why.
     let c = cluster(
         &[node("a", "4", "4Gi", &[]), node("b", "1", "1Gi", &[])],
-        vec![bound_to(with_labels(pod("web-0", "", ""), &[("app", "web")]), "a")],
+        vec![bound_to(
+            with_labels(pod("web-0", "", ""), &[("app", "web")]),
+            "a",
+        )],
     );
     let mut p = pod("web-1", "2", "");
-    require_anti_affinity(&mut p, pod_term(&[("app", "web")], "kubernetes.io/hostname"));
+    require_anti_affinity(
+        &mut p,
+        pod_term(&[("app", "web")], "kubernetes.io/hostname"),
+    );
     assert_eq!(
         message(&c, p),
         "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match pod anti-affinity rules."
@@ -326,7 +364,10 @@ fn required_affinity_by_zone_and_first_pod_rule() {
     let mut p = with_labels(pod("cache-0", "", ""), &[("app", "cache")]);
     require_affinity(&mut p, pod_term(&[("app", "cache")], "zone"));
     let n = schedule(&c, p).ok();
-    assert!(matches!(n.as_deref(), Some("a" | "b" | "c")), "needs the zone label: {n:?}");
+    assert!(
+        matches!(n.as_deref(), Some("a" | "b" | "c")),
+        "needs the zone label: {n:?}"
+    );
 }
 
 #[test]
@@ -340,7 +381,10 @@ fn affinity_term_namespaces() {
     );
     // Own namespace (default) has no web pod: both nodes are fine.
     let mut p = pod("p", "", "");
-    require_affinity(&mut p, pod_term(&[("app", "web")], "kubernetes.io/hostname"));
+    require_affinity(
+        &mut p,
+        pod_term(&[("app", "web")], "kubernetes.io/hostname"),
+    );
     assert!(schedule(&c, p).is_err());
     let mut term = pod_term(&[("app", "web")], "kubernetes.io/hostname");
     term.namespaces = Some(vec!["prod".to_owned()]);
@@ -349,7 +393,7 @@ fn affinity_term_namespaces() {
     assert_eq!(schedule(&c, p).ok().as_deref(), Some("a"));
     // Empty namespaceSelector: all namespaces.
     term.namespaces = None;
-    term.namespace_selector = Some(Default::default());
+    term.namespace_selector = Some(LabelSelector::default());
     let mut p = pod("p", "", "");
     require_anti_affinity(&mut p, term);
     assert_eq!(schedule(&c, p).ok().as_deref(), Some("b"));
@@ -377,22 +421,37 @@ fn preferred_pod_affinity_and_anti_affinity() {
             node("b", "8", "8Gi", &[]),
             node("c", "8", "8Gi", &[]),
         ],
-        vec![bound_to(with_labels(pod("cache", "1", ""), &[("app", "cache")]), "b")],
+        vec![bound_to(
+            with_labels(pod("cache", "1", ""), &[("app", "cache")]),
+            "b",
+        )],
     );
     for _ in 0..5 {
         let mut p = pod("p", "", "");
-        prefer_affinity(&mut p, 100, pod_term(&[("app", "cache")], "kubernetes.io/hostname"));
+        prefer_affinity(
+            &mut p,
+            100,
+            pod_term(&[("app", "cache")], "kubernetes.io/hostname"),
+        );
         assert_eq!(schedule(&c, p).ok().as_deref(), Some("b"));
     }
     let mut p = pod("p", "", "");
-    prefer_anti_affinity(&mut p, 100, pod_term(&[("app", "cache")], "kubernetes.io/hostname"));
+    prefer_anti_affinity(
+        &mut p,
+        100,
+        pod_term(&[("app", "cache")], "kubernetes.io/hostname"),
+    );
     assert_ne!(schedule(&c, p).ok().as_deref(), Some("b"));
 }
 
 #[test]
 fn existing_preferred_affinity_attracts_matching_pods() {
     let mut lover = pod("lover", "1", "");
-    prefer_affinity(&mut lover, 100, pod_term(&[("app", "x")], "kubernetes.io/hostname"));
+    prefer_affinity(
+        &mut lover,
+        100,
+        pod_term(&[("app", "x")], "kubernetes.io/hostname"),
+    );
     let c = cluster(
         &[node("a", "8", "8Gi", &[]), node("b", "8", "8Gi", &[])],
         vec![bound_to(lover, "a")],
@@ -413,7 +472,10 @@ fn default_spreading_puts_six_replicas_two_per_node() {
     );
     let mut algo = Algorithm::with_seed(0, 3);
     for i in 0..6 {
-        let p = Arc::new(PodInfo::new(owned_by(pod(&format!("r{i}"), "", ""), "rs-1")));
+        let p = Arc::new(PodInfo::new(owned_by(
+            pod(&format!("r{i}"), "", ""),
+            "rs-1",
+        )));
         let node = algo.schedule(&c, &p).map(|r| r.node);
         let node = node.unwrap_or_else(|e| panic!("{e}"));
         c.assume(p, &node).unwrap_or_else(|e| panic!("{e}"));
@@ -433,7 +495,10 @@ fn sampling_rotates_and_stops_at_the_wanted_count() {
     let c = cluster(&nodes, vec![]);
     let mut algo = Algorithm::with_seed(0, 1);
     let r1 = algo.schedule(&c, &PodInfo::new(pod("p", "", ""))).ok();
-    assert_eq!(r1.as_ref().map(|r| (r.evaluated, r.feasible)), Some((420, 420)));
+    assert_eq!(
+        r1.as_ref().map(|r| (r.evaluated, r.feasible)),
+        Some((420, 420))
+    );
     let r2 = algo.schedule(&c, &PodInfo::new(pod("q", "", ""))).ok();
     // The second pod starts where the first stopped: another window.
     let idx = |r: &Option<ScheduleResult>| {

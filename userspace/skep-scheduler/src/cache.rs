@@ -415,9 +415,12 @@ impl Cache {
 
     /// Marks an assumed pod as bound (its binding succeeded).
     pub fn confirm(&mut self, key: &str) -> Result<(), CacheError> {
-        let id = *self.pod_ids.get(key).ok_or_else(|| CacheError::PodNotFound {
-            key: key.to_owned(),
-        })?;
+        let id = *self
+            .pod_ids
+            .get(key)
+            .ok_or_else(|| CacheError::PodNotFound {
+                key: key.to_owned(),
+            })?;
         if let Some(e) = self.pods[id as usize].as_mut() {
             e.assumed = false;
         }
@@ -622,7 +625,10 @@ mod tests {
         c.upsert_node(&node("a", "1", "1Gi", &[]));
         c.assume(info(pod("p", "800m", "")), "a")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.node_by_name("a").map(|n| n.requested.milli_cpu), Some(800));
+        assert_eq!(
+            c.node_by_name("a").map(|n| n.requested.milli_cpu),
+            Some(800)
+        );
         let err = c.assume(info(pod("q", "800m", "")), "a");
         assert!(
             matches!(&err, Err(CacheError::DoesNotFit { reasons, .. }) if reasons == &["Insufficient cpu"]),
@@ -634,7 +640,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         // Confirmed pods cannot be forgotten, only removed.
         c.confirm("default/q").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(c.forget("default/q"), Err(CacheError::NotAssumed { .. })));
+        assert!(matches!(
+            c.forget("default/q"),
+            Err(CacheError::NotAssumed { .. })
+        ));
         assert!(c.remove_pod("default/q"));
         assert_eq!(c.pod_count(), 0);
     }
@@ -660,7 +669,9 @@ mod tests {
             .collect();
         let won: usize = threads.into_iter().map(|t| t.join().unwrap_or(0)).sum();
         assert_eq!(won, 10, "1 cpu holds exactly ten 100m pods");
-        let used = cache.lock().map(|c| c.node_by_name("a").map(|n| n.requested.milli_cpu));
+        let used = cache
+            .lock()
+            .map(|c| c.node_by_name("a").map(|n| n.requested.milli_cpu));
         assert_eq!(used.ok().flatten(), Some(1000));
     }
 
@@ -671,7 +682,8 @@ mod tests {
         c.upsert_node(&node("b", "4", "4Gi", &[("zone", "z1")]));
         let mut p = with_labels(pod("p", "1", ""), &[("app", "x")]);
         require_anti_affinity(&mut p, pod_term(&[("app", "x")], "zone"));
-        c.assume(info(p.clone()), "a").unwrap_or_else(|e| panic!("{e}"));
+        c.assume(info(p.clone()), "a")
+            .unwrap_or_else(|e| panic!("{e}"));
         // The watch reports it bound elsewhere: it moves.
         c.upsert_pod(info(bound_to(p, "b")));
         assert_eq!(c.pod_placement("default/p"), Some(("b", false)));
@@ -695,6 +707,9 @@ mod tests {
         assert_eq!(c.node_count(), 0);
         c.upsert_node(&node("late", "2", "2Gi", &[]));
         assert_eq!(c.node_count(), 1);
-        assert_eq!(c.node_by_name("late").map(|n| n.requested.milli_cpu), Some(1000));
+        assert_eq!(
+            c.node_by_name("late").map(|n| n.requested.milli_cpu),
+            Some(1000)
+        );
     }
 }

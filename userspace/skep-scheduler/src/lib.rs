@@ -10,7 +10,7 @@
 //! Wiring to the store: feed node/pod/namespace watch events to
 //! [`scheduler::Scheduler::upsert_node`], [`scheduler::Scheduler::upsert_pod`],
 //! [`scheduler::Scheduler::remove_pod`] …, spawn [`scheduler::Scheduler::run`],
-//! and implement [`scheduler::Binder`] by POSTing `pods/binding`.
+//! and implement [`scheduler::Binder`] by posting `pods/binding`.
 
 pub mod algorithm;
 pub mod cache;

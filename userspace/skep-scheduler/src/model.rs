@@ -81,7 +81,11 @@ impl Requirement {
                 ) else {
                     return false;
                 };
-                if self.op == Op::Gt { v > bound } else { v < bound }
+                if self.op == Op::Gt {
+                    v > bound
+                } else {
+                    v < bound
+                }
             }
             Op::Invalid => false,
         }
@@ -93,11 +97,11 @@ impl Requirement {
     }
 }
 
-/// A compiled `metav1.LabelSelector`: requirements ANDed; `nothing` for a
+/// A compiled `metav1.LabelSelector`: requirements `AND`ed; `nothing` for a
 /// null selector (matches no object).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Selector {
-    /// The requirements, ANDed (empty: everything).
+    /// The requirements, `AND`ed (empty: everything).
     pub requirements: Vec<Requirement>,
     /// A null selector matches nothing.
     pub nothing: bool,
@@ -349,7 +353,11 @@ impl AffinityTerm {
     }
 
     /// Whether `pod` is one of the pods this term is about.
-    pub fn matches_pod(&self, pod: &PodInfo, ns_labels: impl FnOnce(&str) -> Option<Labels>) -> bool {
+    pub fn matches_pod(
+        &self,
+        pod: &PodInfo,
+        ns_labels: impl FnOnce(&str) -> Option<Labels>,
+    ) -> bool {
         self.namespaces.contains(&pod.namespace, ns_labels) && self.selector.matches(&pod.labels)
     }
 }
@@ -377,7 +385,7 @@ pub struct PodInfo {
     pub requests: PodRequests,
     /// `spec.nodeSelector`.
     pub node_selector: Vec<(String, String)>,
-    /// Required node affinity terms (ORed); `None` when not set.
+    /// Required node affinity terms (`OR`ed); `None` when not set.
     pub required_node_terms: Option<Vec<NodeTerm>>,
     /// Preferred node affinity terms with weights.
     pub preferred_node_terms: Vec<(i32, NodeTerm)>,
@@ -402,7 +410,10 @@ impl PodInfo {
     /// Compiles a pod.
     pub fn new(pod: Pod) -> Self {
         let meta = &pod.metadata;
-        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let namespace = meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
         let name = meta.name.clone().unwrap_or_default();
         let labels = meta.labels.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
@@ -410,7 +421,12 @@ impl PodInfo {
         let node_aff = affinity.node_affinity.unwrap_or_default();
         let required_node_terms = node_aff
             .required_during_scheduling_ignored_during_execution
-            .map(|s| s.node_selector_terms.iter().map(NodeTerm::from_term).collect());
+            .map(|s| {
+                s.node_selector_terms
+                    .iter()
+                    .map(NodeTerm::from_term)
+                    .collect()
+            });
         let preferred_node_terms = node_aff
             .preferred_during_scheduling_ignored_during_execution
             .unwrap_or_default()
@@ -457,7 +473,12 @@ impl PodInfo {
                 .unwrap_or_else(|| "default-scheduler".to_owned()),
             priority: spec.priority.unwrap_or(0),
             requests: PodRequests::of(&spec),
-            node_selector: spec.node_selector.clone().unwrap_or_default().into_iter().collect(),
+            node_selector: spec
+                .node_selector
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
             required_node_terms,
             preferred_node_terms,
             tolerations: spec

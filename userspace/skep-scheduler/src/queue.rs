@@ -245,17 +245,18 @@ impl SchedulingQueue {
             let Some(Reverse((_, _, key))) = inner.backoff.pop() else {
                 break;
             };
-            if let Some(e) = inner.pods.get_mut(&key) {
-                if e.place == Place::Backoff && e.seq == seq {
-                    inner.seq += 1;
-                    e.seq = inner.seq;
-                    e.place = Place::Active;
-                    inner.active.push(ActiveItem {
-                        priority: e.info.priority,
-                        seq: e.seq,
-                        key,
-                    });
-                }
+            if let Some(e) = inner.pods.get_mut(&key)
+                && e.place == Place::Backoff
+                && e.seq == seq
+            {
+                inner.seq += 1;
+                e.seq = inner.seq;
+                e.place = Place::Active;
+                inner.active.push(ActiveItem {
+                    priority: e.info.priority,
+                    seq: e.seq,
+                    key,
+                });
             }
         }
         let wait = self.config.max_unschedulable_wait;

@@ -54,7 +54,10 @@ async fn unschedulable_pod_waits_for_a_helpful_event() {
         ..fast()
     });
     q.add(info("p", 0));
-    let qp = tokio::time::timeout(Duration::from_secs(1), q.pop()).await.ok().flatten();
+    let qp = tokio::time::timeout(Duration::from_secs(1), q.pop())
+        .await
+        .ok()
+        .flatten();
     let Some(qp) = qp else { panic!("no pod") };
     q.requeue_unschedulable(&qp, plugin::NODE_RESOURCES_FIT);
     assert_eq!(q.lengths().unschedulable, 1);
@@ -72,24 +75,36 @@ async fn unschedulable_pod_waits_for_a_helpful_event() {
 async fn event_during_the_cycle_sends_the_pod_to_backoff() {
     let q = SchedulingQueue::new(fast());
     q.add(info("p", 0));
-    let Some(qp) = q.pop().await else { panic!("no pod") };
+    let Some(qp) = q.pop().await else {
+        panic!("no pod")
+    };
     q.on_event(ClusterEvent::AssignedPodDelete);
     q.requeue_unschedulable(&qp, plugin::NODE_RESOURCES_FIT);
     assert_eq!(q.lengths().backoff, 1);
     let t = Instant::now();
     assert_eq!(pop_name(&q).await.as_deref(), Some("p"));
-    assert!(t.elapsed() >= Duration::from_millis(30), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(30),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn unschedulable_pod_is_retried_after_max_wait() {
     let q = SchedulingQueue::new(fast());
     q.add(info("p", 0));
-    let Some(qp) = q.pop().await else { panic!("no pod") };
+    let Some(qp) = q.pop().await else {
+        panic!("no pod")
+    };
     q.requeue_unschedulable(&qp, plugin::NODE_AFFINITY);
     let t = Instant::now();
     assert_eq!(pop_name(&q).await.as_deref(), Some("p"));
-    assert!(t.elapsed() >= Duration::from_millis(250), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]

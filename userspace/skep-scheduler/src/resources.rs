@@ -242,7 +242,9 @@ fn parse_scaled(s: &str, mult: i128) -> Option<i64> {
     let value = if dec_exp >= 0 {
         mantissa.checked_mul(10i128.checked_pow(dec_exp.unsigned_abs())?)?
     } else {
-        let div = 10i128.checked_pow(dec_exp.unsigned_abs()).unwrap_or(i128::MAX);
+        let div = 10i128
+            .checked_pow(dec_exp.unsigned_abs())
+            .unwrap_or(i128::MAX);
         (mantissa + div - 1) / div
     };
     let value = i64::try_from(value).ok()?;

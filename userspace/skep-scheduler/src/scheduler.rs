@@ -217,7 +217,7 @@ impl<B: Binder> Scheduler<B> {
             self.schedule_one(pod);
             n = n.wrapping_add(1);
             // pop() does not wait while pods are ready: let binding tasks run.
-            if n % 32 == 0 {
+            if n.is_multiple_of(32) {
                 tokio::task::yield_now().await;
             }
         }

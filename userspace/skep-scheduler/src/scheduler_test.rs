@@ -54,7 +54,10 @@ fn fast_config() -> SchedulerConfig {
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -85,7 +88,10 @@ async fn pending_pod_binds_once_a_node_appears() {
     s.upsert_node(&node("large", "4", "4Gi", &[]));
     wait_for("binding", || bound_count(&s) == 1).await;
     let b = s.binder().bound.lock().map(|b| b.clone()).ok();
-    assert_eq!(b, Some(vec![("default/big".to_owned(), "large".to_owned())]));
+    assert_eq!(
+        b,
+        Some(vec![("default/big".to_owned(), "large".to_owned())])
+    );
     s.shutdown();
     assert!(run.await.is_ok());
 }
@@ -106,12 +112,23 @@ async fn slow_concurrent_bindings_never_overbook() {
     wait_for("2 unschedulable", || s.queue().lengths().unschedulable == 2).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(bound_count(&s), 3);
-    assert_eq!(s.cache().node_by_name("a").map(|n| n.requested.milli_cpu), Some(900));
+    assert_eq!(
+        s.cache().node_by_name("a").map(|n| n.requested.milli_cpu),
+        Some(900)
+    );
     // Deleting a bound pod frees room for one more.
-    let first = s.binder().bound.lock().map(|b| b[0].0.clone()).unwrap_or_default();
+    let first = s
+        .binder()
+        .bound
+        .lock()
+        .map(|b| b[0].0.clone())
+        .unwrap_or_default();
     s.remove_pod(&first);
     wait_for("4th binding", || bound_count(&s) == 4).await;
-    assert_eq!(s.cache().node_by_name("a").map(|n| n.requested.milli_cpu), Some(900));
+    assert_eq!(
+        s.cache().node_by_name("a").map(|n| n.requested.milli_cpu),
+        Some(900)
+    );
     s.shutdown();
     assert!(run.await.is_ok());
 }
@@ -133,10 +150,14 @@ async fn failed_binding_releases_the_reservation_and_retries() {
         msg.as_deref(),
         Some("Binding rejected: failed to bind pod default/p to node a")
     );
-    let c = s.cache();
-    assert_eq!(c.node_by_name("a").map(|n| n.requested.milli_cpu), Some(1000));
-    assert_eq!(c.pod_placement("default/p"), Some(("a", false)));
-    drop(c);
+    {
+        let c = s.cache();
+        assert_eq!(
+            c.node_by_name("a").map(|n| n.requested.milli_cpu),
+            Some(1000)
+        );
+        assert_eq!(c.pod_placement("default/p"), Some(("a", false)));
+    }
     s.shutdown();
     assert!(run.await.is_ok());
 }
@@ -156,13 +177,14 @@ async fn replicas_spread_and_bound_pods_from_the_watch_count() {
     }
     let run = tokio::spawn(Arc::clone(&s).run());
     wait_for("5 bindings", || bound_count(&s) == 5).await;
-    let c = s.cache();
-    let counts: Vec<usize> = ["a", "b", "c"]
-        .iter()
-        .map(|n| c.node_by_name(n).map_or(0, |n| n.pods.len()))
-        .collect();
+    let counts: Vec<usize> = {
+        let c = s.cache();
+        ["a", "b", "c"]
+            .iter()
+            .map(|n| c.node_by_name(n).map_or(0, |n| n.pods.len()))
+            .collect()
+    };
     assert_eq!(counts, vec![2, 2, 2]);
-    drop(c);
     s.shutdown();
     assert!(run.await.is_ok());
 }

@@ -116,13 +116,16 @@ pub fn owned_by(mut p: Pod, uid: &str) -> Pod {
 }
 
 pub fn tolerate(p: &mut Pod, key: &str, op: &str, value: &str, effect: &str) {
-    spec(p).tolerations.get_or_insert_with(Vec::new).push(Toleration {
-        key: (!key.is_empty()).then(|| key.to_owned()),
-        operator: Some(op.to_owned()),
-        value: (!value.is_empty()).then(|| value.to_owned()),
-        effect: (!effect.is_empty()).then(|| effect.to_owned()),
-        toleration_seconds: None,
-    });
+    spec(p)
+        .tolerations
+        .get_or_insert_with(Vec::new)
+        .push(Toleration {
+            key: (!key.is_empty()).then(|| key.to_owned()),
+            operator: Some(op.to_owned()),
+            value: (!value.is_empty()).then(|| value.to_owned()),
+            effect: (!effect.is_empty()).then(|| effect.to_owned()),
+            toleration_seconds: None,
+        });
 }
 
 pub fn req(key: &str, op: &str, values: &[&str]) -> NodeSelectorRequirement {
@@ -137,7 +140,7 @@ fn affinity(p: &mut Pod) -> &mut Affinity {
     spec(p).affinity.get_or_insert_with(Default::default)
 }
 
-/// Required node affinity: `terms` ORed, each a list of expressions ANDed.
+/// Required node affinity: `terms` `OR`ed, each a list of expressions `AND`ed.
 pub fn require_node_terms(p: &mut Pod, terms: Vec<NodeSelectorTerm>) {
     affinity(p)
         .node_affinity
