@@ -5,7 +5,7 @@
 //! they waited 5 minutes.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,10 @@ struct Inner {
     pods: HashMap<String, Entry>,
     active: BinaryHeap<ActiveItem>,
     backoff: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    /// Keys of the pods in `Place::Unschedulable` (events scan only these).
+    unschedulable: HashSet<String>,
+    /// Last scan for pods that waited `max_unschedulable_wait`.
+    last_stale_scan: Option<Instant>,
     seq: u64,
     cycle: u64,
     move_request_cycle: u64,
@@ -190,6 +194,7 @@ impl SchedulingQueue {
                 Place::InFlight => e.updated_in_flight = true,
                 Place::Active | Place::Backoff => {}
                 Place::Unschedulable => {
+                    inner.unschedulable.remove(&info.key);
                     e.place = Place::Active;
                     e.seq = seq;
                     inner.active.push(ActiveItem {
@@ -225,7 +230,9 @@ impl SchedulingQueue {
 
     /// Forgets a pod (deleted, or bound by someone else).
     pub fn delete(&self, key: &str) {
-        self.lock().pods.remove(key);
+        let mut g = self.lock();
+        g.pods.remove(key);
+        g.unschedulable.remove(key);
     }
 
     /// Stops the queue: `pop` returns `None` from now on.
@@ -260,11 +267,24 @@ impl SchedulingQueue {
             }
         }
         let wait = self.config.max_unschedulable_wait;
+        let interval = (wait / 4).min(Duration::from_secs(1));
+        if inner
+            .last_stale_scan
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
+            return;
+        }
+        inner.last_stale_scan = Some(now);
         let stale: Vec<String> = inner
-            .pods
+            .unschedulable
             .iter()
-            .filter(|(_, e)| e.place == Place::Unschedulable && now - e.timestamp >= wait)
-            .map(|(k, _)| k.clone())
+            .filter(|k| {
+                inner
+                    .pods
+                    .get(*k)
+                    .is_some_and(|e| now.saturating_duration_since(e.timestamp) >= wait)
+            })
+            .cloned()
             .collect();
         for key in stale {
             self.move_pod(inner, &key, now);
@@ -273,6 +293,7 @@ impl SchedulingQueue {
 
     /// Moves one unschedulable pod to backoff (if still backing off) or active.
     fn move_pod(&self, inner: &mut Inner, key: &str, now: Instant) {
+        inner.unschedulable.remove(key);
         let Some(e) = inner.pods.get_mut(key) else {
             return;
         };
@@ -364,6 +385,7 @@ impl SchedulingQueue {
                 .push(Reverse((until, e.seq, pod.info.key.clone())));
         } else {
             e.place = Place::Unschedulable;
+            inner.unschedulable.insert(pod.info.key.clone());
         }
         drop(g);
         self.notify.notify_one();
@@ -409,10 +431,15 @@ impl SchedulingQueue {
         let inner = &mut *g;
         inner.move_request_cycle = inner.cycle;
         let keys: Vec<String> = inner
-            .pods
+            .unschedulable
             .iter()
-            .filter(|(_, e)| e.place == Place::Unschedulable && event.may_help(e.plugins))
-            .map(|(k, _)| k.clone())
+            .filter(|k| {
+                inner
+                    .pods
+                    .get(*k)
+                    .is_some_and(|e| event.may_help(e.plugins))
+            })
+            .cloned()
             .collect();
         if keys.is_empty() {
             return;

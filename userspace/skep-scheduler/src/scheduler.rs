@@ -191,6 +191,11 @@ impl<B: Binder> Scheduler<B> {
                 ClusterEvent::AssignedPodAdd
             });
         } else if info.scheduler_name == self.config.scheduler_name {
+            // An update of a pod whose binding is in flight (say, its
+            // status) must not schedule it a second time.
+            if self.cache().pod_placement(&info.key).is_some() {
+                return;
+            }
             self.queue.add(info);
         }
     }

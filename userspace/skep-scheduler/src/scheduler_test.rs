@@ -188,3 +188,28 @@ async fn replicas_spread_and_bound_pods_from_the_watch_count() {
     s.shutdown();
     assert!(run.await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_during_binding_does_not_schedule_twice() {
+    let binder = TestBinder {
+        delay: Duration::from_millis(100),
+        ..TestBinder::default()
+    };
+    let s = Scheduler::new(fast_config(), binder);
+    s.upsert_node(&node("a", "4", "4Gi", &[]));
+    let p = pod("p", "1", "");
+    s.upsert_pod(p.clone());
+    let run = tokio::spawn(Arc::clone(&s).run());
+    wait_for("assumed", || s.stats.scheduled.load(Ordering::Relaxed) == 1).await;
+    s.upsert_pod(p);
+    wait_for("binding", || bound_count(&s) == 1).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(s.stats.scheduled.load(Ordering::Relaxed), 1);
+    assert_eq!(bound_count(&s), 1);
+    assert_eq!(
+        s.cache().node_by_name("a").map(|n| n.requested.milli_cpu),
+        Some(1000)
+    );
+    s.shutdown();
+    assert!(run.await.is_ok());
+}
