@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::cache::{Cache, NodeId, NodeInfo, TermGroup, TermKind, ZONE_LABEL, insufficient};
+use crate::cache::{Cache, NodeId, NodeInfo, TermGroup, TermKind, insufficient};
 use crate::model::{AffinityTerm, Effect, NodeSpecInfo, PodInfo, Taint};
 
 /// Highest score a plugin gives a node (kube's `MaxNodeScore`).
@@ -515,11 +515,7 @@ pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
     if let Some(owner) = pod.owner.as_ref().and_then(|o| cache.owner_counts(o)) {
         #[expect(clippy::cast_precision_loss, reason = "domain counts are small")]
         let host_w = ((n + 2) as f64).ln();
-        let zones = nodes
-            .iter()
-            .filter_map(|&id| cache.node(id).label(ZONE_LABEL))
-            .collect::<std::collections::HashSet<_>>()
-            .len();
+        let zones = cache.zone_count();
         #[expect(clippy::cast_precision_loss, reason = "domain counts are small")]
         let zone_w = ((zones + 2) as f64).ln();
         #[expect(clippy::cast_possible_truncation, reason = "scores are small")]
@@ -528,8 +524,8 @@ pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
             .map(|&id| {
                 let here = f64::from(owner.per_node.get(&id).copied().unwrap_or(0));
                 let mut s = (here + 2.0) * host_w;
-                if let Some(z) = cache.node(id).label(ZONE_LABEL) {
-                    let cnt = f64::from(owner.per_zone.get(z).copied().unwrap_or(0));
+                if let Some(z) = cache.node(id).zone {
+                    let cnt = f64::from(owner.per_zone.get(&z).copied().unwrap_or(0));
                     s += (cnt + 4.0) * zone_w;
                 }
                 (s * 1000.0) as i64

@@ -68,6 +68,8 @@ pub struct NodeInfo {
     /// The compiled node; `None` while only pods referencing it are known
     /// (or after it was removed with pods still on it).
     pub spec: Option<NodeSpecInfo>,
+    /// Interned value of its `topology.kubernetes.io/zone` label.
+    pub zone: Option<u32>,
     /// Sum of the exact requests of the pods on it.
     pub requested: Resources,
     /// Sum of the non-zero CPU requests (scoring).
@@ -143,8 +145,8 @@ struct NsIndex {
 pub struct OwnerCounts {
     /// Node → pods of the owner on it.
     pub per_node: HashMap<NodeId, u32>,
-    /// Zone → pods of the owner in it.
-    pub per_zone: HashMap<String, u32>,
+    /// Interned zone → pods of the owner in it.
+    pub per_zone: HashMap<u32, u32>,
 }
 
 /// The scheduler's view of the cluster.
@@ -161,6 +163,9 @@ pub struct Cache {
     groups: HashMap<GroupKey, TermGroup>,
     owners: HashMap<String, OwnerCounts>,
     namespaces: HashMap<String, Labels>,
+    zone_ids: HashMap<String, u32>,
+    /// Live nodes per interned zone.
+    zone_nodes: Vec<u32>,
 }
 
 /// Which resources `requests` would overflow on a node: kube's reasons
@@ -315,6 +320,21 @@ impl Cache {
         self.ns_index.keys().map(String::as_str)
     }
 
+    fn intern_zone(&mut self, zone: &str) -> u32 {
+        if let Some(&id) = self.zone_ids.get(zone) {
+            return id;
+        }
+        let id = u32::try_from(self.zone_nodes.len()).unwrap_or(u32::MAX);
+        self.zone_ids.insert(zone.to_owned(), id);
+        self.zone_nodes.push(0);
+        id
+    }
+
+    /// Number of zones that have live nodes.
+    pub fn zone_count(&self) -> usize {
+        self.zone_nodes.iter().filter(|&&n| n > 0).count()
+    }
+
     fn node_slot(&mut self, name: &str) -> NodeId {
         if let Some(&id) = self.node_ids.get(name) {
             return id;
@@ -323,6 +343,7 @@ impl Cache {
         self.nodes.push(NodeInfo {
             name: name.to_owned(),
             spec: None,
+            zone: None,
             requested: Resources::default(),
             non_zero_cpu: 0,
             non_zero_memory: 0,
@@ -351,6 +372,14 @@ impl Cache {
         if self.nodes[id].spec.is_none() {
             self.live.push(id);
         }
+        if let Some(z) = self.nodes[id].zone {
+            self.zone_nodes[z as usize] -= 1;
+        }
+        let zone = spec.labels.get(ZONE_LABEL).map(|z| self.intern_zone(z));
+        if let Some(z) = zone {
+            self.zone_nodes[z as usize] += 1;
+        }
+        self.nodes[id].zone = zone;
         self.nodes[id].spec = Some(spec);
         if labels_changed {
             for &p in &pods {
@@ -373,6 +402,9 @@ impl Cache {
             self.topology(p, -1);
         }
         self.nodes[id].spec = None;
+        if let Some(z) = self.nodes[id].zone.take() {
+            self.zone_nodes[z as usize] -= 1;
+        }
         for &p in &pods {
             self.topology(p, 1);
         }
@@ -530,7 +562,7 @@ impl Cache {
         let info = Arc::clone(&entry.info);
         let node = &self.nodes[entry.node];
         let node_id = entry.node;
-        let zone = node.label(ZONE_LABEL).map(str::to_owned);
+        let zone = node.zone;
         let terms = info
             .affinity
             .iter()
