@@ -17,7 +17,8 @@ use clap::Parser;
 use k8s_openapi::api::core::v1::{
     Affinity, Container, Node, NodeAffinity, NodeSelectorRequirement, NodeSelectorTerm, NodeSpec,
     NodeStatus, Pod, PodAffinity, PodAffinityTerm, PodAntiAffinity, PodSpec,
-    PreferredSchedulingTerm, ResourceRequirements, Taint, Toleration, WeightedPodAffinityTerm,
+    PreferredSchedulingTerm, ResourceRequirements, Taint, Toleration, TopologySpreadConstraint,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -44,6 +45,10 @@ struct Args {
     /// Percentage of nodes to score (0: kube's adaptive default).
     #[arg(long, default_value_t = 0)]
     percentage: u32,
+    /// Before verifying, corrupt two placements (an anti-affine pair on one
+    /// node, an ssd pod on an hdd node) and require the verifier to catch them.
+    #[arg(long)]
+    check_verifier: bool,
 }
 
 /// Records bindings in memory, with the time each pod was bound.
@@ -197,13 +202,26 @@ fn constrain(spec: &mut PodSpec, kind: usize, app: &str) {
                 toleration_seconds: None,
             }]);
         }
+        10 => {
+            spec.topology_spread_constraints = Some(vec![TopologySpreadConstraint {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(labels(&[("app", app.to_owned())])),
+                    match_expressions: None,
+                }),
+                max_skew: 1,
+                topology_key: "topology.kubernetes.io/zone".to_owned(),
+                when_unsatisfiable: "DoNotSchedule".to_owned(),
+                ..Default::default()
+            }]);
+        }
         _ => {}
     }
 }
 
 /// Pod mix by `i % 20`: 0-1 anti-affinity (20 deployments), 2-5
 /// nodeSelector ssd, 6-7 preferred node affinity, 8 preferred pod affinity,
-/// 9 tolerates the gpu taint, the rest plain; 16 deployments for spreading.
+/// 9 tolerates the gpu taint, 10 zone spread `DoNotSchedule` maxSkew 1 (one
+/// deployment), the rest plain; 16 deployments for default spreading.
 fn make_pod(i: usize) -> Pod {
     let kind = i % 20;
     let cpu = format!("{}m", 100 + (i % 5) * 100);
@@ -211,6 +229,8 @@ fn make_pod(i: usize) -> Pod {
     let (app, owner) = if kind < 2 {
         let d = (i / 20) % 20;
         (format!("anti-{d}"), format!("rs-anti-{d}"))
+    } else if kind == 10 {
+        ("zonal".to_owned(), "rs-zonal".to_owned())
     } else {
         let d = i % 16;
         (format!("web-{d}"), format!("rs-web-{d}"))
@@ -250,6 +270,39 @@ fn make_pod(i: usize) -> Pod {
         spec: Some(spec),
         status: None,
     }
+}
+
+/// Checks the `zonal` deployment's zone spread (maxSkew 1); 1 on violation.
+fn verify_zone_skew(pods: &[Pod], bound: &HashMap<String, (String, Instant)>) -> usize {
+    let mut zonal = [0usize; ZONES];
+    for p in pods {
+        let key = format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or(""),
+            p.metadata.name.as_deref().unwrap_or("")
+        );
+        let is_zonal = p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .map(String::as_str)
+            == Some("zonal");
+        if let (true, Some((node, _))) = (is_zonal, bound.get(&key)) {
+            let zone: usize = node
+                .trim_start_matches("node-")
+                .parse::<usize>()
+                .unwrap_or(0)
+                % ZONES;
+            zonal[zone] += 1;
+        }
+    }
+    let skew = zonal.iter().max().unwrap_or(&0) - zonal.iter().min().unwrap_or(&0);
+    if skew > 1 {
+        eprintln!("violation: zonal pods per zone {zonal:?} exceed maxSkew 1");
+        return 1;
+    }
+    0
 }
 
 /// Checks every placement; returns the number of violations.
@@ -334,6 +387,7 @@ fn verify(
             .unwrap_or(0);
         u.2 += 1;
     }
+    violations += verify_zone_skew(pods, bound);
     for (name, (cpu, mem, count)) in used {
         let alloc = nodes[name]
             .status
@@ -370,6 +424,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     )]
     let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[idx]
+}
+
+/// Corrupts two placements and requires [`verify`] to catch both.
+fn check_verifier(
+    node_map: &HashMap<String, Node>,
+    pods: &[Pod],
+    bound: &HashMap<String, (String, Instant)>,
+) -> anyhow::Result<()> {
+    let mut corrupt = bound.clone();
+    // pod 0 and pod 400 are replicas of anti-0; pod 2 wants disktype=ssd
+    // and node-00001 is hdd.
+    let first = corrupt.get("bench/pod-000000").cloned();
+    if let (Some(first), Some(second)) = (first, corrupt.get_mut("bench/pod-000400")) {
+        *second = first;
+    }
+    if let Some(ssd) = corrupt.get_mut("bench/pod-000002") {
+        "node-00001".clone_into(&mut ssd.0);
+    }
+    let caught = verify(node_map, pods, &corrupt);
+    println!("verifier self-check: {caught} violations found in corrupted placements");
+    if caught < 2 {
+        bail!("verifier missed corrupted placements");
+    }
+    Ok(())
 }
 
 /// Waits until `count` pods are bound or `deadline` after `start` passed.
@@ -492,6 +570,9 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
         .collect();
+    if args.check_verifier {
+        check_verifier(&node_map, &pods, &bound)?;
+    }
     let violations = verify(&node_map, &pods, &bound);
 
     #[expect(clippy::cast_precision_loss, reason = "pod counts")]

@@ -1,6 +1,7 @@
 //! One scheduling cycle like kube-scheduler's default profile: `PreFilter`
 //! (per-pod pre-computation), `Filter` (`NodeUnschedulable`, `NodeName`,
-//! `TaintToleration`, `NodeAffinity`, `NodeResourcesFit`, `InterPodAffinity`)
+//! `TaintToleration`, `NodeAffinity`, `NodeResourcesFit`, `PodTopologySpread`,
+//! `InterPodAffinity`)
 //! over a rotating sample of nodes sized by the adaptive
 //! `percentageOfNodesToScore`, then `Score` (`TaintToleration`,
 //! `NodeAffinity`, `NodeResourcesFit` least-allocated,
@@ -10,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::cache::{Cache, NodeId, NodeInfo, TermGroup, TermKind, insufficient};
-use crate::model::{AffinityTerm, Effect, NodeSpecInfo, PodInfo, Taint};
+use crate::model::{AffinityTerm, Effect, NodeSpecInfo, PodInfo, SpreadConstraint, Taint};
 
 /// Highest score a plugin gives a node (kube's `MaxNodeScore`).
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -38,6 +39,8 @@ pub mod plugin {
     pub const NODE_RESOURCES_FIT: u8 = 1 << 4;
     /// `InterPodAffinity`.
     pub const INTER_POD_AFFINITY: u8 = 1 << 5;
+    /// `PodTopologySpread`.
+    pub const POD_TOPOLOGY_SPREAD: u8 = 1 << 6;
 }
 
 /// Why a node was rejected.
@@ -58,6 +61,10 @@ pub enum Rejection {
     NodeAffinity,
     /// Requests exceed what is left (kube reasons).
     Resources(Vec<String>),
+    /// Placing the pod here would exceed a `DoNotSchedule` spread's skew.
+    Spread,
+    /// The node lacks a `DoNotSchedule` spread's topology label.
+    SpreadMissingLabel,
     /// An existing pod's required anti-affinity rejects this pod here.
     ExistingAntiAffinity,
     /// The pod's required anti-affinity rejects this node.
@@ -75,6 +82,7 @@ impl Rejection {
             Self::Taint { .. } => plugin::TAINT_TOLERATION,
             Self::NodeAffinity => plugin::NODE_AFFINITY,
             Self::Resources(_) => plugin::NODE_RESOURCES_FIT,
+            Self::Spread | Self::SpreadMissingLabel => plugin::POD_TOPOLOGY_SPREAD,
             Self::ExistingAntiAffinity | Self::AntiAffinity | Self::Affinity => {
                 plugin::INTER_POD_AFFINITY
             }
@@ -93,6 +101,11 @@ impl Rejection {
                 vec!["node(s) didn't match Pod's node affinity/selector".to_owned()]
             }
             Self::Resources(r) => r.clone(),
+            Self::Spread => vec!["node(s) didn't match pod topology spread constraints".to_owned()],
+            Self::SpreadMissingLabel => vec![
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+                    .to_owned(),
+            ],
             Self::ExistingAntiAffinity => {
                 vec!["node(s) didn't satisfy existing pods anti-affinity rules".to_owned()]
             }
@@ -179,10 +192,119 @@ impl TermCounts<'_> {
     }
 }
 
+/// Matching pods per domain of one spread constraint, over the nodes that
+/// count as domains.
+struct SpreadCounts<'a> {
+    topology_key: &'a str,
+    max_skew: i64,
+    /// 1 when the pod matches its own selector.
+    self_match: i64,
+    counts: HashMap<&'a str, i64>,
+    /// Smallest count over the domains (0 below `minDomains`).
+    min: i64,
+}
+
+fn spread_counts<'a>(
+    cache: &'a Cache,
+    pod: &PodInfo,
+    c: &'a SpreadConstraint,
+    required_keys: &[&str],
+) -> SpreadCounts<'a> {
+    let mut counts: HashMap<&'a str, i64> = HashMap::new();
+    // Every live node with the key is a domain unless node affinity or
+    // taints narrow the set: then the domains come from the label index and
+    // only the matching pods' nodes are checked, instead of every node.
+    let unrestricted = (!c.honor_node_affinity
+        || (pod.node_selector.is_empty() && pod.required_node_terms.is_none()))
+        && !c.honor_taints
+        && required_keys.iter().all(|k| *k == c.topology_key);
+    if unrestricted {
+        for v in cache.label_domains(&c.topology_key) {
+            counts.insert(v, 0);
+        }
+        for id in cache.candidate_pods(&pod.namespace, &c.selector) {
+            let (Some(other), Some(n)) = (cache.pod_info(id), cache.pod_node(id)) else {
+                continue;
+            };
+            if other.key == pod.key || !c.selector.matches(&other.labels) {
+                continue;
+            }
+            if let Some(count) = cache
+                .node(n)
+                .label(&c.topology_key)
+                .and_then(|v| counts.get_mut(v))
+            {
+                *count += 1;
+            }
+        }
+        return finish_spread(pod, c, counts);
+    }
+    let mut eligible = vec![false; cache.node_slots()];
+    for &id in cache.live_nodes() {
+        let node = cache.node(id);
+        let Some(spec) = node.spec.as_ref() else {
+            continue;
+        };
+        if c.honor_node_affinity && !node_affinity_matches(pod, spec, &node.name) {
+            continue;
+        }
+        if c.honor_taints
+            && spec.taints.iter().any(|t| {
+                matches!(t.effect, Effect::NoSchedule | Effect::NoExecute) && !pod.tolerates(t)
+            })
+        {
+            continue;
+        }
+        if !required_keys.iter().all(|k| spec.labels.contains_key(*k)) {
+            continue;
+        }
+        if let Some(v) = spec.labels.get(&c.topology_key) {
+            eligible[id] = true;
+            counts.entry(v.as_str()).or_insert(0);
+        }
+    }
+    for id in cache.candidate_pods(&pod.namespace, &c.selector) {
+        let (Some(other), Some(n)) = (cache.pod_info(id), cache.pod_node(id)) else {
+            continue;
+        };
+        if other.key == pod.key || !eligible[n] || !c.selector.matches(&other.labels) {
+            continue;
+        }
+        if let Some(count) = cache
+            .node(n)
+            .label(&c.topology_key)
+            .and_then(|v| counts.get_mut(v))
+        {
+            *count += 1;
+        }
+    }
+    finish_spread(pod, c, counts)
+}
+
+fn finish_spread<'a>(
+    pod: &PodInfo,
+    c: &'a SpreadConstraint,
+    counts: HashMap<&'a str, i64>,
+) -> SpreadCounts<'a> {
+    let mut min = counts.values().copied().min().unwrap_or(0);
+    if c.min_domains.is_some_and(|m| counts.len() < m) {
+        min = 0;
+    }
+    SpreadCounts {
+        topology_key: &c.topology_key,
+        max_skew: c.max_skew,
+        self_match: i64::from(c.selector.matches(&pod.labels)),
+        counts,
+        min,
+    }
+}
+
 /// Per-pod pre-computation (kube's `PreFilter`) so each filter is a few
 /// lookups per node.
 pub struct PreFilter<'a> {
     pod: &'a PodInfo,
+    /// `DoNotSchedule` spread constraints with their domain counts.
+    spread: Vec<SpreadCounts<'a>>,
     /// Existing pods' required anti-affinity groups that match this pod.
     existing_anti: Vec<&'a TermGroup>,
     /// Per required anti-affinity term of the pod: matching pods per domain.
@@ -261,8 +383,15 @@ impl<'a> PreFilter<'a> {
         let affinity = matching_counts(cache, pod, &aff_terms, &aff_terms);
         let affinity_none = affinity.iter().all(|c| c.counts.is_empty());
         let affinity_self = pod.affinity.iter().all(|t| t.matches_pod(pod, ns_labels));
+        let hard: Vec<&SpreadConstraint> = pod.spread.iter().filter(|c| c.hard).collect();
+        let keys: Vec<&str> = hard.iter().map(|c| c.topology_key.as_str()).collect();
+        let spread = hard
+            .iter()
+            .map(|c| spread_counts(cache, pod, c, &keys))
+            .collect();
         Self {
             pod,
+            spread,
             existing_anti,
             anti,
             affinity,
@@ -303,6 +432,15 @@ impl<'a> PreFilter<'a> {
         let reasons = insufficient(node, spec, pod);
         if !reasons.is_empty() {
             return Err(Rejection::Resources(reasons));
+        }
+        for s in &self.spread {
+            let Some(v) = spec.labels.get(s.topology_key) else {
+                return Err(Rejection::SpreadMissingLabel);
+            };
+            let here = s.counts.get(v.as_str()).copied().unwrap_or(0);
+            if here + s.self_match - s.min > s.max_skew {
+                return Err(Rejection::Spread);
+            }
         }
         for g in &self.existing_anti {
             if spec
@@ -510,9 +648,15 @@ pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
         }
     }
 
-    // Default PodTopologySpread: pods of the same controller, hostname
-    // (maxSkew 3) and zone (maxSkew 5), ScheduleAnyway.
-    if let Some(owner) = pod.owner.as_ref().and_then(|o| cache.owner_counts(o)) {
+    // PodTopologySpread: the pod's ScheduleAnyway constraints; without
+    // constraints, the default ones below.
+    if !pod.spread.is_empty() {
+        for (t, s) in total.iter_mut().zip(spread_scores(cache, pod, nodes)) {
+            *t += WEIGHT_SPREAD * s;
+        }
+    } else if let Some(owner) = pod.owner.as_ref().and_then(|o| cache.owner_counts(o)) {
+        // Default: pods of the same controller, hostname (maxSkew 3) and
+        // zone (maxSkew 5), ScheduleAnyway.
         #[expect(clippy::cast_precision_loss, reason = "domain counts are small")]
         let host_w = ((n + 2) as f64).ln();
         let zones = cache.zone_count();
@@ -547,6 +691,48 @@ pub fn score(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<NodeScore> {
         .iter()
         .zip(total)
         .map(|(&node, score)| NodeScore { node, score })
+        .collect()
+}
+
+/// Normalized `ScheduleAnyway` spread scores (fewer matching pods in the
+/// node's domains is better; nodes missing a topology label get 0).
+fn spread_scores(cache: &Cache, pod: &PodInfo, nodes: &[NodeId]) -> Vec<i64> {
+    let soft: Vec<&SpreadConstraint> = pod.spread.iter().filter(|c| !c.hard).collect();
+    if soft.is_empty() {
+        return vec![0; nodes.len()];
+    }
+    let keys: Vec<&str> = soft.iter().map(|c| c.topology_key.as_str()).collect();
+    let counts: Vec<SpreadCounts<'_>> = soft
+        .iter()
+        .map(|c| spread_counts(cache, pod, c, &keys))
+        .collect();
+    #[expect(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        reason = "scores are small"
+    )]
+    let raw: Vec<Option<i64>> = nodes
+        .iter()
+        .map(|&id| {
+            let spec = cache.node(id).spec.as_ref()?;
+            let mut s = 0.0;
+            for c in &counts {
+                let v = spec.labels.get(c.topology_key)?;
+                let here = c.counts.get(v.as_str()).copied().unwrap_or(0);
+                let w = ((c.counts.len() + 2) as f64).ln();
+                s += (here + c.max_skew - 1) as f64 * w;
+            }
+            Some((s * 1000.0) as i64)
+        })
+        .collect();
+    let max = raw.iter().flatten().copied().max().unwrap_or(0);
+    let min = raw.iter().flatten().copied().min().unwrap_or(0);
+    raw.iter()
+        .map(|r| match r {
+            None => 0,
+            Some(_) if max == 0 => MAX_NODE_SCORE,
+            Some(s) => MAX_NODE_SCORE * (max + min - s) / max,
+        })
         .collect()
 }
 

@@ -509,3 +509,53 @@ fn sampling_rotates_and_stops_at_the_wanted_count() {
     assert!(idx(&r1) < 420, "{r1:?}");
     assert!((420..840).contains(&idx(&r2)), "{r2:?}");
 }
+
+#[test]
+fn topology_spread_do_not_schedule_respects_max_skew() {
+    let nodes = [
+        node("a1", "8", "8Gi", &[("zone", "z1")]),
+        node("a2", "8", "8Gi", &[("zone", "z1")]),
+        node("b1", "8", "8Gi", &[("zone", "z2")]),
+        node("nolabel", "8", "8Gi", &[]),
+    ];
+    let web = |n: &str, node: &str| bound_to(with_labels(pod(n, "", ""), &[("app", "web")]), node);
+    // z1 has 2 web pods, z2 has 0: with maxSkew 1 only z2 is allowed.
+    let c = cluster(&nodes, vec![web("w0", "a1"), web("w1", "a2")]);
+    let mut p = with_labels(pod("w2", "", ""), &[("app", "web")]);
+    spread(&mut p, "zone", 1, true, &[("app", "web")]);
+    for _ in 0..5 {
+        assert_eq!(schedule(&c, p.clone()).ok().as_deref(), Some("b1"));
+    }
+    // maxSkew 3 lets z1 take one more.
+    let mut q = with_labels(pod("w2", "", ""), &[("app", "web")]);
+    spread(&mut q, "zone", 3, true, &[("app", "web")]);
+    spec(&mut q).node_selector = Some(labels(&[("zone", "z1")]));
+    assert!(schedule(&c, q).is_ok());
+    // With z2 full, nothing fits; the message counts each reason.
+    let mut small = nodes.clone();
+    small[2] = node("b1", "500m", "8Gi", &[("zone", "z2")]);
+    let c = cluster(&small, vec![web("w0", "a1"), web("w1", "a2")]);
+    let mut p = with_labels(pod("w2", "1", ""), &[("app", "web")]);
+    spread(&mut p, "zone", 1, true, &[("app", "web")]);
+    assert_eq!(
+        message(&c, p),
+        "0/4 nodes are available: 1 Insufficient cpu, \
+         1 node(s) didn't match pod topology spread constraints (missing required label), \
+         2 node(s) didn't match pod topology spread constraints."
+    );
+}
+
+#[test]
+fn topology_spread_schedule_anyway_prefers_emptier_domains() {
+    let nodes = [
+        node("a", "8", "8Gi", &[("zone", "z1")]),
+        node("b", "8", "8Gi", &[("zone", "z2")]),
+    ];
+    let web = |n: &str| bound_to(with_labels(pod(n, "", ""), &[("app", "web")]), "a");
+    let c = cluster(&nodes, vec![web("w0"), web("w1"), web("w2")]);
+    for _ in 0..5 {
+        let mut p = with_labels(pod("w3", "", ""), &[("app", "web")]);
+        spread(&mut p, "zone", 1, false, &[("app", "web")]);
+        assert_eq!(schedule(&c, p).ok().as_deref(), Some("b"));
+    }
+}

@@ -164,6 +164,8 @@ pub struct Cache {
     owners: HashMap<String, OwnerCounts>,
     namespaces: HashMap<String, Labels>,
     zone_ids: HashMap<String, u32>,
+    /// Live nodes per label key and value (topology domains).
+    node_label_values: HashMap<String, HashMap<String, u32>>,
     /// Live nodes per interned zone.
     zone_nodes: Vec<u32>,
 }
@@ -216,6 +218,11 @@ impl Cache {
     /// The live node ids, in a stable order (for rotating sampling).
     pub fn live_nodes(&self) -> &[NodeId] {
         &self.live
+    }
+
+    /// Number of node slots (ids are below this).
+    pub fn node_slots(&self) -> usize {
+        self.nodes.len()
     }
 
     /// A node slot.
@@ -320,6 +327,28 @@ impl Cache {
         self.ns_index.keys().map(String::as_str)
     }
 
+    fn count_labels(&mut self, labels: &Labels, add: bool) {
+        for (k, v) in labels {
+            let values = self.node_label_values.entry(k.clone()).or_default();
+            if add {
+                *values.entry(v.clone()).or_insert(0) += 1;
+            } else {
+                decrement(values, v);
+                if values.is_empty() {
+                    self.node_label_values.remove(k);
+                }
+            }
+        }
+    }
+
+    /// The values of node label `key` on live nodes (the topology domains).
+    pub fn label_domains(&self, key: &str) -> impl Iterator<Item = &str> {
+        self.node_label_values
+            .get(key)
+            .into_iter()
+            .flat_map(|v| v.keys().map(String::as_str))
+    }
+
     fn intern_zone(&mut self, zone: &str) -> u32 {
         if let Some(&id) = self.zone_ids.get(zone) {
             return id;
@@ -375,6 +404,10 @@ impl Cache {
         if let Some(z) = self.nodes[id].zone {
             self.zone_nodes[z as usize] -= 1;
         }
+        if let Some(old) = self.nodes[id].spec.take() {
+            self.count_labels(&old.labels, false);
+        }
+        self.count_labels(&spec.labels, true);
         let zone = spec.labels.get(ZONE_LABEL).map(|z| self.intern_zone(z));
         if let Some(z) = zone {
             self.zone_nodes[z as usize] += 1;
@@ -401,7 +434,9 @@ impl Cache {
         for &p in &pods {
             self.topology(p, -1);
         }
-        self.nodes[id].spec = None;
+        if let Some(old) = self.nodes[id].spec.take() {
+            self.count_labels(&old.labels, false);
+        }
         if let Some(z) = self.nodes[id].zone.take() {
             self.zone_nodes[z as usize] -= 1;
         }
@@ -728,6 +763,15 @@ mod tests {
         assert_eq!(counts(&c), vec![HashMap::from([("z1".to_owned(), 1)])]);
         c.upsert_node(&node("b", "4", "4Gi", &[("zone", "z2")]));
         assert_eq!(counts(&c), vec![HashMap::from([("z2".to_owned(), 1)])]);
+        let domains = |c: &Cache| {
+            let mut d: Vec<String> = c.label_domains("zone").map(str::to_owned).collect();
+            d.sort();
+            d
+        };
+        assert_eq!(domains(&c), ["z1", "z2"]);
+        assert_eq!(c.zone_count(), 0, "no topology.kubernetes.io/zone labels");
+        c.remove_node("a");
+        assert_eq!(domains(&c), ["z2"]);
         c.remove_pod("default/p");
         assert_eq!(c.term_groups().count(), 0);
     }

@@ -362,6 +362,53 @@ impl AffinityTerm {
     }
 }
 
+/// A compiled `topologySpreadConstraints` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpreadConstraint {
+    /// Largest allowed difference between a domain's count and the minimum.
+    pub max_skew: i64,
+    /// Node label whose value is the domain.
+    pub topology_key: String,
+    /// `DoNotSchedule` (a filter) rather than `ScheduleAnyway` (a score).
+    pub hard: bool,
+    /// Which pods (in the pod's namespace) are counted.
+    pub selector: Selector,
+    /// `minDomains`: fewer eligible domains make the global minimum 0.
+    pub min_domains: Option<usize>,
+    /// `nodeAffinityPolicy: Honor` (default): only nodes matching the pod's
+    /// node affinity/selector are domains.
+    pub honor_node_affinity: bool,
+    /// `nodeTaintsPolicy: Honor`: nodes with untolerated taints are not.
+    pub honor_taints: bool,
+}
+
+impl SpreadConstraint {
+    fn from_k8s(c: &k8s_openapi::api::core::v1::TopologySpreadConstraint, labels: &Labels) -> Self {
+        let mut selector = Selector::from_label_selector(c.label_selector.as_ref());
+        for k in c.match_label_keys.iter().flatten() {
+            if let Some(v) = labels.get(k) {
+                selector.requirements.push(Requirement {
+                    key: k.clone(),
+                    op: Op::In,
+                    values: vec![v.clone()],
+                });
+            }
+        }
+        Self {
+            max_skew: i64::from(c.max_skew.max(1)),
+            topology_key: c.topology_key.clone(),
+            hard: c.when_unsatisfiable == "DoNotSchedule",
+            selector,
+            min_domains: c
+                .min_domains
+                .and_then(|m| usize::try_from(m).ok())
+                .filter(|&m| m > 0),
+            honor_node_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+            honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+        }
+    }
+}
+
 /// Everything the scheduler needs from a pod, compiled once.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
@@ -399,6 +446,8 @@ pub struct PodInfo {
     pub preferred_affinity: Vec<(i32, AffinityTerm)>,
     /// Preferred pod anti-affinity terms with weights.
     pub preferred_anti_affinity: Vec<(i32, AffinityTerm)>,
+    /// `topologySpreadConstraints`.
+    pub spread: Vec<SpreadConstraint>,
     /// UID of the controlling owner (`ownerReferences[controller=true]`),
     /// the group default spreading spreads.
     pub owner: Option<String>,
@@ -463,8 +512,15 @@ impl PodInfo {
             .flatten()
             .find(|o| o.controller == Some(true))
             .map(|o| o.uid.clone());
+        let spread = spec
+            .topology_spread_constraints
+            .iter()
+            .flatten()
+            .map(|c| SpreadConstraint::from_k8s(c, &labels))
+            .collect();
         Self {
             key: format!("{namespace}/{name}"),
+            spread,
             uid: meta.uid.clone().unwrap_or_default(),
             node_name: spec.node_name.clone().filter(|n| !n.is_empty()),
             scheduler_name: spec

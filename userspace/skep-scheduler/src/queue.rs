@@ -58,8 +58,14 @@ impl ClusterEvent {
         }
         let helps = match self {
             Self::NodeAdd | Self::NodeUpdate => u8::MAX,
-            Self::AssignedPodAdd | Self::AssignedPodUpdate => plugin::INTER_POD_AFFINITY,
-            Self::AssignedPodDelete => plugin::NODE_RESOURCES_FIT | plugin::INTER_POD_AFFINITY,
+            Self::AssignedPodAdd | Self::AssignedPodUpdate => {
+                plugin::INTER_POD_AFFINITY | plugin::POD_TOPOLOGY_SPREAD
+            }
+            Self::AssignedPodDelete => {
+                plugin::NODE_RESOURCES_FIT
+                    | plugin::INTER_POD_AFFINITY
+                    | plugin::POD_TOPOLOGY_SPREAD
+            }
         };
         plugins & helps != 0
     }

@@ -221,3 +221,24 @@ pub fn prefer_anti_affinity(p: &mut Pod, weight: i32, term: PodAffinityTerm) {
             pod_affinity_term: term,
         });
 }
+
+pub fn spread(p: &mut Pod, key: &str, max_skew: i32, hard: bool, sel: &[(&str, &str)]) {
+    spec(p)
+        .topology_spread_constraints
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::TopologySpreadConstraint {
+            label_selector: Some(LabelSelector {
+                match_labels: Some(labels(sel)),
+                match_expressions: None,
+            }),
+            max_skew,
+            topology_key: key.to_owned(),
+            when_unsatisfiable: if hard {
+                "DoNotSchedule"
+            } else {
+                "ScheduleAnyway"
+            }
+            .to_owned(),
+            ..Default::default()
+        });
+}
