@@ -362,10 +362,14 @@ impl SchedulingQueue {
     }
 
     /// The pod was assumed onto a node: the queue stops tracking it.
-    pub fn done(&self, key: &str) {
+    /// Returns false when the pod was deleted during its scheduling cycle.
+    pub fn done(&self, key: &str) -> bool {
         let mut g = self.lock();
         if g.pods.get(key).is_some_and(|e| e.place == Place::InFlight) {
             g.pods.remove(key);
+            true
+        } else {
+            false
         }
     }
 
@@ -397,12 +401,25 @@ impl SchedulingQueue {
         self.notify.notify_one();
     }
 
-    /// An error (binding failed, cache refused): retry after backoff. The pod
-    /// is re-added if the queue had stopped tracking it.
+    /// An error during the scheduling cycle: retry after backoff (unless
+    /// the pod was deleted meanwhile).
     pub fn requeue_backoff(&self, pod: &QueuedPod) {
+        self.backoff_pod(pod, false);
+    }
+
+    /// A binding failed after [`SchedulingQueue::done`]: track the pod
+    /// again and retry it after backoff.
+    pub fn readd_backoff(&self, pod: &QueuedPod) {
+        self.backoff_pod(pod, true);
+    }
+
+    fn backoff_pod(&self, pod: &QueuedPod, readd: bool) {
         let now = Instant::now();
         let mut g = self.lock();
         let inner = &mut *g;
+        if !readd && !inner.pods.contains_key(&pod.info.key) {
+            return;
+        }
         inner.seq += 1;
         let seq = inner.seq;
         let e = inner

@@ -90,6 +90,14 @@ pub struct Scheduler<B: Binder> {
     pub stats: SchedulerStats,
 }
 
+fn gated(info: &PodInfo) -> bool {
+    info.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|g| !g.is_empty())
+}
+
 fn is_terminal(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -190,6 +198,9 @@ impl<B: Binder> Scheduler<B> {
             } else {
                 ClusterEvent::AssignedPodAdd
             });
+        } else if gated(&info) {
+            // `schedulingGates` keep the pod out of the queue until removed.
+            self.queue.delete(&info.key);
         } else if info.scheduler_name == self.config.scheduler_name {
             // An update of a pod whose binding is in flight (say, its
             // status) must not schedule it a second time.
@@ -255,8 +266,12 @@ impl<B: Binder> Scheduler<B> {
                 self.queue.requeue_backoff(&qp);
             }
             Ok((r, Ok(()))) => {
+                if !self.queue.done(&qp.info.key) {
+                    // Deleted during the cycle: release, do not bind.
+                    let _ = self.cache().forget(&qp.info.key);
+                    return;
+                }
                 self.stats.scheduled.fetch_add(1, Ordering::Relaxed);
-                self.queue.done(&qp.info.key);
                 let this = Arc::clone(self);
                 tokio::spawn(async move { this.bind_cycle(qp, r.node).await });
             }
@@ -275,13 +290,15 @@ impl<B: Binder> Scheduler<B> {
             Err(err) => {
                 self.stats.bind_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(pod = %qp.info.key, node = %node, error = %err, "binding failed");
-                let forgot = self.cache().forget(&qp.info.key).is_ok();
-                if forgot {
-                    self.queue.on_event(ClusterEvent::AssignedPodDelete);
+                // Not in the cache any more: the pod was deleted (or the
+                // watch saw it bound) meanwhile, so there is nothing to retry.
+                if self.cache().forget(&qp.info.key).is_err() {
+                    return;
                 }
+                self.queue.on_event(ClusterEvent::AssignedPodDelete);
                 self.binder
                     .failed_scheduling(&qp.info, &format!("Binding rejected: {err}"));
-                self.queue.requeue_backoff(&qp);
+                self.queue.readd_backoff(&qp);
             }
         }
     }

@@ -213,3 +213,44 @@ async fn update_during_binding_does_not_schedule_twice() {
     s.shutdown();
     assert!(run.await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_during_failed_binding_is_not_retried_and_gates_hold_pods() {
+    let binder = TestBinder {
+        delay: Duration::from_millis(100),
+        ..TestBinder::default()
+    };
+    if let Ok(mut f) = binder.fail_once.lock() {
+        f.insert("default/p".to_owned());
+    }
+    let s = Scheduler::new(fast_config(), binder);
+    s.upsert_node(&node("a", "4", "4Gi", &[]));
+    let mut gated = pod("gated", "", "");
+    gated
+        .spec
+        .get_or_insert_with(Default::default)
+        .scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+        name: "example.com/wait".to_owned(),
+    }]);
+    s.upsert_pod(gated.clone());
+    s.upsert_pod(pod("p", "1", ""));
+    let run = tokio::spawn(Arc::clone(&s).run());
+    wait_for("assumed", || s.stats.scheduled.load(Ordering::Relaxed) == 1).await;
+    s.remove_pod("default/p");
+    wait_for("failed binding", || {
+        s.stats.bind_errors.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(s.stats.scheduled.load(Ordering::Relaxed), 1, "not retried");
+    assert_eq!(s.queue().lengths(), crate::queue::QueueLengths::default());
+    assert_eq!(bound_count(&s), 0);
+    // Lifting the gate lets the gated pod schedule.
+    if let Some(spec) = gated.spec.as_mut() {
+        spec.scheduling_gates = None;
+    }
+    s.upsert_pod(gated);
+    wait_for("gated pod bound", || bound_count(&s) == 1).await;
+    s.shutdown();
+    assert!(run.await.is_ok());
+}
