@@ -260,10 +260,7 @@ impl Toleration {
         if !self.key.is_empty() && self.key != taint.key {
             return false;
         }
-        if self.exists {
-            return true;
-        }
-        !self.key.is_empty() && self.value == taint.value
+        self.exists || self.value == taint.value
     }
 }
 
