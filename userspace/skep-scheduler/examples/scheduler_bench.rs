@@ -510,6 +510,9 @@ async fn probe(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let binder = MemoryBinder {
         bound: Mutex::new(HashMap::with_capacity(args.pods + args.probe)),
         target: Mutex::new(args.pods),
