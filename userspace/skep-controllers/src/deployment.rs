@@ -99,7 +99,10 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
-fn status_of(rs: &ReplicaSet, f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> Option<i32>) -> i32 {
+fn status_of(
+    rs: &ReplicaSet,
+    f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> Option<i32>,
+) -> i32 {
     rs.status.as_ref().and_then(f).unwrap_or(0)
 }
 
@@ -108,7 +111,11 @@ fn status_of(rs: &ReplicaSet, f: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSet
 fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
     let spec = d.spec.clone().unwrap_or_default();
     let replicas = spec.replicas.unwrap_or(1);
-    let rolling = spec.strategy.as_ref().and_then(|s| s.rolling_update.clone()).unwrap_or_default();
+    let rolling = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.clone())
+        .unwrap_or_default();
     let resolve = |v: Option<&IntOrString>, up: bool| -> i32 {
         match v {
             None => {
@@ -143,10 +150,19 @@ fn is_recreate(d: &Deployment) -> bool {
 
 /// Sets a condition, keeping `lastTransitionTime` when the status is the
 /// same and `lastUpdateTime` when nothing changed.
-fn set_condition(conditions: &mut Vec<DeploymentCondition>, type_: &str, status: &str, reason: &str, message: String) {
+fn set_condition(
+    conditions: &mut Vec<DeploymentCondition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) {
     let at = Some(Time(now()));
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
-        if c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(&message) {
+        if c.status == status
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(&message)
+        {
             return;
         }
         if c.status != status {
@@ -216,10 +232,15 @@ impl DeploymentController {
                 if new.is_some() {
                     return;
                 }
-                let Some(meta) = old.and_then(meta_of) else { return };
+                let Some(meta) = old.and_then(meta_of) else {
+                    return;
+                };
                 let ns = meta.namespace.clone().unwrap_or_default();
                 if let Some(r) = controller_ref(&meta).filter(|r| r.kind == "ReplicaSet")
-                    && let Some(rs_meta) = rss.get(&format!("{ns}/{}", r.name)).as_ref().and_then(meta_of)
+                    && let Some(rs_meta) = rss
+                        .get(&format!("{ns}/{}", r.name))
+                        .as_ref()
+                        .and_then(meta_of)
                     && let Some(d) = controller_ref(&rs_meta).filter(|d| d.kind == "Deployment")
                 {
                     queue.add(format!("{ns}/{}", d.name));
@@ -230,7 +251,13 @@ impl DeploymentController {
             objects: objects.clone(),
             events: EventRecorder::new(objects.clone(), "deployment-controller"),
         });
-        spawn_workers(controller, &queue, vec![deployments, rss, pods], config.workers, shutdown)
+        spawn_workers(
+            controller,
+            &queue,
+            vec![deployments, rss, pods],
+            config.workers,
+            shutdown,
+        )
     }
 
     /// The Deployment's ReplicaSets, adopting matching orphans and
@@ -246,7 +273,10 @@ impl DeploymentController {
             .await
             .map_err(|e| ControllerError::api("list replicasets for", &key, e))?;
         let template = without_hash(d.spec.as_ref().map(|s| &s.template));
-        let mut observed = Observed { new: None, old: Vec::new() };
+        let mut observed = Observed {
+            new: None,
+            old: Vec::new(),
+        };
         for mut rs in rss {
             let matches = selects(&sel, rs.metadata.labels.as_ref());
             let owned = match controller_ref(&rs.metadata).map(|r| r.uid == uid) {
@@ -258,7 +288,10 @@ impl DeploymentController {
                     self.write_rs(&rs, "release replicaset").await?;
                     continue;
                 }
-                None if matches && d.metadata.deletion_timestamp.is_none() && rs.metadata.deletion_timestamp.is_none() => {
+                None if matches
+                    && d.metadata.deletion_timestamp.is_none()
+                    && rs.metadata.deletion_timestamp.is_none() =>
+                {
                     rs.metadata
                         .owner_references
                         .get_or_insert_with(Vec::new)
@@ -270,18 +303,25 @@ impl DeploymentController {
                 }
                 _ => continue,
             };
-            let same = without_hash(owned.spec.as_ref().and_then(|s| s.template.as_ref())) == template;
+            let same =
+                without_hash(owned.spec.as_ref().and_then(|s| s.template.as_ref())) == template;
             if same && observed.new.is_none() {
                 observed.new = Some(owned);
             } else {
                 observed.old.push(owned);
             }
         }
-        observed.old.sort_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        observed
+            .old
+            .sort_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0));
         Ok(observed)
     }
 
-    async fn write_rs(&self, rs: &ReplicaSet, action: &'static str) -> Result<Option<ReplicaSet>, ControllerError> {
+    async fn write_rs(
+        &self,
+        rs: &ReplicaSet,
+        action: &'static str,
+    ) -> Result<Option<ReplicaSet>, ControllerError> {
         match self.objects.update_typed(rs, "", Self::NAME).await {
             Ok(rs) => Ok(Some(rs)),
             Err(err) if is_not_found(&err) => Ok(None),
@@ -320,7 +360,10 @@ impl DeploymentController {
             if old_revision < revision {
                 annotations.insert(REVISION.into(), revision.to_string());
                 if old_revision > 0 {
-                    let history = annotations.get(REVISION_HISTORY).cloned().unwrap_or_default();
+                    let history = annotations
+                        .get(REVISION_HISTORY)
+                        .cloned()
+                        .unwrap_or_default();
                     let history = if history.is_empty() {
                         old_revision.to_string()
                     } else {
@@ -336,8 +379,16 @@ impl DeploymentController {
                 }
             }
             if !conditions.iter().any(|c| c.type_ == "Progressing") {
-                set_condition(conditions, "Progressing", "True", "FoundNewReplicaSet",
-                    format!("Found new replica set \"{}\"", rs.metadata.name.as_deref().unwrap_or_default()));
+                set_condition(
+                    conditions,
+                    "Progressing",
+                    "True",
+                    "FoundNewReplicaSet",
+                    format!(
+                        "Found new replica set \"{}\"",
+                        rs.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                );
             }
             self.set_deployment_revision(d, revision_of(&rs)).await?;
             observed.new = Some(rs);
@@ -389,8 +440,10 @@ impl DeploymentController {
                 // Same name, different template: a hash collision. Count it
                 // so the next hash differs.
                 let mut bumped = d.clone();
-                bumped.status.get_or_insert_with(DeploymentStatus::default).collision_count =
-                    Some(collision_count.unwrap_or(0) + 1);
+                bumped
+                    .status
+                    .get_or_insert_with(DeploymentStatus::default)
+                    .collision_count = Some(collision_count.unwrap_or(0) + 1);
                 self.objects
                     .update_typed(&bumped, "status", Self::NAME)
                     .await
@@ -402,25 +455,47 @@ impl DeploymentController {
         tracing::info!(deployment = %key, replicaset = %name, revision, "created new replica set");
         if replicas > 0 {
             self.events
-                .record(&object_ref(d), EventType::Normal, "ScalingReplicaSet",
-                    &format!("Scaled up replica set {name} from 0 to {replicas}"))
+                .record(
+                    &object_ref(d),
+                    EventType::Normal,
+                    "ScalingReplicaSet",
+                    &format!("Scaled up replica set {name} from 0 to {replicas}"),
+                )
                 .await;
         }
-        set_condition(conditions, "Progressing", "True", "NewReplicaSetCreated",
-            format!("Created new replica set \"{name}\""));
+        set_condition(
+            conditions,
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{name}\""),
+        );
         self.set_deployment_revision(d, revision).await?;
         observed.new = Some(created);
         Ok(())
     }
 
     /// Mirrors the new ReplicaSet's revision on the Deployment.
-    async fn set_deployment_revision(&self, d: &mut Deployment, revision: i64) -> Result<(), ControllerError> {
+    async fn set_deployment_revision(
+        &self,
+        d: &mut Deployment,
+        revision: i64,
+    ) -> Result<(), ControllerError> {
         let value = revision.to_string();
-        if d.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == Some(&value) {
+        if d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            == Some(&value)
+        {
             return Ok(());
         }
         let mut updated = d.clone();
-        updated.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(REVISION.into(), value);
+        updated
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(REVISION.into(), value);
         *d = self
             .objects
             .update_typed(&updated, "", Self::NAME)
@@ -430,7 +505,12 @@ impl DeploymentController {
     }
 
     /// Scales `rs` to `replicas`, with the event kubectl describe shows.
-    async fn scale(&self, d: &Deployment, rs: &mut ReplicaSet, replicas: i32) -> Result<bool, ControllerError> {
+    async fn scale(
+        &self,
+        d: &Deployment,
+        rs: &mut ReplicaSet,
+        replicas: i32,
+    ) -> Result<bool, ControllerError> {
         let from = spec_replicas(rs);
         if from == replicas {
             return Ok(false);
@@ -438,8 +518,14 @@ impl DeploymentController {
         let (surge, _) = surge_and_unavailable(d);
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let mut updated = rs.clone();
-        updated.spec.get_or_insert_with(ReplicaSetSpec::default).replicas = Some(replicas);
-        let annotations = updated.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        updated
+            .spec
+            .get_or_insert_with(ReplicaSetSpec::default)
+            .replicas = Some(replicas);
+        let annotations = updated
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new);
         annotations.insert(DESIRED_REPLICAS.into(), want.to_string());
         annotations.insert(MAX_REPLICAS.into(), (want + surge).to_string());
         let name = rs.metadata.name.clone().unwrap_or_default();
@@ -448,8 +534,12 @@ impl DeploymentController {
         }
         let direction = if replicas > from { "up" } else { "down" };
         self.events
-            .record(&object_ref(d), EventType::Normal, "ScalingReplicaSet",
-                &format!("Scaled {direction} replica set {name} from {from} to {replicas}"))
+            .record(
+                &object_ref(d),
+                EventType::Normal,
+                "ScalingReplicaSet",
+                &format!("Scaled {direction} replica set {name} from {from} to {replicas}"),
+            )
             .await;
         Ok(true)
     }
@@ -476,10 +566,9 @@ impl DeploymentController {
         }
         // Scale old ReplicaSets down as far as availability allows.
         let min_available = want - max_unavailable;
-        let new_unavailable = observed
-            .new
-            .as_ref()
-            .map_or(0, |n| spec_replicas(n) - status_of(n, |s| s.available_replicas));
+        let new_unavailable = observed.new.as_ref().map_or(0, |n| {
+            spec_replicas(n) - status_of(n, |s| s.available_replicas)
+        });
         let mut budget = total - min_available - new_unavailable;
         if budget <= 0 {
             return Ok(false);
@@ -500,7 +589,10 @@ impl DeploymentController {
             scaled |= self.scale(d, rs, replicas - cut).await?;
         }
         // Then available ones, keeping minAvailable.
-        let available: i32 = observed.all().map(|rs| status_of(rs, |s| s.available_replicas)).sum();
+        let available: i32 = observed
+            .all()
+            .map(|rs| status_of(rs, |s| s.available_replicas))
+            .sum();
         let mut budget = (available - min_available).min(budget.max(0));
         for rs in &mut observed.old {
             if budget <= 0 {
@@ -537,7 +629,11 @@ impl DeploymentController {
             .list_typed::<Pod>(&ns, "")
             .await
             .map_err(|e| ControllerError::api("list pods for", meta_key(&d.metadata), e))?;
-        let old_uids: Vec<&str> = observed.old.iter().filter_map(|rs| rs.metadata.uid.as_deref()).collect();
+        let old_uids: Vec<&str> = observed
+            .old
+            .iter()
+            .filter_map(|rs| rs.metadata.uid.as_deref())
+            .collect();
         let old_running = pods.iter().any(|p| {
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
             !matches!(phase, Some("Succeeded" | "Failed"))
@@ -547,7 +643,8 @@ impl DeploymentController {
             return Ok(false);
         }
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        self.new_replica_set(d, observed, conditions, true, want).await?;
+        self.new_replica_set(d, observed, conditions, true, want)
+            .await?;
         if let Some(mut new) = observed.new.take() {
             scaled = self.scale(d, &mut new, want).await?;
             observed.new = Some(new);
@@ -557,7 +654,13 @@ impl DeploymentController {
 
     /// Deletes fully scaled-down old ReplicaSets beyond `revisionHistoryLimit`.
     async fn clean_up(&self, d: &Deployment, observed: &Observed) -> Result<(), ControllerError> {
-        let limit = usize::try_from(d.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10)).unwrap_or(0);
+        let limit = usize::try_from(
+            d.spec
+                .as_ref()
+                .and_then(|s| s.revision_history_limit)
+                .unwrap_or(10),
+        )
+        .unwrap_or(0);
         let mut cleanable: Vec<&ReplicaSet> = observed
             .old
             .iter()
@@ -582,10 +685,20 @@ impl DeploymentController {
                 propagation: Some(Propagation::Background),
                 ..DeleteOptions::default()
             };
-            match self.objects.delete_typed::<ReplicaSet>(ns, name, &options).await {
+            match self
+                .objects
+                .delete_typed::<ReplicaSet>(ns, name, &options)
+                .await
+            {
                 Ok(_) => {}
                 Err(err) if is_not_found(&err) => {}
-                Err(err) => return Err(ControllerError::api("prune replicaset", format!("{ns}/{name}"), err)),
+                Err(err) => {
+                    return Err(ControllerError::api(
+                        "prune replicaset",
+                        format!("{ns}/{name}"),
+                        err,
+                    ));
+                }
             }
         }
         Ok(())
@@ -603,17 +716,34 @@ impl DeploymentController {
         let want = spec.replicas.unwrap_or(1);
         let sum = |f: &dyn Fn(&ReplicaSet) -> i32| -> i32 { observed.all().map(f).sum() };
         let replicas = sum(&|rs| status_of(rs, |s| Some(s.replicas)));
-        let updated = observed.new.as_ref().map_or(0, |n| status_of(n, |s| Some(s.replicas)));
+        let updated = observed
+            .new
+            .as_ref()
+            .map_or(0, |n| status_of(n, |s| Some(s.replicas)));
         let ready = sum(&|rs| status_of(rs, |s| s.ready_replicas));
         let available = sum(&|rs| status_of(rs, |s| s.available_replicas));
         let old_status = d.status.clone().unwrap_or_default();
-        let max_unavailable = if is_recreate(d) { 0 } else { surge_and_unavailable(d).1 };
-        if available >= want - max_unavailable {
-            set_condition(&mut conditions, "Available", "True", "MinimumReplicasAvailable",
-                "Deployment has minimum availability.".into());
+        let max_unavailable = if is_recreate(d) {
+            0
         } else {
-            set_condition(&mut conditions, "Available", "False", "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.".into());
+            surge_and_unavailable(d).1
+        };
+        if available >= want - max_unavailable {
+            set_condition(
+                &mut conditions,
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.".into(),
+            );
+        } else {
+            set_condition(
+                &mut conditions,
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.".into(),
+            );
         }
         let new_name = observed
             .new
@@ -622,37 +752,79 @@ impl DeploymentController {
             .unwrap_or_default();
         let mut requeue = None;
         let paused = spec.paused == Some(true);
-        let progressing = conditions.iter().find(|c| c.type_ == "Progressing").cloned();
+        let progressing = conditions
+            .iter()
+            .find(|c| c.type_ == "Progressing")
+            .cloned();
         if paused {
-            set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into());
-        } else if progressing.as_ref().and_then(|c| c.reason.as_deref()) == Some("DeploymentPaused") {
-            set_condition(&mut conditions, "Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed".into());
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "Unknown",
+                "DeploymentPaused",
+                "Deployment is paused".into(),
+            );
+        } else if progressing.as_ref().and_then(|c| c.reason.as_deref()) == Some("DeploymentPaused")
+        {
+            set_condition(
+                &mut conditions,
+                "Progressing",
+                "Unknown",
+                "DeploymentResumed",
+                "Deployment is resumed".into(),
+            );
         } else if let Some(deadline) = spec.progress_deadline_seconds {
-            let complete = updated == want && replicas == want && available == want && observed.new.is_some();
-            let old_replicas = old_status.replicas.unwrap_or(0) - old_status.updated_replicas.unwrap_or(0);
+            let complete =
+                updated == want && replicas == want && available == want && observed.new.is_some();
+            let old_replicas =
+                old_status.replicas.unwrap_or(0) - old_status.updated_replicas.unwrap_or(0);
             let made_progress = updated > old_status.updated_replicas.unwrap_or(0)
                 || replicas - updated < old_replicas
                 || ready > old_status.ready_replicas.unwrap_or(0)
                 || available > old_status.available_replicas.unwrap_or(0);
             if complete {
-                set_condition(&mut conditions, "Progressing", "True", "NewReplicaSetAvailable",
-                    format!("ReplicaSet \"{new_name}\" has successfully progressed."));
+                set_condition(
+                    &mut conditions,
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+                );
             } else if made_progress || progressing.is_none() {
                 let message = format!("ReplicaSet \"{new_name}\" is progressing.");
-                set_condition(&mut conditions, "Progressing", "True", "ReplicaSetUpdated", message);
+                set_condition(
+                    &mut conditions,
+                    "Progressing",
+                    "True",
+                    "ReplicaSetUpdated",
+                    message,
+                );
                 if let Some(c) = conditions.iter_mut().find(|c| c.type_ == "Progressing") {
                     c.last_update_time = Some(Time(now()));
                 }
-                requeue = Some(Duration::from_secs(u64::try_from(deadline).unwrap_or(0) + 1));
-            } else if let Some(c) = progressing.filter(|c| c.reason.as_deref() != Some("ProgressDeadlineExceeded")) {
+                requeue = Some(Duration::from_secs(
+                    u64::try_from(deadline).unwrap_or(0) + 1,
+                ));
+            } else if let Some(c) =
+                progressing.filter(|c| c.reason.as_deref() != Some("ProgressDeadlineExceeded"))
+            {
                 let since = c.last_update_time.map_or(0, |t| t.0.as_second());
                 let left = since + i64::from(deadline) - now().as_second();
                 if left < 0 {
-                    set_condition(&mut conditions, "Progressing", "False", "ProgressDeadlineExceeded",
-                        format!("ReplicaSet \"{new_name}\" has timed out progressing."));
+                    set_condition(
+                        &mut conditions,
+                        "Progressing",
+                        "False",
+                        "ProgressDeadlineExceeded",
+                        format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+                    );
                     self.events
-                        .record(&object_ref(d), EventType::Warning, "ProgressDeadlineExceeded",
-                            &format!("ReplicaSet \"{new_name}\" has timed out progressing."))
+                        .record(
+                            &object_ref(d),
+                            EventType::Warning,
+                            "ProgressDeadlineExceeded",
+                            &format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+                        )
                         .await;
                 } else {
                     requeue = Some(Duration::from_secs(u64::try_from(left).unwrap_or(0) + 1));
@@ -672,10 +844,20 @@ impl DeploymentController {
         if d.status.as_ref() != Some(&status) {
             let mut written = d.clone();
             written.status = Some(status);
-            match self.objects.update_typed(&written, "status", Self::NAME).await {
+            match self
+                .objects
+                .update_typed(&written, "status", Self::NAME)
+                .await
+            {
                 Ok(_) => {}
                 Err(err) if is_not_found(&err) => {}
-                Err(err) => return Err(ControllerError::api("update status of", meta_key(&d.metadata), err)),
+                Err(err) => {
+                    return Err(ControllerError::api(
+                        "update status of",
+                        meta_key(&d.metadata),
+                        err,
+                    ));
+                }
             }
         }
         Ok(requeue)
@@ -699,23 +881,33 @@ impl Reconciler for DeploymentController {
         if d.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
-        let selector_empty = d
-            .spec
-            .as_ref()
-            .is_none_or(|s| s.selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-                && s.selector.match_expressions.as_ref().is_none_or(Vec::is_empty));
+        let selector_empty = d.spec.as_ref().is_none_or(|s| {
+            s.selector
+                .match_labels
+                .as_ref()
+                .is_none_or(BTreeMap::is_empty)
+                && s.selector
+                    .match_expressions
+                    .as_ref()
+                    .is_none_or(Vec::is_empty)
+        });
         if selector_empty {
             tracing::warn!(deployment = %key, "selecting all pods is not allowed; skipping");
             return Ok(None);
         }
         let mut observed = self.claim(&d).await?;
-        let mut conditions = d.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let mut conditions = d
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         let paused = d.spec.as_ref().and_then(|s| s.paused) == Some(true);
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         if paused {
             // No rollout while paused; scaling still follows spec.replicas
             // when there is only one active ReplicaSet.
-            self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0).await?;
+            self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0)
+                .await?;
             if observed.old.iter().all(|rs| spec_replicas(rs) == 0)
                 && let Some(mut new) = observed.new.take()
             {
@@ -723,8 +915,10 @@ impl Reconciler for DeploymentController {
                 observed.new = Some(new);
             }
         } else if is_recreate(&d) {
-            self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0).await?;
-            self.recreate(&mut d, &mut observed, &mut conditions).await?;
+            self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0)
+                .await?;
+            self.recreate(&mut d, &mut observed, &mut conditions)
+                .await?;
         } else {
             let (surge, _) = surge_and_unavailable(&d);
             let total: i32 = observed.all().map(spec_replicas).sum();
@@ -733,7 +927,8 @@ impl Reconciler for DeploymentController {
             } else {
                 0
             };
-            self.new_replica_set(&mut d, &mut observed, &mut conditions, true, initial).await?;
+            self.new_replica_set(&mut d, &mut observed, &mut conditions, true, initial)
+                .await?;
             self.roll(&d, &mut observed).await?;
         }
         let complete = observed.new.as_ref().is_some_and(|n| {

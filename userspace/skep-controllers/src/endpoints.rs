@@ -142,7 +142,8 @@ impl EndpointsController {
                 for meta in [old, new].into_iter().flatten().filter_map(meta_of) {
                     let ns = meta.namespace.clone().unwrap_or_default();
                     for svc in services.list_typed::<Service>(&ns) {
-                        let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                        let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref())
+                        else {
                             continue;
                         };
                         let sel = crate::util::label_selector(Some(
@@ -161,23 +162,46 @@ impl EndpointsController {
         let controller = Arc::new(Self {
             objects: objects.clone(),
         });
-        spawn_workers(controller, &queue, vec![services, pods], config.workers, shutdown)
+        spawn_workers(
+            controller,
+            &queue,
+            vec![services, pods],
+            config.workers,
+            shutdown,
+        )
     }
 
-    async fn slices_of(&self, ns: &str, service: &str) -> Result<Vec<EndpointSlice>, ControllerError> {
+    async fn slices_of(
+        &self,
+        ns: &str,
+        service: &str,
+    ) -> Result<Vec<EndpointSlice>, ControllerError> {
         let (slices, _) = self
             .objects
-            .list_typed::<EndpointSlice>(ns, &format!("{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={MANAGED_BY}"))
+            .list_typed::<EndpointSlice>(
+                ns,
+                &format!("{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={MANAGED_BY}"),
+            )
             .await
-            .map_err(|e| ControllerError::api("list endpointslices of", format!("{ns}/{service}"), e))?;
+            .map_err(|e| {
+                ControllerError::api("list endpointslices of", format!("{ns}/{service}"), e)
+            })?;
         Ok(slices)
     }
 
     async fn delete_slice(&self, ns: &str, name: &str) -> Result<(), ControllerError> {
-        match self.objects.delete_typed::<EndpointSlice>(ns, name, &DeleteOptions::default()).await {
+        match self
+            .objects
+            .delete_typed::<EndpointSlice>(ns, name, &DeleteOptions::default())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) if is_not_found(&err) => Ok(()),
-            Err(err) => Err(ControllerError::api("delete endpointslice", format!("{ns}/{name}"), err)),
+            Err(err) => Err(ControllerError::api(
+                "delete endpointslice",
+                format!("{ns}/{name}"),
+                err,
+            )),
         }
     }
 
@@ -198,7 +222,9 @@ impl EndpointsController {
                     .map_err(|e| ControllerError::api("create endpoints", &key, e))?;
             }
             Some(current) => {
-                if current.subsets == desired.subsets && current.metadata.labels == desired.metadata.labels {
+                if current.subsets == desired.subsets
+                    && current.metadata.labels == desired.metadata.labels
+                {
                     return Ok(());
                 }
                 let mut updated = current;
@@ -213,7 +239,11 @@ impl EndpointsController {
         Ok(())
     }
 
-    async fn write_slice(&self, desired: EndpointSlice, existing: Option<&EndpointSlice>) -> Result<(), ControllerError> {
+    async fn write_slice(
+        &self,
+        desired: EndpointSlice,
+        existing: Option<&EndpointSlice>,
+    ) -> Result<(), ControllerError> {
         let key = crate::util::meta_key(&desired.metadata);
         match existing {
             None => {
@@ -256,17 +286,27 @@ impl Reconciler for EndpointsController {
             .map_err(|e| ControllerError::api("get service", key, e))?;
         let Some(svc) = svc.filter(|s| s.metadata.deletion_timestamp.is_none()) else {
             // Gone: its Endpoints and slices go too.
-            match self.objects.delete_typed::<Endpoints>(ns, name, &DeleteOptions::default()).await {
+            match self
+                .objects
+                .delete_typed::<Endpoints>(ns, name, &DeleteOptions::default())
+                .await
+            {
                 Ok(_) => {}
                 Err(err) if is_not_found(&err) => {}
                 Err(err) => return Err(ControllerError::api("delete endpoints", key, err)),
             }
             for slice in self.slices_of(ns, name).await? {
-                self.delete_slice(ns, slice.metadata.name.as_deref().unwrap_or_default()).await?;
+                self.delete_slice(ns, slice.metadata.name.as_deref().unwrap_or_default())
+                    .await?;
             }
             return Ok(None);
         };
-        let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.clone()).filter(|s| !s.is_empty()) else {
+        let Some(selector) = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.clone())
+            .filter(|s| !s.is_empty())
+        else {
             // No selector: Endpoints are the user's to write.
             return Ok(None);
         };
@@ -303,7 +343,11 @@ impl Reconciler for EndpointsController {
                 target_ref: Some(b.target.clone()),
                 hostname: None,
             };
-            let list = if b.ready { &mut subset.addresses } else { &mut subset.not_ready_addresses };
+            let list = if b.ready {
+                &mut subset.addresses
+            } else {
+                &mut subset.not_ready_addresses
+            };
             list.get_or_insert_with(Vec::new).push(address);
         }
         let subsets: Vec<EndpointSubset> = subsets.into_values().collect();
@@ -323,19 +367,21 @@ impl Reconciler for EndpointsController {
         // with their conditions.
         let mut by_ports: BTreeMap<String, (Vec<SlicePort>, Vec<Endpoint>)> = BTreeMap::new();
         for b in &backends {
-            let entry = by_ports.entry(port_set_suffix(&b.ports)).or_insert_with(|| {
-                let ports = b
-                    .ports
-                    .iter()
-                    .map(|(name, port, protocol, app)| SlicePort {
-                        name: Some(name.clone().unwrap_or_default()),
-                        port: Some(*port),
-                        protocol: Some(protocol.clone()),
-                        app_protocol: app.clone(),
-                    })
-                    .collect();
-                (ports, Vec::new())
-            });
+            let entry = by_ports
+                .entry(port_set_suffix(&b.ports))
+                .or_insert_with(|| {
+                    let ports = b
+                        .ports
+                        .iter()
+                        .map(|(name, port, protocol, app)| SlicePort {
+                            name: Some(name.clone().unwrap_or_default()),
+                            port: Some(*port),
+                            protocol: Some(protocol.clone()),
+                            app_protocol: app.clone(),
+                        })
+                        .collect();
+                    (ports, Vec::new())
+                });
             entry.1.push(Endpoint {
                 addresses: vec![b.ip.clone()],
                 conditions: Some(EndpointConditions {
@@ -389,7 +435,9 @@ impl Reconciler for EndpointsController {
                 endpoints,
                 ports: Some(ports),
             };
-            let current = existing.iter().find(|s| s.metadata.name.as_deref() == Some(slice_name.as_str()));
+            let current = existing
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(slice_name.as_str()));
             self.write_slice(desired, current).await?;
         }
         for slice in &existing {

@@ -121,10 +121,18 @@ impl EventRecorder {
         let name = format!("{involved_name}.{hash:016x}");
         for _ in 0..ATTEMPTS {
             let now = skep_api::admission::now();
-            if let Some(mut existing) = self.objects.try_get_typed::<Event>(&namespace, &name).await? {
+            if let Some(mut existing) = self
+                .objects
+                .try_get_typed::<Event>(&namespace, &name)
+                .await?
+            {
                 existing.count = Some(existing.count.unwrap_or(1) + 1);
                 existing.last_timestamp = Some(Time(now));
-                match self.objects.update_typed(&existing, "", &self.component).await {
+                match self
+                    .objects
+                    .update_typed(&existing, "", &self.component)
+                    .await
+                {
                     Err(err) if err.reason == StatusReason::Conflict => continue,
                     other => return other,
                 }
@@ -144,7 +152,9 @@ impl EventRecorder {
                 last_timestamp: Some(Time(now)),
                 event_time: Some(MicroTime(now)),
                 reporting_component: Some(self.component.clone()),
-                reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
+                reporting_instance: Some(
+                    self.host.clone().unwrap_or_else(|| self.component.clone()),
+                ),
                 action: Some(reason.to_owned()),
                 source: Some(EventSource {
                     component: Some(self.component.clone()),

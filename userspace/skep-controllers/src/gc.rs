@@ -84,7 +84,13 @@ impl GarbageCollector {
             objects: objects.clone(),
             graph,
         });
-        spawn_workers(controller, &queue, followed_informers, config.workers, shutdown)
+        spawn_workers(
+            controller,
+            &queue,
+            followed_informers,
+            config.workers,
+            shutdown,
+        )
     }
 
     fn dependents_of(&self, uid: &str) -> Vec<String> {
@@ -97,7 +103,10 @@ impl GarbageCollector {
             .unwrap_or_default()
     }
 
-    async fn read(&self, key: &str) -> Result<Option<(&'static ResourceInfo, Value)>, ControllerError> {
+    async fn read(
+        &self,
+        key: &str,
+    ) -> Result<Option<(&'static ResourceInfo, Value)>, ControllerError> {
         let Some((plural, object)) = key.split_once('|') else {
             return Ok(None);
         };
@@ -114,19 +123,34 @@ impl GarbageCollector {
     }
 
     /// Replaces `old` with `new` (metadata edits); a vanished object is fine.
-    async fn write(&self, info: &ResourceInfo, old: &Value, new: Value, action: &'static str) -> Result<(), ControllerError> {
+    async fn write(
+        &self,
+        info: &ResourceInfo,
+        old: &Value,
+        new: Value,
+        action: &'static str,
+    ) -> Result<(), ControllerError> {
         let body = Decoded {
             value: new,
             duplicates: Vec::new(),
         };
-        match self.objects.replace(info, "", old, body, &WriteOptions::by(Self::NAME)).await {
+        match self
+            .objects
+            .replace(info, "", old, body, &WriteOptions::by(Self::NAME))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) if is_not_found(&err) => Ok(()),
             Err(err) => Err(ControllerError::api(action, object_key(old), err)),
         }
     }
 
-    async fn delete(&self, info: &ResourceInfo, obj: &Value, propagation: Propagation) -> Result<(), ControllerError> {
+    async fn delete(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        propagation: Propagation,
+    ) -> Result<(), ControllerError> {
         let options = DeleteOptions {
             propagation: Some(propagation),
             precondition_uid: meta_of(obj).and_then(|m| m.uid),
@@ -137,12 +161,23 @@ impl GarbageCollector {
         tracing::info!(kind = info.kind, namespace = %ns, %name, ?propagation, "collecting dependent");
         match self.objects.delete(info, ns, name, &options, false).await {
             Ok(_) => Ok(()),
-            Err(err) if is_not_found(&err) || err.reason == skep_api::StatusReason::Conflict => Ok(()),
-            Err(err) => Err(ControllerError::api("delete dependent", object_key(obj), err)),
+            Err(err) if is_not_found(&err) || err.reason == skep_api::StatusReason::Conflict => {
+                Ok(())
+            }
+            Err(err) => Err(ControllerError::api(
+                "delete dependent",
+                object_key(obj),
+                err,
+            )),
         }
     }
 
-    async fn drop_finalizer(&self, info: &ResourceInfo, obj: &Value, finalizer: &str) -> Result<(), ControllerError> {
+    async fn drop_finalizer(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        finalizer: &str,
+    ) -> Result<(), ControllerError> {
         let mut new = obj.clone();
         if let Some(list) = new
             .get_mut("metadata")
@@ -155,12 +190,19 @@ impl GarbageCollector {
     }
 
     /// The live dependents of `uid`, with their reference to it.
-    async fn live_dependents(&self, uid: &str) -> Result<Vec<(&'static ResourceInfo, Value, OwnerReference)>, ControllerError> {
+    async fn live_dependents(
+        &self,
+        uid: &str,
+    ) -> Result<Vec<(&'static ResourceInfo, Value, OwnerReference)>, ControllerError> {
         let mut out = Vec::new();
         for key in self.dependents_of(uid) {
             if let Some((info, dep)) = self.read(&key).await?
                 && let Some(meta) = meta_of(&dep)
-                && let Some(r) = meta.owner_references.unwrap_or_default().into_iter().find(|r| r.uid == uid)
+                && let Some(r) = meta
+                    .owner_references
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|r| r.uid == uid)
             {
                 out.push((info, dep, r));
             }
@@ -169,7 +211,12 @@ impl GarbageCollector {
     }
 
     /// Owner side: a deletion waiting on this collector.
-    async fn finish_deletion(&self, info: &ResourceInfo, obj: &Value, meta: &ObjectMeta) -> Result<bool, ControllerError> {
+    async fn finish_deletion(
+        &self,
+        info: &ResourceInfo,
+        obj: &Value,
+        meta: &ObjectMeta,
+    ) -> Result<bool, ControllerError> {
         let uid = meta.uid.clone().unwrap_or_default();
         let finalizers = meta.finalizers.clone().unwrap_or_default();
         if finalizers.iter().any(|f| f == ORPHAN) {
@@ -207,13 +254,21 @@ impl GarbageCollector {
 }
 
 /// Keeps the graph and queues what an informer change affects.
-fn observe(info: &'static ResourceInfo, queue: &WorkQueue, graph: &Mutex<Graph>, old: Option<&Value>, new: Option<&Value>) {
+fn observe(
+    info: &'static ResourceInfo,
+    queue: &WorkQueue,
+    graph: &Mutex<Graph>,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) {
     let Some(obj) = new.or(old) else { return };
     let key = gc_key(info, obj);
     let old_meta = old.and_then(meta_of);
     let new_meta = new.and_then(meta_of);
     let refs = |m: &Option<ObjectMeta>| -> Vec<OwnerReference> {
-        m.as_ref().and_then(|m| m.owner_references.clone()).unwrap_or_default()
+        m.as_ref()
+            .and_then(|m| m.owner_references.clone())
+            .unwrap_or_default()
     };
     let (old_refs, new_refs) = (refs(&old_meta), refs(&new_meta));
     let ns = skep_api::object::namespace(obj).to_owned();
@@ -228,14 +283,22 @@ fn observe(info: &'static ResourceInfo, queue: &WorkQueue, graph: &Mutex<Graph>,
             }
         }
         for r in &new_refs {
-            graph.dependents.entry(r.uid.clone()).or_default().insert(key.clone());
+            graph
+                .dependents
+                .entry(r.uid.clone())
+                .or_default()
+                .insert(key.clone());
         }
     }
     // Owners waiting for their dependents hear about every change of one.
     for r in old_refs.iter().chain(&new_refs) {
         if let Some(owner) = owner_info(r) {
             let owner_ns = if owner.namespaced { ns.as_str() } else { "" };
-            let owner_key = if owner_ns.is_empty() { r.name.clone() } else { format!("{owner_ns}/{}", r.name) };
+            let owner_key = if owner_ns.is_empty() {
+                r.name.clone()
+            } else {
+                format!("{owner_ns}/{}", r.name)
+            };
             queue.add(format!("{}|{owner_key}", owner.plural));
         }
     }
@@ -277,7 +340,9 @@ impl Reconciler for GarbageCollector {
         let Some((info, obj)) = self.read(key).await? else {
             return Ok(None);
         };
-        let Some(meta) = meta_of(&obj) else { return Ok(None) };
+        let Some(meta) = meta_of(&obj) else {
+            return Ok(None);
+        };
         if meta.deletion_timestamp.is_some() && self.finish_deletion(info, &obj, &meta).await? {
             return Ok(None);
         }
@@ -298,7 +363,11 @@ impl Reconciler for GarbageCollector {
                 solid.push(r.uid.clone());
                 continue;
             }
-            let owner_ns = if owner_info.namespaced { ns.as_str() } else { "" };
+            let owner_ns = if owner_info.namespaced {
+                ns.as_str()
+            } else {
+                ""
+            };
             let owner = self
                 .objects
                 .try_get(owner_info, owner_ns, &r.name)
@@ -308,7 +377,11 @@ impl Reconciler for GarbageCollector {
             match owner_meta {
                 Some(m) if m.uid.as_deref() == Some(r.uid.as_str()) => {
                     let foreground = m.deletion_timestamp.is_some()
-                        && m.finalizers.as_deref().unwrap_or_default().iter().any(|f| f == FOREGROUND);
+                        && m.finalizers
+                            .as_deref()
+                            .unwrap_or_default()
+                            .iter()
+                            .any(|f| f == FOREGROUND);
                     if foreground {
                         waiting = true;
                         gone.push(r.uid.clone());
@@ -331,14 +404,25 @@ impl Reconciler for GarbageCollector {
                 .and_then(|m| m.get_mut("ownerReferences"))
                 .and_then(Value::as_array_mut)
             {
-                list.retain(|r| !gone.iter().any(|g| r.get("uid").and_then(Value::as_str) == Some(g.as_str())));
+                list.retain(|r| {
+                    !gone
+                        .iter()
+                        .any(|g| r.get("uid").and_then(Value::as_str) == Some(g.as_str()))
+                });
             }
-            self.write(info, &obj, new, "drop dangling owner references of").await?;
+            self.write(info, &obj, new, "drop dangling owner references of")
+                .await?;
             return Ok(None);
         }
         let propagation = if waiting {
             Propagation::Foreground
-        } else if meta.finalizers.as_deref().unwrap_or_default().iter().any(|f| f == ORPHAN) {
+        } else if meta
+            .finalizers
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == ORPHAN)
+        {
             Propagation::Orphan
         } else {
             Propagation::Background

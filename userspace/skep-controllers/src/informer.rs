@@ -215,7 +215,10 @@ impl Informer {
                     }
                     Some(Err(err)) => {
                         if err.reason == StatusReason::Gone || err.reason == StatusReason::Expired {
-                            tracing::info!(kind = self.info.kind, "watch history compacted; relisting");
+                            tracing::info!(
+                                kind = self.info.kind,
+                                "watch history compacted; relisting"
+                            );
                             revision = None;
                         } else {
                             tracing::warn!(%err, kind = self.info.kind, "watch failed; resuming");

@@ -76,7 +76,8 @@ pub trait Reconciler: Send + Sync + 'static {
 
     /// Brings the object under `key` toward its desired state. `Ok(Some(d))`
     /// asks to look again after `d` (a deadline, a grace period).
-    fn reconcile(&self, key: &str) -> impl Future<Output = Result<Requeue, ControllerError>> + Send;
+    fn reconcile(&self, key: &str)
+    -> impl Future<Output = Result<Requeue, ControllerError>> + Send;
 }
 
 /// Runs `workers` workers of `reconciler` over `queue` once `informers`
@@ -144,15 +145,31 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// Starts every control loop on `objects`; the handle finishes after
 /// `shutdown` is cancelled and the loops have stopped.
 #[tracing::instrument(skip_all)]
-pub fn run(objects: Objects, config: ControllerConfig, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn run(
+    objects: Objects,
+    config: ControllerConfig,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     let informers = Informers::new(objects.clone());
     let mut tasks = Vec::new();
-    tasks.extend(replicaset::ReplicaSetController::start(&objects, &informers, &config, &shutdown));
-    tasks.extend(deployment::DeploymentController::start(&objects, &informers, &config, &shutdown));
-    tasks.extend(endpoints::EndpointsController::start(&objects, &informers, &config, &shutdown));
-    tasks.extend(namespace::NamespaceController::start(&objects, &informers, &config, &shutdown));
-    tasks.extend(gc::GarbageCollector::start(&objects, &informers, &config, &shutdown));
-    tasks.push(nodelifecycle::NodeLifecycleController::start(&objects, &config, &shutdown));
+    tasks.extend(replicaset::ReplicaSetController::start(
+        &objects, &informers, &config, &shutdown,
+    ));
+    tasks.extend(deployment::DeploymentController::start(
+        &objects, &informers, &config, &shutdown,
+    ));
+    tasks.extend(endpoints::EndpointsController::start(
+        &objects, &informers, &config, &shutdown,
+    ));
+    tasks.extend(namespace::NamespaceController::start(
+        &objects, &informers, &config, &shutdown,
+    ));
+    tasks.extend(gc::GarbageCollector::start(
+        &objects, &informers, &config, &shutdown,
+    ));
+    tasks.push(nodelifecycle::NodeLifecycleController::start(
+        &objects, &config, &shutdown,
+    ));
     tasks.extend(informers.start(&shutdown));
     tracing::info!(tasks = tasks.len(), "controllers started");
     tokio::spawn(async move {
@@ -165,4 +182,10 @@ pub fn run(objects: Objects, config: ControllerConfig, shutdown: CancellationTok
 }
 
 #[cfg(test)]
+mod lifecycle_test;
+#[cfg(test)]
+mod services_test;
+#[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod workloads_test;

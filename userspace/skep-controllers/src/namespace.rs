@@ -39,7 +39,9 @@ impl NamespaceController {
         {
             let queue = queue.clone();
             namespaces.add_handler(Box::new(move |_old, new| {
-                if let Some(obj) = new.filter(|o| object::get(o, &["metadata", "deletionTimestamp"]).is_some()) {
+                if let Some(obj) =
+                    new.filter(|o| object::get(o, &["metadata", "deletionTimestamp"]).is_some())
+                {
                     queue.add(object_key(obj));
                 }
             }));
@@ -48,7 +50,13 @@ impl NamespaceController {
             objects: objects.clone(),
             recheck: config.namespace_recheck,
         });
-        spawn_workers(controller, &queue, vec![namespaces], config.workers, shutdown)
+        spawn_workers(
+            controller,
+            &queue,
+            vec![namespaces],
+            config.workers,
+            shutdown,
+        )
     }
 
     /// Deletes everything in `ns`; returns how many objects are left.
@@ -58,7 +66,10 @@ impl NamespaceController {
             propagation: Some(Propagation::Background),
             ..DeleteOptions::default()
         };
-        for info in registry::resources().iter().filter(|r| r.namespaced && r.id != Kind::Binding) {
+        for info in registry::resources()
+            .iter()
+            .filter(|r| r.namespaced && r.id != Kind::Binding)
+        {
             let (items, _) = self
                 .objects
                 .list(info, ns, &ListOptions::default())
@@ -73,7 +84,13 @@ impl NamespaceController {
                 match self.objects.delete(info, ns, name, &options, false).await {
                     Ok(_) => {}
                     Err(err) if is_not_found(&err) => {}
-                    Err(err) => return Err(ControllerError::api("delete namespace content", format!("{ns}/{name}"), err)),
+                    Err(err) => {
+                        return Err(ControllerError::api(
+                            "delete namespace content",
+                            format!("{ns}/{name}"),
+                            err,
+                        ));
+                    }
                 }
             }
         }
@@ -101,7 +118,11 @@ impl Reconciler for NamespaceController {
             // Objects held by finalizers or grace periods: look again.
             return Ok(Some(self.recheck));
         }
-        let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.clone()).unwrap_or_default();
+        let finalizers = ns
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.clone())
+            .unwrap_or_default();
         if finalizers.iter().any(|f| f == FINALIZER) {
             let mut finalized = ns.clone();
             if let Some(spec) = finalized.spec.as_mut() {

@@ -66,10 +66,14 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
         return false;
     }
     match toleration.operator.as_deref() {
-        Some("Exists") => toleration.key.as_deref().is_none_or(|k| k.is_empty() || k == taint.key),
+        Some("Exists") => toleration
+            .key
+            .as_deref()
+            .is_none_or(|k| k.is_empty() || k == taint.key),
         _ => {
             toleration.key.as_deref() == Some(taint.key.as_str())
-                && toleration.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
+                && toleration.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
         }
     }
 }
@@ -77,10 +81,15 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
 /// How long after the taints were added the pod must go: `None` if it
 /// tolerates them forever, `Some(0)` if it does not tolerate one.
 fn eviction_delay(pod: &Pod, taints: &[&Taint]) -> Option<i64> {
-    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or_default();
     let mut delay: Option<i64> = None;
     for taint in taints {
-        let matching: Vec<&Toleration> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+        let matching: Vec<&Toleration> =
+            tolerations.iter().filter(|t| tolerates(t, taint)).collect();
         if matching.is_empty() {
             return Some(0);
         }
@@ -94,7 +103,11 @@ fn eviction_delay(pod: &Pod, taints: &[&Taint]) -> Option<i64> {
 
 impl NodeLifecycleController {
     /// Starts the periodic node monitor.
-    pub fn start(objects: &Objects, config: &ControllerConfig, shutdown: &CancellationToken) -> JoinHandle<()> {
+    pub fn start(
+        objects: &Objects,
+        config: &ControllerConfig,
+        shutdown: &CancellationToken,
+    ) -> JoinHandle<()> {
         let mut controller = Self {
             objects: objects.clone(),
             events: EventRecorder::new(objects.clone(), NAME),
@@ -126,7 +139,11 @@ impl NodeLifecycleController {
             .list_typed::<Node>("", "")
             .await
             .map_err(|e| ControllerError::api("list", "nodes", e))?;
-        self.seen.retain(|name, _| nodes.iter().any(|n| n.metadata.name.as_deref() == Some(name)));
+        self.seen.retain(|name, _| {
+            nodes
+                .iter()
+                .any(|n| n.metadata.name.as_deref() == Some(name))
+        });
         for node in nodes {
             let name = node.metadata.name.clone().unwrap_or_default();
             if let Err(err) = self.check(node).await {
@@ -142,7 +159,10 @@ impl NodeLifecycleController {
             .and_then(|c| c.last_heartbeat_time.as_ref())
             .map(|t| t.0)
             .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        let seen = self.seen.entry(name.clone()).or_insert(Seen { heartbeat, at: Instant::now() });
+        let seen = self.seen.entry(name.clone()).or_insert(Seen {
+            heartbeat,
+            at: Instant::now(),
+        });
         if seen.heartbeat != heartbeat {
             seen.heartbeat = heartbeat;
             seen.at = Instant::now();
@@ -174,7 +194,12 @@ impl NodeLifecycleController {
                 .await
                 .map_err(|e| ControllerError::api("update status of node", &name, e))?;
             self.events
-                .record(&object_ref(&node), EventType::Normal, "NodeNotReady", &format!("Node {name} status is now: NodeNotReady"))
+                .record(
+                    &object_ref(&node),
+                    EventType::Normal,
+                    "NodeNotReady",
+                    &format!("Node {name} status is now: NodeNotReady"),
+                )
                 .await;
         }
         // Taints follow the Ready condition.
@@ -183,9 +208,15 @@ impl NodeLifecycleController {
             Some("False") => Some(NOT_READY),
             _ => Some(UNREACHABLE),
         };
-        let mut taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        let mut taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         let before = taints.clone();
-        taints.retain(|t| !((t.key == UNREACHABLE || t.key == NOT_READY) && Some(t.key.as_str()) != wanted));
+        taints.retain(|t| {
+            !((t.key == UNREACHABLE || t.key == NOT_READY) && Some(t.key.as_str()) != wanted)
+        });
         if let Some(key) = wanted {
             for effect in ["NoSchedule", "NoExecute"] {
                 if !taints.iter().any(|t| t.key == key && t.effect == effect) {
@@ -200,7 +231,8 @@ impl NodeLifecycleController {
         }
         if taints != before {
             tracing::info!(node = %name, taint = ?wanted, "updating node taints");
-            node.spec.get_or_insert_with(Default::default).taints = Some(taints).filter(|t| !t.is_empty());
+            node.spec.get_or_insert_with(Default::default).taints =
+                Some(taints).filter(|t| !t.is_empty());
             node = self
                 .objects
                 .update_typed(&node, "", NAME)
@@ -244,14 +276,17 @@ impl NodeLifecycleController {
             .map_err(|e| ControllerError::api("list pods of node", &name, e))?;
         let elapsed = now().as_second() - since.as_second();
         for pod in pods {
-            let pod: Pod = serde_json::from_value(pod).map_err(|source| ControllerError::Convert {
-                object: format!("pod on {name}"),
-                source,
-            })?;
+            let pod: Pod =
+                serde_json::from_value(pod).map_err(|source| ControllerError::Convert {
+                    object: format!("pod on {name}"),
+                    source,
+                })?;
             if pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let Some(delay) = eviction_delay(&pod, &taints) else { continue };
+            let Some(delay) = eviction_delay(&pod, &taints) else {
+                continue;
+            };
             if elapsed < delay {
                 continue;
             }
@@ -259,12 +294,27 @@ impl NodeLifecycleController {
             let pod_name = pod.metadata.name.clone().unwrap_or_default();
             tracing::info!(node = %name, pod = %format!("{ns}/{pod_name}"), "evicting pod from tainted node");
             self.events
-                .record(&object_ref(&pod), EventType::Normal, "TaintManagerEviction", &format!("Marking for deletion Pod {ns}/{pod_name}"))
+                .record(
+                    &object_ref(&pod),
+                    EventType::Normal,
+                    "TaintManagerEviction",
+                    &format!("Marking for deletion Pod {ns}/{pod_name}"),
+                )
                 .await;
-            match self.objects.delete_typed::<Pod>(&ns, &pod_name, &DeleteOptions::default()).await {
+            match self
+                .objects
+                .delete_typed::<Pod>(&ns, &pod_name, &DeleteOptions::default())
+                .await
+            {
                 Ok(_) => {}
                 Err(err) if is_not_found(&err) => {}
-                Err(err) => return Err(ControllerError::api("evict pod", format!("{ns}/{pod_name}"), err)),
+                Err(err) => {
+                    return Err(ControllerError::api(
+                        "evict pod",
+                        format!("{ns}/{pod_name}"),
+                        err,
+                    ));
+                }
             }
         }
         Ok(())

@@ -105,12 +105,22 @@ impl ReplicaSetController {
             objects: objects.clone(),
             events: EventRecorder::new(objects.clone(), "replicaset-controller"),
         });
-        spawn_workers(controller, &queue, vec![rss, pods], config.workers, shutdown)
+        spawn_workers(
+            controller,
+            &queue,
+            vec![rss, pods],
+            config.workers,
+            shutdown,
+        )
     }
 
     /// Adopts matching orphans and releases owned pods that stopped
     /// matching; returns the pods this ReplicaSet controls.
-    async fn claim_pods(&self, rs: &ReplicaSet, pods: Vec<Pod>) -> Result<Vec<Pod>, ControllerError> {
+    async fn claim_pods(
+        &self,
+        rs: &ReplicaSet,
+        pods: Vec<Pod>,
+    ) -> Result<Vec<Pod>, ControllerError> {
         let uid = rs.metadata.uid.clone().unwrap_or_default();
         let sel = label_selector(rs.spec.as_ref().map(|s| &s.selector));
         let mut owned = Vec::new();
@@ -145,7 +155,11 @@ impl ReplicaSetController {
         Ok(owned)
     }
 
-    async fn update_pod(&self, pod: &Pod, action: &'static str) -> Result<Option<Pod>, ControllerError> {
+    async fn update_pod(
+        &self,
+        pod: &Pod,
+        action: &'static str,
+    ) -> Result<Option<Pod>, ControllerError> {
         match self.objects.update_typed(pod, "", Self::NAME).await {
             Ok(pod) => Ok(Some(pod)),
             Err(err) if is_not_found(&err) => Ok(None),
@@ -179,33 +193,67 @@ impl ReplicaSetController {
                 Ok(created) => {
                     let name = created.metadata.name.unwrap_or_default();
                     self.events
-                        .record(&object_ref(rs), EventType::Normal, "SuccessfulCreate", &format!("Created pod: {name}"))
+                        .record(
+                            &object_ref(rs),
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            &format!("Created pod: {name}"),
+                        )
                         .await;
                 }
                 Err(err) => {
                     self.events
-                        .record(&object_ref(rs), EventType::Warning, "FailedCreate", &format!("Error creating: {err}"))
+                        .record(
+                            &object_ref(rs),
+                            EventType::Warning,
+                            "FailedCreate",
+                            &format!("Error creating: {err}"),
+                        )
                         .await;
-                    return Err(ControllerError::api("create pod for", meta_key(&rs.metadata), err));
+                    return Err(ControllerError::api(
+                        "create pod for",
+                        meta_key(&rs.metadata),
+                        err,
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    async fn delete_pods(&self, rs: &ReplicaSet, mut active: Vec<&Pod>, count: usize) -> Result<(), ControllerError> {
+    async fn delete_pods(
+        &self,
+        rs: &ReplicaSet,
+        mut active: Vec<&Pod>,
+        count: usize,
+    ) -> Result<(), ControllerError> {
         active.sort_by_key(|p| deletion_rank(p));
         for pod in active.into_iter().take(count.min(BURST)) {
             let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
             let name = pod.metadata.name.as_deref().unwrap_or_default();
-            match self.objects.delete_typed::<Pod>(ns, name, &DeleteOptions::default()).await {
+            match self
+                .objects
+                .delete_typed::<Pod>(ns, name, &DeleteOptions::default())
+                .await
+            {
                 Ok(_) => {
                     self.events
-                        .record(&object_ref(rs), EventType::Normal, "SuccessfulDelete", &format!("Deleted pod: {name}"))
+                        .record(
+                            &object_ref(rs),
+                            EventType::Normal,
+                            "SuccessfulDelete",
+                            &format!("Deleted pod: {name}"),
+                        )
                         .await;
                 }
                 Err(err) if is_not_found(&err) => {}
-                Err(err) => return Err(ControllerError::api("delete pod", format!("{ns}/{name}"), err)),
+                Err(err) => {
+                    return Err(ControllerError::api(
+                        "delete pod",
+                        format!("{ns}/{name}"),
+                        err,
+                    ));
+                }
             }
         }
         Ok(())
@@ -216,7 +264,11 @@ impl ReplicaSetController {
 /// unscheduled, then pending/unknown, then not ready, ready the shortest
 /// time, restarted most, newest.
 fn deletion_rank(pod: &Pod) -> impl Ord {
-    let assigned = pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+    let assigned = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .is_some();
     let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
         Some("Unknown") => 1,
@@ -230,7 +282,14 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
         .and_then(|s| s.container_statuses.as_ref())
         .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum());
     let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    (assigned, phase, ready, Reverse(ready_since), Reverse(restarts), Reverse(created))
+    (
+        assigned,
+        phase,
+        ready,
+        Reverse(ready_since),
+        Reverse(restarts),
+        Reverse(created),
+    )
 }
 
 impl Reconciler for ReplicaSetController {
@@ -262,7 +321,8 @@ impl Reconciler for ReplicaSetController {
                 self.create_pods(&rs, want - active.len()).await?;
             } else if active.len() > want {
                 tracing::info!(replicaset = %key, have = active.len(), want, "deleting pods");
-                self.delete_pods(&rs, active.clone(), active.len() - want).await?;
+                self.delete_pods(&rs, active.clone(), active.len() - want)
+                    .await?;
             }
         }
         // Status from what was observed; the pod events of the writes above
@@ -282,20 +342,25 @@ impl Reconciler for ReplicaSetController {
             replicas: count(&|_| true),
             fully_labeled_replicas: Some(count(&|p| {
                 let labels = p.metadata.labels.clone().unwrap_or_default();
-                template_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+                template_labels
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
             })),
             ready_replicas: Some(count(&|p| pod_ready(p))),
             available_replicas: Some(count(&|p| pod_available(p, min_ready, at))),
             observed_generation: rs.metadata.generation,
             conditions: rs.status.as_ref().and_then(|s| s.conditions.clone()),
         };
-        let requeue = (min_ready > 0
-            && status.ready_replicas != status.available_replicas)
+        let requeue = (min_ready > 0 && status.ready_replicas != status.available_replicas)
             .then(|| Duration::from_secs(u64::try_from(min_ready).unwrap_or(1)));
         if rs.status.as_ref() != Some(&status) {
             let mut updated = rs.clone();
             updated.status = Some(status);
-            match self.objects.update_typed(&updated, "status", Self::NAME).await {
+            match self
+                .objects
+                .update_typed(&updated, "status", Self::NAME)
+                .await
+            {
                 Ok(_) => {}
                 Err(err) if is_not_found(&err) => {}
                 Err(err) => return Err(ControllerError::api("update status of", key, err)),
