@@ -168,7 +168,7 @@ fn set_condition(
         if c.status != status {
             c.last_transition_time.clone_from(&at);
         }
-        c.status = status.to_owned();
+        status.clone_into(&mut c.status);
         c.reason = Some(reason.to_owned());
         c.message = Some(message);
         c.last_update_time = at;
@@ -252,7 +252,7 @@ impl DeploymentController {
             events: EventRecorder::new(objects.clone(), "deployment-controller"),
         });
         spawn_workers(
-            controller,
+            &controller,
             &queue,
             vec![deployments, rss, pods],
             config.workers,
@@ -332,6 +332,10 @@ impl DeploymentController {
     /// Makes sure the ReplicaSet for the current template exists (when
     /// `create`) and carries the newest revision; `replicas` is the count a
     /// new one starts with.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one step of Kubernetes' getNewReplicaSet, kept in one piece"
+    )]
     async fn new_replica_set(
         &self,
         d: &mut Deployment,
@@ -643,8 +647,7 @@ impl DeploymentController {
             return Ok(false);
         }
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        self.new_replica_set(d, observed, conditions, true, want)
-            .await?;
+        Box::pin(self.new_replica_set(d, observed, conditions, true, want)).await?;
         if let Some(mut new) = observed.new.take() {
             scaled = self.scale(d, &mut new, want).await?;
             observed.new = Some(new);
@@ -706,6 +709,10 @@ impl DeploymentController {
 
     /// Writes the status and conditions; returns when to look again for
     /// the progress deadline.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "status and both conditions are computed together, like syncRolloutStatus"
+    )]
     async fn sync_status(
         &self,
         d: &Deployment,
@@ -906,7 +913,7 @@ impl Reconciler for DeploymentController {
         if paused {
             // No rollout while paused; scaling still follows spec.replicas
             // when there is only one active ReplicaSet.
-            self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0)
+            Box::pin(self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0))
                 .await?;
             if observed.old.iter().all(|rs| spec_replicas(rs) == 0)
                 && let Some(mut new) = observed.new.take()
@@ -915,10 +922,9 @@ impl Reconciler for DeploymentController {
                 observed.new = Some(new);
             }
         } else if is_recreate(&d) {
-            self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0)
+            Box::pin(self.new_replica_set(&mut d, &mut observed, &mut conditions, false, 0))
                 .await?;
-            self.recreate(&mut d, &mut observed, &mut conditions)
-                .await?;
+            Box::pin(self.recreate(&mut d, &mut observed, &mut conditions)).await?;
         } else {
             let (surge, _) = surge_and_unavailable(&d);
             let total: i32 = observed.all().map(spec_replicas).sum();
@@ -927,7 +933,7 @@ impl Reconciler for DeploymentController {
             } else {
                 0
             };
-            self.new_replica_set(&mut d, &mut observed, &mut conditions, true, initial)
+            Box::pin(self.new_replica_set(&mut d, &mut observed, &mut conditions, true, initial))
                 .await?;
             self.roll(&d, &mut observed).await?;
         }

@@ -163,7 +163,7 @@ impl EndpointsController {
             objects: objects.clone(),
         });
         spawn_workers(
-            controller,
+            &controller,
             &queue,
             vec![services, pods],
             config.workers,
@@ -276,6 +276,10 @@ impl EndpointsController {
 impl Reconciler for EndpointsController {
     const NAME: &'static str = "endpoint-controller";
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "Endpoints and slices from one pass over the backends"
+    )]
     #[tracing::instrument(skip_all, fields(service = %key))]
     async fn reconcile(&self, key: &str) -> Result<Requeue, ControllerError> {
         let (ns, name) = split_key(key);

@@ -85,7 +85,7 @@ impl GarbageCollector {
             graph,
         });
         spawn_workers(
-            controller,
+            &controller,
             &queue,
             followed_informers,
             config.workers,

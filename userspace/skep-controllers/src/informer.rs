@@ -123,14 +123,14 @@ impl Informer {
         }
     }
 
-    fn put(&self, obj: Value) {
-        let key = object_key(&obj);
+    fn put(&self, obj: &Value) {
+        let key = object_key(obj);
         let old = self
             .cache
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(key, obj.clone());
-        self.notify(old.as_ref(), Some(&obj));
+        self.notify(old.as_ref(), Some(obj));
     }
 
     fn remove(&self, obj: &Value) {
@@ -164,7 +164,7 @@ impl Informer {
         for obj in fresh.into_values() {
             let unchanged = self.get(&object_key(&obj)).is_some_and(|old| old == obj);
             if !unchanged {
-                self.put(obj);
+                self.put(&obj);
             }
         }
         self.synced.send_replace(true);
@@ -209,7 +209,7 @@ impl Informer {
                     Some(Ok((kind, obj))) => {
                         match kind {
                             WatchEventType::Deleted => self.remove(&obj),
-                            _ => self.put(obj),
+                            _ => self.put(&obj),
                         }
                         revision = Some(watch.revision());
                     }

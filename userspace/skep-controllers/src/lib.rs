@@ -83,7 +83,7 @@ pub trait Reconciler: Send + Sync + 'static {
 /// Runs `workers` workers of `reconciler` over `queue` once `informers`
 /// have synced, until `shutdown`.
 pub fn spawn_workers<R: Reconciler>(
-    reconciler: Arc<R>,
+    reconciler: &Arc<R>,
     queue: &WorkQueue,
     informers: Vec<Arc<Informer>>,
     workers: usize,
@@ -100,7 +100,7 @@ pub fn spawn_workers<R: Reconciler>(
     }
     let informers = Arc::new(informers);
     for _ in 0..workers.max(1) {
-        let reconciler = Arc::clone(&reconciler);
+        let reconciler = Arc::clone(reconciler);
         let queue = queue.clone();
         let informers = Arc::clone(&informers);
         tasks.push(tokio::spawn(async move {
@@ -146,31 +146,31 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// `shutdown` is cancelled and the loops have stopped.
 #[tracing::instrument(skip_all)]
 pub fn run(
-    objects: Objects,
-    config: ControllerConfig,
-    shutdown: CancellationToken,
+    objects: &Objects,
+    config: &ControllerConfig,
+    shutdown: &CancellationToken,
 ) -> JoinHandle<()> {
     let informers = Informers::new(objects.clone());
     let mut tasks = Vec::new();
     tasks.extend(replicaset::ReplicaSetController::start(
-        &objects, &informers, &config, &shutdown,
+        objects, &informers, config, shutdown,
     ));
     tasks.extend(deployment::DeploymentController::start(
-        &objects, &informers, &config, &shutdown,
+        objects, &informers, config, shutdown,
     ));
     tasks.extend(endpoints::EndpointsController::start(
-        &objects, &informers, &config, &shutdown,
+        objects, &informers, config, shutdown,
     ));
     tasks.extend(namespace::NamespaceController::start(
-        &objects, &informers, &config, &shutdown,
+        objects, &informers, config, shutdown,
     ));
     tasks.extend(gc::GarbageCollector::start(
-        &objects, &informers, &config, &shutdown,
+        objects, &informers, config, shutdown,
     ));
     tasks.push(nodelifecycle::NodeLifecycleController::start(
-        &objects, &config, &shutdown,
+        objects, config, shutdown,
     ));
-    tasks.extend(informers.start(&shutdown));
+    tasks.extend(informers.start(shutdown));
     tracing::info!(tasks = tasks.len(), "controllers started");
     tokio::spawn(async move {
         for task in tasks {

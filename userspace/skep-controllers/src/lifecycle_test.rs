@@ -274,6 +274,7 @@ async fn gone(h: &Harness, name: &str) -> Result<Option<()>> {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn garbage_collector_cascades_in_background_and_foreground_and_orphans() -> Result<()> {
     let h = Harness::start(ControllerConfig::default()).await?;
     // Background: the owner goes at once, its dependents after.

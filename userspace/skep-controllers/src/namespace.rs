@@ -51,7 +51,7 @@ impl NamespaceController {
             recheck: config.namespace_recheck,
         });
         spawn_workers(
-            controller,
+            &controller,
             &queue,
             vec![namespaces],
             config.workers,

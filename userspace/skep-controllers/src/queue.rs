@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 /// First retry delay after a failure.
 const BASE_DELAY: Duration = Duration::from_millis(5);
 /// Longest retry delay.
-const MAX_DELAY: Duration = Duration::from_secs(60);
+const MAX_DELAY: Duration = Duration::from_mins(1);
 
 #[derive(Default)]
 struct State {

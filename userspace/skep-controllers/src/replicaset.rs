@@ -106,7 +106,7 @@ impl ReplicaSetController {
             events: EventRecorder::new(objects.clone(), "replicaset-controller"),
         });
         spawn_workers(
-            controller,
+            &controller,
             &queue,
             vec![rss, pods],
             config.workers,
@@ -135,7 +135,6 @@ impl ReplicaSetController {
                     tracing::info!(pod = %meta_key(&pod.metadata), "releasing pod that no longer matches");
                     self.update_pod(&pod, "release pod").await?;
                 }
-                Some(false) => {}
                 None if matches
                     && pod.metadata.deletion_timestamp.is_none()
                     && rs.metadata.deletion_timestamp.is_none() =>
@@ -149,7 +148,7 @@ impl ReplicaSetController {
                         owned.push(adopted);
                     }
                 }
-                None => {}
+                _ => {}
             }
         }
         Ok(owned)
@@ -275,7 +274,7 @@ fn deletion_rank(pod: &Pod) -> impl Ord {
         _ => 2,
     };
     let ready = pod_ready(pod);
-    let ready_since = pod_ready_since(pod).flatten();
+    let ready_since = pod_ready_since(pod);
     let restarts: i32 = pod
         .status
         .as_ref()

@@ -37,7 +37,7 @@ impl Harness {
         create_namespace(&objects, "team").await?;
         let shutdown = CancellationToken::new();
         // The join handle is not needed: cancelling stops every task.
-        drop(run(objects.clone(), config, shutdown.clone()));
+        drop(run(&objects, &config, &shutdown));
         Ok(Self {
             objects,
             shutdown,

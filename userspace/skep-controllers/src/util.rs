@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
 use skep_api::selector;
@@ -73,30 +73,38 @@ pub fn pod_active(pod: &Pod) -> bool {
     !is_terminating(&pod.metadata) && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
-/// Since when the pod is Ready, if it is.
-pub fn pod_ready_since(pod: &Pod) -> Option<Option<Timestamp>> {
+/// The pod's Ready condition, if it is True.
+fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
     pod.status
         .as_ref()?
         .conditions
         .as_deref()?
         .iter()
         .find(|c| c.type_ == "Ready" && c.status == "True")
-        .map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Since when the pod is Ready, if it is and the time is known.
+pub fn pod_ready_since(pod: &Pod) -> Option<Timestamp> {
+    ready_condition(pod)?
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0)
 }
 
 /// Whether the pod's Ready condition is True.
 pub fn pod_ready(pod: &Pod) -> bool {
-    pod_ready_since(pod).is_some()
+    ready_condition(pod).is_some()
 }
 
 /// Whether the pod has been Ready for `min_ready_seconds` at `now`.
 pub fn pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
-    match pod_ready_since(pod) {
-        None => false,
-        Some(_) if min_ready_seconds <= 0 => true,
-        Some(None) => false,
-        Some(Some(since)) => now.as_second() - since.as_second() >= i64::from(min_ready_seconds),
+    if !pod_ready(pod) {
+        return false;
     }
+    min_ready_seconds <= 0
+        || pod_ready_since(pod).is_some_and(|since| {
+            now.as_second() - since.as_second() >= i64::from(min_ready_seconds)
+        })
 }
 
 /// Now, as the API stamps it.

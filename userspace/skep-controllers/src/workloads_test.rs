@@ -510,7 +510,7 @@ async fn pause_holds_the_rollout_and_resume_continues_it() -> Result<()> {
         .await?;
     wait_for("rev 1", CONVERGE, || deployment_done(&h, "paused", 0)).await?;
     modify(&h, "paused", |d| {
-        d.spec.get_or_insert_with(Default::default).paused = Some(true)
+        d.spec.get_or_insert_with(Default::default).paused = Some(true);
     })
     .await?;
     set_image(&h, "paused", "busybox:2").await?;
@@ -537,7 +537,7 @@ async fn pause_holds_the_rollout_and_resume_continues_it() -> Result<()> {
         "a paused deployment rolled out"
     );
     modify(&h, "paused", |d| {
-        d.spec.get_or_insert_with(Default::default).paused = Some(false)
+        d.spec.get_or_insert_with(Default::default).paused = Some(false);
     })
     .await?;
     wait_for("resumed rollout", CONVERGE, || async {
