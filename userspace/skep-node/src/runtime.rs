@@ -504,8 +504,29 @@ impl Runtime {
                 detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
             });
         }
-        tracing::info!(%id, "container created");
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .strip_prefix("ok ")
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            self.join_unified(&spec.pod_uid, &spec.name, pid)?;
+        }
+        tracing::info!(%id, ?pid, "container created");
         Ok(id)
+    }
+
+    /// On hybrid v1/v2 hosts runc only uses the v1 hierarchies; put the
+    /// (not yet started) init into the same path in the v2 one too, so the
+    /// datapath's cgroup v2 socket hooks see the container.
+    fn join_unified(&self, pod_uid: &str, name: &str, pid: u32) -> Result<(), RuntimeError> {
+        let unified = self.cfg.cgroup_root.join("unified");
+        if !unified.join("cgroup.procs").exists() {
+            return Ok(());
+        }
+        let dir = unified.join(self.pod_cgroup(pod_uid)).join(name);
+        fs::create_dir_all(&dir).map_err(io_err("create cgroup", &dir))?;
+        let procs = dir.join("cgroup.procs");
+        fs::write(&procs, pid.to_string()).map_err(io_err("write", &procs))
     }
 
     async fn runc(&self, op: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {

@@ -125,7 +125,7 @@ pub fn run(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let (ready_r, ready_w) = match nix::unistd::pipe() {
+    let (ready_r, ready_w) = match cloexec_pipe() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("skep shim: failed to create pipe: {e}");
@@ -141,8 +141,9 @@ pub fn run(args: &[String]) -> i32 {
         }
         Ok(ForkResult::Parent { .. }) => {
             drop(ready_w);
+            // One line: the daemon keeps its end open while it supervises.
             let mut msg = String::new();
-            let _ = File::from(ready_r).read_to_string(&mut msg);
+            let _ = BufReader::new(File::from(ready_r)).read_line(&mut msg);
             let msg = msg.trim();
             if msg.starts_with("ok") {
                 println!("{msg}");
@@ -183,10 +184,15 @@ fn daemon(args: &ShimArgs, ready: OwnedFd) -> i32 {
                 error: Some(msg.clone()),
             };
             let _ = write_exit(&args.exit_file, &record);
-            let _ = ready.write_all(msg.as_bytes());
+            let _ = ready.write_all(format!("{}\n", msg.replace('\n', " ")).as_bytes());
             1
         }
     }
+}
+
+/// A pipe whose ends are not inherited by runc or the container.
+fn cloexec_pipe() -> nix::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
 }
 
 fn detach_stdio() {
@@ -211,8 +217,8 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         .open(&args.log)
         .map_err(|e| format!("failed to open log {}: {e}", args.log.display()))?;
     let log = Arc::new(Mutex::new(log));
-    let (out_r, out_w) = nix::unistd::pipe().map_err(|e| format!("failed to create pipe: {e}"))?;
-    let (err_r, err_w) = nix::unistd::pipe().map_err(|e| format!("failed to create pipe: {e}"))?;
+    let (out_r, out_w) = cloexec_pipe().map_err(|e| format!("failed to create pipe: {e}"))?;
+    let (err_r, err_w) = cloexec_pipe().map_err(|e| format!("failed to create pipe: {e}"))?;
     let runc_log = args.bundle.join("runc.log");
     let status = Command::new(&args.runc)
         .arg("--root")
@@ -364,7 +370,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("log");
         let log = Mutex::new(File::create(&log_path)?);
-        let (r, w) = nix::unistd::pipe()?;
+        let (r, w) = cloexec_pipe()?;
         let long = "x".repeat(MAX_LOG_LINE + 10);
         let mut w = File::from(w);
         write!(w, "hello\nworld\n{long}\nlast")?;
