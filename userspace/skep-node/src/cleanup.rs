@@ -26,7 +26,7 @@ pub enum CleanupError {
         uid: String,
         /// Underlying error.
         #[source]
-        source: RuntimeError,
+        source: Box<RuntimeError>,
     },
     /// The network sandbox could not be torn down.
     #[error("failed to tear down sandbox of pod {uid}")]
@@ -35,7 +35,7 @@ pub enum CleanupError {
         uid: String,
         /// Underlying error.
         #[source]
-        source: SandboxError,
+        source: Box<SandboxError>,
     },
     /// The IP allocation could not be released or listed.
     #[error("failed to handle ip allocation of pod {uid}")]
@@ -133,10 +133,14 @@ impl fmt::Display for Leftover {
 /// SIGKILL), removes them, its cgroups in every hierarchy, its network
 /// sandbox, its IP and its pod directory. Safe to repeat.
 #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
-pub async fn remove_pod(node: NodeParts<'_>, uid: &str, grace: Duration) -> Result<(), CleanupError> {
+pub async fn remove_pod(
+    node: NodeParts<'_>,
+    uid: &str,
+    grace: Duration,
+) -> Result<(), CleanupError> {
     let rt_err = |source| CleanupError::Runtime {
         uid: uid.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let containers = node.runtime.list().await.map_err(rt_err)?;
     for c in containers.iter().filter(|c| c.meta.pod_uid == uid) {
@@ -145,18 +149,23 @@ pub async fn remove_pod(node: NodeParts<'_>, uid: &str, grace: Duration) -> Resu
         }
         node.runtime.remove(&c.meta.id).await.map_err(rt_err)?;
     }
-    remove_pod_cgroups(&node.runtime.config().cgroup_root, &node.runtime.pod_cgroup(uid))?;
+    remove_pod_cgroups(
+        &node.runtime.config().cgroup_root,
+        &node.runtime.pod_cgroup(uid),
+    )?;
     node.sandboxes
         .teardown(uid)
         .await
         .map_err(|source| CleanupError::Sandbox {
             uid: uid.to_owned(),
+            source: Box::new(source),
+        })?;
+    node.ipam
+        .release(uid)
+        .map_err(|source| CleanupError::Ipam {
+            uid: uid.to_owned(),
             source,
         })?;
-    node.ipam.release(uid).map_err(|source| CleanupError::Ipam {
-        uid: uid.to_owned(),
-        source,
-    })?;
     let dir = node.pods_dir.join(uid);
     match fs::remove_dir_all(&dir) {
         Ok(()) => {}
@@ -238,7 +247,7 @@ pub async fn leftovers(node: NodeParts<'_>) -> Result<Vec<Leftover>, CleanupErro
     let mut out = Vec::new();
     let rt_err = |source| CleanupError::Runtime {
         uid: String::new(),
-        source,
+        source: Box::new(source),
     };
     for c in node.runtime.list().await.map_err(rt_err)? {
         out.push(Leftover::Container(c.meta.id));
@@ -331,10 +340,10 @@ pub async fn pod_links(node_netns: Option<PathBuf>) -> Result<Vec<String>, Clean
             .map_err(|source| CleanupError::Netlink { source })?
         {
             for attr in link.attributes {
-                if let LinkAttribute::IfName(name) = attr {
-                    if name.starts_with("skep") || name.starts_with("skpp") {
-                        names.push(name);
-                    }
+                if let LinkAttribute::IfName(name) = attr
+                    && (name.starts_with("skep") || name.starts_with("skpp"))
+                {
+                    names.push(name);
                 }
             }
         }

@@ -130,7 +130,10 @@ impl Ipam {
     /// Returns the address of pod `uid`, allocating one if it has none.
     #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
     pub fn allocate(&self, uid: &str) -> Result<Ipv4Addr, IpamError> {
-        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(ip) = self.lookup(uid)? {
             return Ok(ip);
         }
@@ -176,7 +179,10 @@ impl Ipam {
     /// Frees the address of pod `uid`; returns it, or `None` if it had none.
     #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
     pub fn release(&self, uid: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        let _guard = self.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(ip) = self.lookup(uid)? else {
             return Ok(None);
         };
@@ -252,13 +258,13 @@ impl Ipam {
     }
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
-        write_atomic(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes()).map_err(
-            |source| IpamError::Io {
+        write_atomic(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes()).map_err(|source| {
+            IpamError::Io {
                 op: "write",
                 path: self.dir.join(LAST_RESERVED),
                 source,
-            },
-        )
+            }
+        })
     }
 }
 
@@ -355,7 +361,11 @@ mod tests {
         assert_eq!(ipam.allocate("b")?, b);
         let c = ipam.allocate("c")?;
         assert!(c != a && c != b);
-        assert_eq!(c, Ipv4Addr::new(10, 3, 0, 4), "continues after the last one");
+        assert_eq!(
+            c,
+            Ipv4Addr::new(10, 3, 0, 4),
+            "continues after the last one"
+        );
         assert_eq!(ipam.allocated()?.len(), 3);
         Ok(())
     }

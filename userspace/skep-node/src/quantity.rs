@@ -46,7 +46,7 @@ pub fn bytes(s: &str) -> Option<u64> {
     reason = "checked finite, non-negative and in range first"
 )]
 fn to_u64(v: f64) -> Option<u64> {
-    (v.is_finite() && v >= 0.0 && v < 1.8e19).then_some(v as u64)
+    (0.0..1.8e19).contains(&v).then_some(v as u64)
 }
 
 #[cfg(test)]

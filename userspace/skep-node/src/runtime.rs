@@ -368,7 +368,7 @@ impl Runtime {
             ns(LinuxNamespaceType::Network, Some(&spec.netns)).map_err(spec_err)?,
         ];
 
-        let resources = self.resources(&id, &spec.resources)?;
+        let resources = Self::resources(&id, &spec.resources)?;
         let linux = LinuxBuilder::default()
             .namespaces(namespaces)
             .cgroups_path(PathBuf::from(format!(
@@ -377,9 +377,7 @@ impl Runtime {
                 spec.name
             )))
             .resources(resources)
-            .masked_paths(
-                oci_spec::runtime::get_default_maskedpaths(),
-            )
+            .masked_paths(oci_spec::runtime::get_default_maskedpaths())
             .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
             .build()
             .map_err(spec_err)?;
@@ -400,7 +398,6 @@ impl Runtime {
     }
 
     fn resources(
-        &self,
         id: &str,
         res: &Resources,
     ) -> Result<oci_spec::runtime::LinuxResources, RuntimeError> {
@@ -501,7 +498,11 @@ impl Runtime {
             return Err(RuntimeError::Command {
                 op: "create",
                 id,
-                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             });
         }
         let pid = String::from_utf8_lossy(&out.stdout)
@@ -529,7 +530,12 @@ impl Runtime {
         fs::write(&procs, pid.to_string()).map_err(io_err("write", &procs))
     }
 
-    async fn runc(&self, op: &'static str, id: &str, args: &[&str]) -> Result<Vec<u8>, RuntimeError> {
+    async fn runc(
+        &self,
+        op: &'static str,
+        id: &str,
+        args: &[&str],
+    ) -> Result<Vec<u8>, RuntimeError> {
         let out = Command::new(&self.cfg.runc)
             .arg("--root")
             .arg(self.runc_root())
@@ -545,7 +551,11 @@ impl Runtime {
             Err(RuntimeError::Command {
                 op,
                 id: id.to_owned(),
-                detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             })
         }
     }
@@ -644,7 +654,11 @@ impl Runtime {
     }
 
     /// Waits up to `timeout` for the container to exit.
-    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Option<ExitRecord>, RuntimeError> {
+    pub async fn wait(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<ExitRecord>, RuntimeError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Some(exit) = self.exit_record(id)? {
@@ -672,11 +686,13 @@ impl Runtime {
         }
         self.kill(id, "KILL").await?;
         let timeout = Duration::from_secs(10);
-        self.wait(id, timeout).await?.ok_or_else(|| RuntimeError::Timeout {
-            op: "stop",
-            id: id.to_owned(),
-            timeout,
-        })
+        self.wait(id, timeout)
+            .await?
+            .ok_or_else(|| RuntimeError::Timeout {
+                op: "stop",
+                id: id.to_owned(),
+                timeout,
+            })
     }
 
     /// Runs `argv` in the running container; returns its exit code and output.
@@ -815,16 +831,32 @@ mod tests {
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
         assert_eq!(v["linux"]["resources"]["cpu"]["period"], 100_000);
         assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 256);
-        let namespaces = v["linux"]["namespaces"].as_array().cloned().unwrap_or_default();
-        assert!(namespaces.iter().any(|n| n["type"] == "network"
-            && n["path"] == "/run/skep/n1/netns/uid1"));
+        let namespaces = v["linux"]["namespaces"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            namespaces
+                .iter()
+                .any(|n| n["type"] == "network" && n["path"] == "/run/skep/n1/netns/uid1")
+        );
         assert_eq!(namespaces.len(), 5);
         let mounts = v["mounts"].as_array().cloned().unwrap_or_default();
-        for dest in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"] {
+        for dest in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+        ] {
             assert!(mounts.iter().any(|m| m["destination"] == dest), "{dest}");
         }
         let hosts = mounts.iter().find(|m| m["destination"] == "/etc/hosts");
-        assert_eq!(hosts.map(|m| m["options"].clone()), Some(serde_json::json!(["rbind", "rprivate", "ro"])));
+        assert_eq!(
+            hosts.map(|m| m["options"].clone()),
+            Some(serde_json::json!(["rbind", "rprivate", "ro"]))
+        );
         Ok(())
     }
 

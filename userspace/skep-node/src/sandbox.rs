@@ -138,7 +138,10 @@ fn is_not_found(err: &rtnetlink::Error) -> bool {
         if matches!(msg.raw_code().abs(), libc::ENODEV | libc::ENOENT | libc::ESRCH))
 }
 
-async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+async fn link_by_name(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, rtnetlink::Error> {
     match handle
         .link()
         .get()
@@ -170,7 +173,11 @@ fn connect(uid: &str) -> Result<Handle, SandboxError> {
     Ok(handle)
 }
 
-async fn delete_link_if_present(handle: &Handle, name: &str, uid: &str) -> Result<bool, SandboxError> {
+async fn delete_link_if_present(
+    handle: &Handle,
+    name: &str,
+    uid: &str,
+) -> Result<bool, SandboxError> {
     let Some(link) = link_by_name(handle, name)
         .await
         .map_err(netlink_err("look up link", uid))?
@@ -232,138 +239,26 @@ impl SandboxManager {
 
         // Node side: veth pair, move the peer, proxy_arp, host route.
         let host_mac = {
-            let (uid, host, peer, ns, proc_root) = (
+            let (uid, host, peer, proc_root) = (
                 uid.to_owned(),
                 host.clone(),
                 peer.clone(),
-                netns_path.clone(),
                 self.cfg.proc_root.clone(),
             );
-            self.in_node(uid.clone(), move || async move {
-                let handle = connect(&uid)?;
-                enable_forwarding(&proc_root)?;
-                handle
-                    .link()
-                    .add(LinkVeth::new(&host, &peer).build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err("create veth pair", &uid))?;
-                let ns_file = fs::File::open(&ns).map_err(|source| SandboxError::Io {
-                    op: "open namespace file",
-                    path: ns.clone(),
-                    source,
-                })?;
-                handle
-                    .link()
-                    .set(
-                        LinkUnspec::new_with_name(&peer)
-                            .setns_by_fd(ns_file.as_raw_fd())
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(netlink_err("move veth into pod namespace", &uid))?;
-                write_sysctl(
-                    &proc_root.join(format!("sys/net/ipv4/conf/{host}/proxy_arp")),
-                    "1",
-                )?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_name(&host).up().build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err("bring host veth up", &uid))?;
-                let link = link_by_name(&handle, &host)
-                    .await
-                    .map_err(netlink_err("look up host veth", &uid))?
-                    .ok_or_else(|| SandboxError::MissingLink {
-                        name: host.clone(),
-                        uid: uid.clone(),
-                    })?;
-                handle
-                    .route()
-                    .add(
-                        RouteMessageBuilder::<Ipv4Addr>::new()
-                            .destination_prefix(ip, 32)
-                            .output_interface(link.header.index)
-                            .scope(rtnetlink::packet_route::route::RouteScope::Link)
-                            .build(),
-                    )
-                    .replace()
-                    .execute()
-                    .await
-                    .map_err(netlink_err("add host route to pod", &uid))?;
-                link_mac(&link).ok_or_else(|| SandboxError::MissingLink {
-                    name: format!("{host} (mac)"),
-                    uid: uid.clone(),
-                })
+            let ns = netns_path.clone();
+            self.in_node(uid.clone(), move || {
+                node_side(uid, host, peer, ns, proc_root, ip)
             })
             .await?
         };
 
         // Pod side: lo, eth0, address, gateway neighbour, default route.
-        {
-            let uid2 = uid.to_owned();
-            let run = netns::run_in(Some(netns_path.clone()), move || async move {
-                let uid = uid2;
-                let handle = connect(&uid)?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_name("lo").up().build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err("bring lo up", &uid))?;
-                let link = link_by_name(&handle, &peer)
-                    .await
-                    .map_err(netlink_err("look up pod veth", &uid))?
-                    .ok_or_else(|| SandboxError::MissingLink {
-                        name: peer.clone(),
-                        uid: uid.clone(),
-                    })?;
-                let index = link.header.index;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(index).name("eth0".to_owned()).build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err("rename pod veth to eth0", &uid))?;
-                handle
-                    .address()
-                    .add(index, IpAddr::V4(ip), 32)
-                    .execute()
-                    .await
-                    .map_err(netlink_err("add pod address", &uid))?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(index).up().build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err("bring eth0 up", &uid))?;
-                handle
-                    .neighbours()
-                    .add(index, IpAddr::V4(POD_GATEWAY))
-                    .link_layer_address(&host_mac)
-                    .state(NeighbourState::Permanent)
-                    .execute()
-                    .await
-                    .map_err(netlink_err("add gateway neighbour", &uid))?;
-                handle
-                    .route()
-                    .add(
-                        RouteMessageBuilder::<Ipv4Addr>::new()
-                            .gateway(POD_GATEWAY)
-                            .output_interface(index)
-                            .onlink()
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(netlink_err("add default route", &uid))?;
-                Ok::<_, SandboxError>(())
-            })
-            .await;
-            flatten(uid, run)?;
-        }
+        let (uid2, peer) = (uid.to_owned(), peer.clone());
+        let run = netns::run_in(Some(netns_path.clone()), move || {
+            pod_side(uid2, peer, ip, host_mac)
+        })
+        .await;
+        flatten(uid, run)?;
 
         Ok(PodNetwork {
             netns_path,
@@ -407,7 +302,148 @@ impl SandboxManager {
     }
 }
 
-fn flatten<T>(uid: &str, run: Result<Result<T, SandboxError>, NetnsError>) -> Result<T, SandboxError> {
+/// Node-side half of a sandbox, run in the node namespace: veth pair, peer
+/// moved into the pod namespace, `proxy_arp`, host route. Returns the host
+/// end's MAC address.
+async fn node_side(
+    uid: String,
+    host: String,
+    peer: String,
+    ns: PathBuf,
+    proc_root: PathBuf,
+    ip: Ipv4Addr,
+) -> Result<Vec<u8>, SandboxError> {
+    let handle = connect(&uid)?;
+    enable_forwarding(&proc_root)?;
+    handle
+        .link()
+        .add(LinkVeth::new(&host, &peer).build())
+        .execute()
+        .await
+        .map_err(netlink_err("create veth pair", &uid))?;
+    let ns_file = fs::File::open(&ns).map_err(|source| SandboxError::Io {
+        op: "open namespace file",
+        path: ns.clone(),
+        source,
+    })?;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_name(&peer)
+                .setns_by_fd(ns_file.as_raw_fd())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(netlink_err("move veth into pod namespace", &uid))?;
+    write_sysctl(
+        &proc_root.join(format!("sys/net/ipv4/conf/{host}/proxy_arp")),
+        "1",
+    )?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_name(&host).up().build())
+        .execute()
+        .await
+        .map_err(netlink_err("bring host veth up", &uid))?;
+    let link = link_by_name(&handle, &host)
+        .await
+        .map_err(netlink_err("look up host veth", &uid))?
+        .ok_or_else(|| SandboxError::MissingLink {
+            name: host.clone(),
+            uid: uid.clone(),
+        })?;
+    handle
+        .route()
+        .add(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(ip, 32)
+                .output_interface(link.header.index)
+                .scope(rtnetlink::packet_route::route::RouteScope::Link)
+                .build(),
+        )
+        .replace()
+        .execute()
+        .await
+        .map_err(netlink_err("add host route to pod", &uid))?;
+    link_mac(&link).ok_or_else(|| SandboxError::MissingLink {
+        name: format!("{host} (mac)"),
+        uid: uid.clone(),
+    })
+}
+
+/// Pod-side half of a sandbox, run in the pod namespace: lo up, peer renamed
+/// `eth0` with the pod IP, gateway neighbour, default route.
+async fn pod_side(
+    uid: String,
+    peer: String,
+    ip: Ipv4Addr,
+    host_mac: Vec<u8>,
+) -> Result<(), SandboxError> {
+    let handle = connect(&uid)?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_name("lo").up().build())
+        .execute()
+        .await
+        .map_err(netlink_err("bring lo up", &uid))?;
+    let link = link_by_name(&handle, &peer)
+        .await
+        .map_err(netlink_err("look up pod veth", &uid))?
+        .ok_or_else(|| SandboxError::MissingLink {
+            name: peer.clone(),
+            uid: uid.clone(),
+        })?;
+    let index = link.header.index;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .name("eth0".to_owned())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(netlink_err("rename pod veth to eth0", &uid))?;
+    handle
+        .address()
+        .add(index, IpAddr::V4(ip), 32)
+        .execute()
+        .await
+        .map_err(netlink_err("add pod address", &uid))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(netlink_err("bring eth0 up", &uid))?;
+    handle
+        .neighbours()
+        .add(index, IpAddr::V4(POD_GATEWAY))
+        .link_layer_address(&host_mac)
+        .state(NeighbourState::Permanent)
+        .execute()
+        .await
+        .map_err(netlink_err("add gateway neighbour", &uid))?;
+    handle
+        .route()
+        .add(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(POD_GATEWAY)
+                .output_interface(index)
+                .onlink()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(netlink_err("add default route", &uid))?;
+    Ok(())
+}
+
+fn flatten<T>(
+    uid: &str,
+    run: Result<Result<T, SandboxError>, NetnsError>,
+) -> Result<T, SandboxError> {
     run.map_err(|source| SandboxError::Netns {
         uid: uid.to_owned(),
         source,
@@ -510,7 +546,10 @@ mod tests {
             Ipv4Addr::new(10, 244, 3, 7),
             &DnsConfig {
                 nameservers: vec![IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10))],
-                searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+                searches: vec![
+                    "default.svc.cluster.local".into(),
+                    "svc.cluster.local".into(),
+                ],
                 options: vec!["ndots:5".into()],
             },
         )?;

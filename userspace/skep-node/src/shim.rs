@@ -320,8 +320,13 @@ fn copy_stream(input: File, stream: &str, log: &Mutex<File>) {
         }
         // A line cut at the size limit is partial; a last line without a
         // newline at EOF is still complete.
-        let tag = if !full && line.len() >= MAX_LOG_LINE { "P" } else { "F" };
-        let mut record = format!("{} {stream} {tag} ", cri_timestamp(SystemTime::now())).into_bytes();
+        let tag = if !full && line.len() >= MAX_LOG_LINE {
+            "P"
+        } else {
+            "F"
+        };
+        let mut record =
+            format!("{} {stream} {tag} ", cri_timestamp(SystemTime::now())).into_bytes();
         record.extend_from_slice(&line);
         record.push(b'\n');
         if let Ok(mut f) = log.lock() {
@@ -333,7 +338,9 @@ fn copy_stream(input: File, stream: &str, log: &Mutex<File>) {
 /// Reads a shim exit file, `None` when it does not exist yet.
 pub fn read_exit(path: &Path) -> io::Result<Option<ExitRecord>> {
     match fs::read(path) {
-        Ok(data) => serde_json::from_slice(&data).map(Some).map_err(io::Error::other),
+        Ok(data) => serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(io::Error::other),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -371,9 +378,9 @@ mod tests {
         let log_path = dir.path().join("log");
         let log = Mutex::new(File::create(&log_path)?);
         let (r, w) = cloexec_pipe()?;
-        let long = "x".repeat(MAX_LOG_LINE + 10);
+        let oversized = "x".repeat(MAX_LOG_LINE + 10);
         let mut w = File::from(w);
-        write!(w, "hello\nworld\n{long}\nlast")?;
+        write!(w, "hello\nworld\n{oversized}\nlast")?;
         drop(w);
         copy_stream(File::from(r), "stderr", &log);
         let text = fs::read_to_string(&log_path)?;

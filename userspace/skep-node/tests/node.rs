@@ -27,8 +27,8 @@ use skep_node::sandbox::{self, DnsConfig, PodNetwork, SandboxConfig, SandboxMana
 const RUNC: &str = "/usr/sbin/runc";
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
-    "sh", "sleep", "echo", "cat", "httpd", "nc", "wget", "ls", "env", "id", "kill", "true", "false",
-    "ping", "hostname", "grep",
+    "sh", "sleep", "echo", "cat", "httpd", "nc", "wget", "ls", "env", "id", "kill", "true",
+    "false", "ping", "hostname", "grep",
 ];
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -136,7 +136,11 @@ impl TestNode {
                 .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
                 .execute()
                 .await?;
-            handle.address().add(1, IpAddr::V4(gw), 32).execute().await?;
+            handle
+                .address()
+                .add(1, IpAddr::V4(gw), 32)
+                .execute()
+                .await?;
             anyhow::Ok(())
         })
         .await??;
@@ -173,7 +177,14 @@ impl TestNode {
         Ok((net, files))
     }
 
-    fn container(&self, uid: &str, name: &str, net: &PodNetwork, files: &sandbox::PodFiles, args: &[&str]) -> ContainerSpec {
+    fn container(
+        &self,
+        uid: &str,
+        name: &str,
+        net: &PodNetwork,
+        files: &sandbox::PodFiles,
+        args: &[&str],
+    ) -> ContainerSpec {
         ContainerSpec {
             pod_uid: uid.to_owned(),
             name: name.to_owned(),
@@ -216,7 +227,11 @@ impl TestNode {
     /// Every cgroup directory of this node, in every hierarchy.
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for entry in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for entry in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let p = entry.path().join(&self.cgroup_parent);
             if p.exists() {
                 out.push(p);
@@ -239,14 +254,22 @@ impl Drop for TestNode {
                 .output();
         }
         // Pod namespaces, then the node namespace (its veths go with it).
-        for entry in fs::read_dir(self.run_dir.join("netns")).into_iter().flatten().flatten() {
+        for entry in fs::read_dir(self.run_dir.join("netns"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let _ = netns::remove(&entry.path());
         }
         let _ = netns::remove(&self.node_netns);
         // cgroups: the node's parent in every hierarchy, bottom-up.
         let _ = cleanup::remove_pod_cgroups(Path::new("/sys/fs/cgroup"), &self.cgroup_parent);
         // Shared by concurrent tests: only goes once the last one is done.
-        for entry in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for entry in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let _ = fs::remove_dir(entry.path().join("skep-test"));
         }
     }
@@ -268,8 +291,11 @@ async fn http_get(ns: &Path, ip: Ipv4Addr, path: &str) -> Result<String> {
     .await?
 }
 
-async fn ping(ns: &Path, ip: Ipv4Addr) -> Result<()> {
-    let out = TestNode::run_in_ns(ns, &[BUSYBOX, "ping", "-c", "1", "-W", "2", &ip.to_string()])?;
+fn ping(ns: &Path, ip: Ipv4Addr) -> Result<()> {
+    let out = TestNode::run_in_ns(
+        ns,
+        &[BUSYBOX, "ping", "-c", "1", "-W", "2", &ip.to_string()],
+    )?;
     ensure!(
         out.status.success(),
         "ping {ip} from {} failed: {}{}",
@@ -288,10 +314,10 @@ async fn two_pods_reach_each_other_through_the_node() -> Result<()> {
     ensure!(a.ip != b.ip);
     ensure!(a.host_veth.starts_with("skep") && a.host_veth.len() == 15);
     tracing::info!("--- traffic");
-    ping(&a.netns_path, b.ip).await?;
-    ping(&b.netns_path, a.ip).await?;
-    ping(&node.node_netns, a.ip).await?;
-    ping(&node.node_netns, b.ip).await?;
+    ping(&a.netns_path, b.ip)?;
+    ping(&b.netns_path, a.ip)?;
+    ping(&node.node_netns, a.ip)?;
+    ping(&node.node_netns, b.ip)?;
 
     // The pod sees eth0 with its /32 and a default route via 169.254.1.1.
     let route = TestNode::run_in_ns(&a.netns_path, &["ip", "route"])?;
@@ -305,7 +331,10 @@ async fn two_pods_reach_each_other_through_the_node() -> Result<()> {
     ensure!(addr.contains(&format!("{}/32", a.ip)), "{addr}");
     let proxy_arp = TestNode::run_in_ns(
         &node.node_netns,
-        &["cat", &format!("/proc/sys/net/ipv4/conf/{}/proxy_arp", a.host_veth)],
+        &[
+            "cat",
+            &format!("/proc/sys/net/ipv4/conf/{}/proxy_arp", a.host_veth),
+        ],
     )?;
     ensure!(String::from_utf8_lossy(&proxy_arp.stdout).trim() == "1");
 
@@ -313,9 +342,12 @@ async fn two_pods_reach_each_other_through_the_node() -> Result<()> {
     node.sandboxes.teardown("pod-a").await?;
     node.sandboxes.teardown("pod-a").await?; // idempotent
     ensure!(
-        TestNode::run_in_ns(&node.node_netns, &[BUSYBOX, "ping", "-c", "1", "-W", "1", &a.ip.to_string()])?
-            .status
-            .code()
+        TestNode::run_in_ns(
+            &node.node_netns,
+            &[BUSYBOX, "ping", "-c", "1", "-W", "1", &a.ip.to_string()]
+        )?
+        .status
+        .code()
             != Some(0),
         "pod-a still answers after teardown"
     );
@@ -337,7 +369,7 @@ async fn half_built_sandbox_is_torn_down() -> Result<()> {
     netns::create(&node.sandboxes.netns_path("pod-y"), Path::new("/proc"))?;
     let ip = node.ipam.allocate("pod-y")?;
     let net = node.sandboxes.create("pod-y", ip).await?;
-    ping(&node.node_netns, net.ip).await?;
+    ping(&node.node_netns, net.ip)?;
     cleanup::remove_pod(node.parts(), "pod-y", Duration::ZERO).await?;
     let left = cleanup::leftovers(node.parts()).await?;
     ensure!(left.is_empty(), "left behind: {left:?}");
@@ -364,11 +396,22 @@ async fn container_output_goes_to_cri_log_and_exit_code_is_recorded() -> Result<
         "main",
         &net,
         &files,
-        &["sh", "-c", "echo hello; echo oops >&2; echo $GREETING $(cat /etc/hosts | grep pod-log); exit 3"],
+        &[
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; echo $GREETING $(cat /etc/hosts | grep pod-log); sleep 0.5; exit 3",
+        ],
     );
-    let id = node.runtime.create(&spec).await?;
-    ensure!(matches!(node.runtime.status(&id).await?.state, ContainerState::Created));
-    node.runtime.start(&id).await?;
+    // An "agent" that goes away before the container exits: the shim still
+    // records the exit for the next one.
+    let agent = Runtime::new(node.runtime.config().clone())?;
+    let id = agent.create(&spec).await?;
+    ensure!(matches!(
+        agent.status(&id).await?.state,
+        ContainerState::Created
+    ));
+    agent.start(&id).await?;
+    drop(agent);
     let exit = node
         .runtime
         .wait(&id, Duration::from_secs(20))
@@ -377,21 +420,34 @@ async fn container_output_goes_to_cri_log_and_exit_code_is_recorded() -> Result<
     ensure!(exit.exit_code == 3, "exit {exit:?}");
     let lines = log_lines(&spec.log_path)?;
     ensure!(lines.len() == 3, "{lines:?}");
-    let stdout: Vec<_> = lines.iter().filter(|l| l.1 == "stdout").map(|l| l.3.as_str()).collect();
-    let stderr: Vec<_> = lines.iter().filter(|l| l.1 == "stderr").map(|l| l.3.as_str()).collect();
-    ensure!(stdout == ["hello", &format!("hi {} pod-log", net.ip)], "{stdout:?}");
+    let stdout: Vec<_> = lines
+        .iter()
+        .filter(|l| l.1 == "stdout")
+        .map(|l| l.3.as_str())
+        .collect();
+    let stderr: Vec<_> = lines
+        .iter()
+        .filter(|l| l.1 == "stderr")
+        .map(|l| l.3.as_str())
+        .collect();
+    ensure!(
+        stdout == ["hello", &format!("hi {} pod-log", net.ip)],
+        "{stdout:?}"
+    );
     ensure!(stderr == ["oops"], "{stderr:?}");
     for (ts, _, tag, _) in &lines {
         ensure!(tag == "F");
-        ensure!(ts.len() == 30 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+        ensure!(
+            ts.len() == 30 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{ts}"
+        );
     }
     let status = node.runtime.status(&id).await?;
     ensure!(matches!(status.state, ContainerState::Exited(ref e) if e.exit_code == 3));
     ensure!(status.started_at.is_some());
 
     cleanup::remove_pod(node.parts(), "pod-log", Duration::from_secs(1)).await?;
-    let left = cleanup::leftovers(node.parts()).await?;
-    ensure!(left.is_empty(), "left behind: {left:?}");
+    check_nothing_left(&node, "pod-log").await?;
     Ok(())
 }
 
@@ -401,7 +457,17 @@ async fn httpd_limits_exec_adoption_and_full_teardown() -> Result<()> {
     let (net, files) = node.pod("pod-web").await?;
     fs::create_dir_all(node.rootfs.join("www"))?;
     fs::write(node.rootfs.join("www/index.html"), "hello from skep\n")?;
-    let mut spec = node.container("pod-web", "web", &net, &files, &["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait"]);
+    let mut spec = node.container(
+        "pod-web",
+        "web",
+        &net,
+        &files,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait",
+        ],
+    );
     spec.resources = Resources {
         cpu_limit: Some("500m".into()),
         cpu_request: Some("100m".into()),
@@ -427,27 +493,33 @@ async fn httpd_limits_exec_adoption_and_full_teardown() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    ensure!(body.starts_with("HTTP/1.") && body.contains(" 200 "), "{body:?}");
+    ensure!(
+        body.starts_with("HTTP/1.") && body.contains(" 200 "),
+        "{body:?}"
+    );
     ensure!(body.ends_with("\r\n\r\nhello from skep\n"), "{body:?}");
 
-    tracing::info!("--- limits in the container's cgroups");
-    let rel = format!("{}/web", node.runtime.pod_cgroup("pod-web"));
-    let mem = fs::read_to_string(Path::new("/sys/fs/cgroup/memory").join(&rel).join("memory.limit_in_bytes"))?;
-    ensure!(mem.trim() == (64u64 << 20).to_string(), "memory.limit_in_bytes {mem}");
-    let quota = fs::read_to_string(Path::new("/sys/fs/cgroup/cpu").join(&rel).join("cpu.cfs_quota_us"))?;
-    ensure!(quota.trim() == "50000", "cfs quota {quota}");
-    let shares = fs::read_to_string(Path::new("/sys/fs/cgroup/cpu").join(&rel).join("cpu.shares"))?;
-    ensure!(shares.trim() == "102", "shares {shares}");
-    let procs = fs::read_to_string(Path::new("/sys/fs/cgroup/memory").join(&rel).join("cgroup.procs"))?;
-    ensure!(procs.lines().any(|p| p == pid.to_string()), "{pid} not in {procs}");
+    check_limits(&node, pid)?;
 
     tracing::info!("--- exec");
     let out = node
         .runtime
-        .exec(&id, &["sh".into(), "-c".into(), "echo out; echo err >&2; hostname; exit 7".into()], Duration::from_secs(10))
+        .exec(
+            &id,
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; hostname; exit 7".into(),
+            ],
+            Duration::from_secs(10),
+        )
         .await?;
     ensure!(out.exit_code == 7, "{out:?}");
-    ensure!(out.stdout == b"out\npod-web\n", "{:?}", String::from_utf8_lossy(&out.stdout));
+    ensure!(
+        out.stdout == b"out\npod-web\n",
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     ensure!(out.stderr == b"err\n");
 
     tracing::info!("--- adoption by a fresh runtime");
@@ -455,7 +527,11 @@ async fn httpd_limits_exec_adoption_and_full_teardown() -> Result<()> {
     let adopted = Runtime::new(cfg)?;
     let list = adopted.list().await?;
     ensure!(list.len() == 1 && list[0].meta.id == id, "{list:?}");
-    ensure!(list[0].state == ContainerState::Running { pid }, "{:?}", list[0].state);
+    ensure!(
+        list[0].state == ContainerState::Running { pid },
+        "{:?}",
+        list[0].state
+    );
     ensure!(list[0].started_at.is_some());
 
     tracing::info!("--- graceful stop (the shell exits 0 on TERM)");
@@ -464,20 +540,7 @@ async fn httpd_limits_exec_adoption_and_full_teardown() -> Result<()> {
 
     tracing::info!("--- full teardown");
     cleanup::remove_pod(node.parts(), "pod-web", Duration::from_secs(1)).await?;
-    let left = cleanup::leftovers(node.parts()).await?;
-    ensure!(left.is_empty(), "left behind: {left:?}");
-    let links = cleanup::pod_links(Some(node.node_netns.clone())).await?;
-    ensure!(links.is_empty(), "{links:?}");
-    ensure!(node.ipam.allocated()?.is_empty());
-    for hier in node.cgroup_dirs() {
-        let pod = hier.join("podpod-web");
-        ensure!(!pod.exists(), "{} left", pod.display());
-    }
-    ensure!(!node.sandboxes.netns_path("pod-web").exists());
-    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
-    ensure!(!mounts.contains(&node.run_dir.display().to_string()), "mount left under run dir");
-    ensure!(!node.pods_dir.join("pod-web").exists());
-    Ok(())
+    check_nothing_left(&node, "pod-web").await
 }
 
 #[tokio::test]
@@ -495,7 +558,10 @@ async fn term_ignored_is_killed_after_grace_period() -> Result<()> {
     node.runtime.start(&id).await?;
     // Wait until the trap is installed.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !fs::read_to_string(&spec.log_path).unwrap_or_default().contains("ready") {
+    while !fs::read_to_string(&spec.log_path)
+        .unwrap_or_default()
+        .contains("ready")
+    {
         ensure!(Instant::now() < deadline, "container never got ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -504,11 +570,82 @@ async fn term_ignored_is_killed_after_grace_period() -> Result<()> {
     let exit = node.runtime.stop(&id, grace).await?;
     let took = started.elapsed();
     ensure!(exit.signal == Some(9) && exit.exit_code == 137, "{exit:?}");
-    ensure!(took >= grace, "killed after {took:?}, before the grace period");
+    ensure!(
+        took >= grace,
+        "killed after {took:?}, before the grace period"
+    );
     ensure!(took < grace + Duration::from_secs(8), "stop took {took:?}");
 
     cleanup::remove_pod(node.parts(), "pod-stubborn", Duration::ZERO).await?;
+    check_nothing_left(&node, "pod-stubborn").await?;
+    Ok(())
+}
+
+/// The container `web` of `pod-web` has its limits in the v1 cgroups and its
+/// init in both the v1 and v2 hierarchies.
+fn check_limits(node: &TestNode, pid: i32) -> Result<()> {
+    tracing::info!("--- limits in the container's cgroups");
+    let rel = format!("{}/web", node.runtime.pod_cgroup("pod-web"));
+    let mem = fs::read_to_string(
+        Path::new("/sys/fs/cgroup/memory")
+            .join(&rel)
+            .join("memory.limit_in_bytes"),
+    )?;
+    ensure!(
+        mem.trim() == (64u64 << 20).to_string(),
+        "memory.limit_in_bytes {mem}"
+    );
+    let quota = fs::read_to_string(
+        Path::new("/sys/fs/cgroup/cpu")
+            .join(&rel)
+            .join("cpu.cfs_quota_us"),
+    )?;
+    ensure!(quota.trim() == "50000", "cfs quota {quota}");
+    let shares = fs::read_to_string(
+        Path::new("/sys/fs/cgroup/cpu")
+            .join(&rel)
+            .join("cpu.shares"),
+    )?;
+    ensure!(shares.trim() == "102", "shares {shares}");
+    let procs = fs::read_to_string(
+        Path::new("/sys/fs/cgroup/memory")
+            .join(&rel)
+            .join("cgroup.procs"),
+    )?;
+    ensure!(
+        procs.lines().any(|p| p == pid.to_string()),
+        "{pid} not in {procs}"
+    );
+    // Hybrid host: the init is in the same path of the v2 hierarchy too.
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        ensure!(
+            cgroup.lines().any(|l| l == format!("0::/{rel}")),
+            "not in the v2 cgroup: {cgroup}"
+        );
+    }
+    Ok(())
+}
+
+/// After removing pod `uid`, nothing of it is left: links, mounts, cgroups,
+/// netns files, IPs, state.
+async fn check_nothing_left(node: &TestNode, uid: &str) -> Result<()> {
     let left = cleanup::leftovers(node.parts()).await?;
     ensure!(left.is_empty(), "left behind: {left:?}");
+    let links = cleanup::pod_links(Some(node.node_netns.clone())).await?;
+    ensure!(links.is_empty(), "{links:?}");
+    ensure!(node.ipam.allocated()?.is_empty());
+    for hier in node.cgroup_dirs() {
+        let pod = hier.join(format!("pod{uid}"));
+        ensure!(!pod.exists(), "{} left", pod.display());
+    }
+    ensure!(!node.sandboxes.netns_path(uid).exists());
+    let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+    ensure!(
+        !mounts.contains(&node.run_dir.display().to_string()),
+        "mount left under run dir"
+    );
+    ensure!(!node.pods_dir.join(uid).exists());
     Ok(())
 }
