@@ -740,9 +740,26 @@ impl Runtime {
                 return Err(err);
             }
         }
-        if dir.exists() && self.meta(id).is_ok() && self.exit_record(id)?.is_none() {
+        let meta = self.meta(id).ok();
+        if meta.is_some() && self.exit_record(id)?.is_none() {
             // Let the shim record the exit before its directory goes away.
             let _ = self.wait(id, Duration::from_secs(5)).await?;
+        }
+        if let Some(meta) = meta {
+            // runc removed the v1 leaves; the v2 one is ours (join_unified).
+            let leaf = self
+                .cfg
+                .cgroup_root
+                .join("unified")
+                .join(self.pod_cgroup(&meta.pod_uid))
+                .join(&meta.name);
+            match fs::remove_dir(&leaf) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(err = %e, path = %leaf.display(), "failed to remove v2 cgroup");
+                }
+            }
         }
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

@@ -649,3 +649,32 @@ async fn check_nothing_left(node: &TestNode, uid: &str) -> Result<()> {
     ensure!(!node.pods_dir.join(uid).exists());
     Ok(())
 }
+
+#[tokio::test]
+async fn create_failure_is_reported_and_recorded() -> Result<()> {
+    let node = TestNode::new().await?;
+    let (net, files) = node.pod("pod-bad").await?;
+    let spec = node.container("pod-bad", "main", &net, &files, &["/no/such/binary"]);
+    let err = node
+        .runtime
+        .create(&spec)
+        .await
+        .err()
+        .context("create of a missing binary succeeded")?;
+    ensure!(
+        err.to_string().contains("failed to create container"),
+        "{err}"
+    );
+    let status = node.runtime.status(&spec.id()).await?;
+    match status.state {
+        ContainerState::Exited(exit) => ensure!(
+            exit.error
+                .as_deref()
+                .is_some_and(|e| e.contains("runc create failed")),
+            "{exit:?}"
+        ),
+        other => bail!("expected an exit record, got {other:?}"),
+    }
+    cleanup::remove_pod(node.parts(), "pod-bad", Duration::ZERO).await?;
+    check_nothing_left(&node, "pod-bad").await
+}
