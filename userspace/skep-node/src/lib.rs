@@ -1,0 +1,28 @@
+//! skep-node: the node agent's runtime core — pod IPs, pod network
+//! sandboxes, and containers run by runc under a per-container shim.
+//!
+//! One pod, start to end (what the agent's pod worker does):
+//!
+//! ```text
+//! ip    = ipam.allocate(uid)                         // ipam: host-local style, on disk
+//! net   = sandboxes.create(uid, ip)                  // sandbox: netns + veth + routes
+//! files = sandbox::write_pod_files(pod_dir, name, ip, &dns)
+//! id    = runtime.create(&ContainerSpec { netns: net.netns_path, mounts: [hosts, resolv.conf, volumes], .. })
+//! runtime.start(&id)                                 // shim records output + exit
+//! runtime.status(&id) / runtime.list()               // also after an agent restart
+//! runtime.exec(&id, argv, timeout)                   // exec probes, kubectl exec
+//! cleanup::remove_pod(parts, uid, grace)             // TERM, grace, KILL, then everything
+//! cleanup::leftovers(parts)                          // must be empty when no pods remain
+//! ```
+//!
+//! Host roots (`/proc`, `/sys/fs/cgroup`, run and state directories, the
+//! runc and shim binaries, the node's network namespace) are constructor
+//! parameters, so several test nodes can share one machine.
+
+pub mod cleanup;
+pub mod ipam;
+pub mod netns;
+pub mod quantity;
+pub mod runtime;
+pub mod sandbox;
+pub mod shim;
