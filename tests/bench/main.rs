@@ -3,7 +3,7 @@
 //! ratio measured in one run means more than an absolute number).
 //!
 //! Built as a harness-less test target so it shares the test build's
-//! dependency graph (no second RocksDB build); it asserts nothing.
+//! dependency graph (no second `RocksDB` build); it asserts nothing.
 
 mod stats;
 mod store;

@@ -25,7 +25,7 @@ const WRITERS: usize = 64;
 const CONCURRENT_FOR: Duration = Duration::from_secs(5);
 const WATCH_OPS: usize = 1_000;
 
-/// A small object like a typical ConfigMap: about 300 bytes of JSON.
+/// A small object like a typical `ConfigMap`: about 300 bytes of JSON.
 fn object(name: &str) -> serde_json::Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "namespace": "bench"},
@@ -39,7 +39,7 @@ fn key(name: &str) -> String {
 /// Where the writes go.
 #[derive(Clone)]
 enum Target {
-    Etcd(etcd_client::Client),
+    Etcd(Box<etcd_client::Client>),
     Store(Store),
     Api {
         client: reqwest::Client,
@@ -130,26 +130,25 @@ async fn concurrent(target: &Target, tag: &str) -> anyhow::Result<Sample> {
     })
 }
 
-/// Sequential writes with a watcher running: the time from starting each
-/// write to the watcher holding its event.
-async fn watch_latency(target: &Target, tag: &str) -> anyhow::Result<Sample> {
-    let sent: Arc<Vec<Mutex<Option<Instant>>>> =
-        Arc::new((0..WATCH_OPS).map(|_| Mutex::new(None)).collect());
-    let prefix = format!("{tag}-w-");
-    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+/// Starts watching `prefix` on `target`, sending (write index, arrival) per event.
+async fn spawn_watcher(
+    target: &Target,
+    prefix: &str,
+    got_tx: tokio::sync::mpsc::UnboundedSender<(usize, Instant)>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let index_of = {
-        let prefix = prefix.clone();
+        let prefix = prefix.to_owned();
         move |name: &str| {
             name.strip_prefix(&prefix)
                 .and_then(|i| i.parse::<usize>().ok())
         }
     };
-    let watcher = match target {
+    Ok(match target {
         Target::Etcd(client) => {
             let mut stream = client
                 .watch_client()
                 .watch(
-                    key(&prefix),
+                    key(prefix),
                     Some(etcd_client::WatchOptions::new().with_prefix()),
                 )
                 .await?;
@@ -167,7 +166,7 @@ async fn watch_latency(target: &Target, tag: &str) -> anyhow::Result<Sample> {
             })
         }
         Target::Store(store) => {
-            let mut stream = store.watch(key(&prefix), store.current_revision())?;
+            let mut stream = store.watch(key(prefix), store.current_revision())?;
             tokio::spawn(async move {
                 while let Some(Ok(event)) = stream.next().await {
                     let k = String::from_utf8_lossy(&event.kv.key).into_owned();
@@ -202,7 +201,17 @@ async fn watch_latency(target: &Target, tag: &str) -> anyhow::Result<Sample> {
                 }
             })
         }
-    };
+    })
+}
+
+/// Sequential writes with a watcher running: the time from starting each
+/// write to the watcher holding its event.
+async fn watch_latency(target: &Target, tag: &str) -> anyhow::Result<Sample> {
+    let sent: Arc<Vec<Mutex<Option<Instant>>>> =
+        Arc::new((0..WATCH_OPS).map(|_| Mutex::new(None)).collect());
+    let prefix = format!("{tag}-w-");
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
+    let watcher = spawn_watcher(target, &prefix, got_tx).await?;
     // Let the watch settle (the HTTP one starts with the existing objects).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = Instant::now();
@@ -330,7 +339,7 @@ async fn api_client(kubeconfig: &Path, address: &str) -> anyhow::Result<(reqwest
 pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (etcd_process, etcd_url) = Etcd::start(&dir.path().join("etcd"))?;
-    let etcd = Target::Etcd(connect_etcd(&etcd_url).await?);
+    let etcd = Target::Etcd(Box::new(connect_etcd(&etcd_url).await?));
 
     let direct_store = Store::open(StoreConfig::single(dir.path().join("store"))).await?;
     let direct = Target::Store(direct_store.clone());
