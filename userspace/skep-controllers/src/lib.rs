@@ -6,7 +6,7 @@
 //! over a work queue of object keys, fed by informers for the kinds it
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
 //! EndpointSlices), [`nodelifecycle`], [`namespace`] and the garbage
-//! collector [`gc`]. [`events`] is the recorder they (and the scheduler and
+//! collector [`gc`], and the scheduler ([`scheduling`]). [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
 //!
 //! Start them all with [`run`].
@@ -26,6 +26,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
+pub mod scheduling;
 mod util;
 
 use std::future::Future;
@@ -53,6 +54,8 @@ pub struct ControllerConfig {
     /// How often a terminating namespace that still has content is looked
     /// at again.
     pub namespace_recheck: Duration,
+    /// Whether to run the scheduler ([`scheduling`]) too.
+    pub scheduler: bool,
 }
 
 impl Default for ControllerConfig {
@@ -62,6 +65,7 @@ impl Default for ControllerConfig {
             node_monitor_period: Duration::from_secs(5),
             node_monitor_grace_period: Duration::from_secs(40),
             namespace_recheck: Duration::from_secs(2),
+            scheduler: true,
         }
     }
 }
@@ -170,6 +174,9 @@ pub fn run(
     tasks.push(nodelifecycle::NodeLifecycleController::start(
         objects, config, shutdown,
     ));
+    if config.scheduler {
+        tasks.extend(scheduling::start(objects, &informers, shutdown));
+    }
     tasks.extend(informers.start(shutdown));
     tracing::info!(tasks = tasks.len(), "controllers started");
     tokio::spawn(async move {
@@ -183,6 +190,8 @@ pub fn run(
 
 #[cfg(test)]
 mod lifecycle_test;
+#[cfg(test)]
+mod scheduling_test;
 #[cfg(test)]
 mod services_test;
 #[cfg(test)]
