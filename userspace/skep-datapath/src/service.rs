@@ -1,4 +1,4 @@
-//! The service map from userspace: what ClusterIP services exist and which
+//! The service map from userspace: what `ClusterIP` services exist and which
 //! backends each has, written to the pinned maps the socket programs read.
 //!
 //! Updates are incremental and ordered so that a program looking a service up
@@ -121,7 +121,7 @@ impl fmt::Display for Protocol {
 pub struct ServiceSpec {
     /// `namespace/name:port` (port name, or number when unnamed).
     pub name: String,
-    /// The ClusterIP.
+    /// The `ClusterIP`.
     pub vip: Ipv4Addr,
     /// The service port.
     pub port: u16,
@@ -149,7 +149,7 @@ impl ServiceSpec {
 /// A service's address: what identifies it in the services map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Frontend {
-    /// The ClusterIP.
+    /// The `ClusterIP`.
     pub vip: Ipv4Addr,
     /// The service port.
     pub port: u16,
@@ -289,13 +289,12 @@ impl ServiceMap {
                 Ipv4Addr::from(u32::from_be(backend.address)),
                 u16::from_be(backend.port),
             );
-            match Protocol::from_number(backend.proto) {
-                Some(proto) => {
-                    self.backend_ids.insert((addr, proto), id);
-                    self.backend_addrs.insert(id, (addr, proto));
-                    self.free_backend_ids.take(id);
-                }
-                None => tracing::warn!(id, "backend with an unknown protocol left alone"),
+            if let Some(proto) = Protocol::from_number(backend.proto) {
+                self.backend_ids.insert((addr, proto), id);
+                self.backend_addrs.insert(id, (addr, proto));
+                self.free_backend_ids.take(id);
+            } else {
+                tracing::warn!(id, "backend with an unknown protocol left alone");
             }
         }
         let mut services = BTreeMap::new();
@@ -417,11 +416,8 @@ impl ServiceMap {
             });
         }
         let mut wanted: Vec<SocketAddrV4> = Vec::with_capacity(spec.backends.len());
-        for addr in &spec.backends {
-            if !wanted.contains(addr) {
-                wanted.push(*addr);
-            }
-        }
+        let mut seen = BTreeSet::new();
+        wanted.extend(spec.backends.iter().filter(|addr| seen.insert(**addr)));
         let count = u16::try_from(wanted.len()).map_err(|_| ServiceMapError::TooManyBackends {
             name: spec.name.clone(),
             count: wanted.len(),
@@ -431,30 +427,7 @@ impl ServiceMap {
 
         // 1. The service's reverse NAT and name, so replies translate as soon
         //    as the first connection is made.
-        let rev_nat_id = if let Some(state) = &existing {
-            state.rev_nat_id
-        } else {
-            let id = self
-                .free_rev_nat_ids
-                .alloc()
-                .ok_or(ServiceMapError::Exhausted { what: "rev-NAT" })?;
-            let value = RevNatValue {
-                address: u32::from(spec.vip).to_be(),
-                port: spec.port.to_be(),
-                proto: spec.proto.number(),
-                family: Family::Ipv4 as u8,
-            };
-            if let Err(err) = self.revnat_map.insert(rev_nat_key(id), value, 0) {
-                self.free_rev_nat_ids.release(id);
-                return Err(map_err(map::REVNAT, "insert")(err));
-            }
-            id
-        };
-        if existing.as_ref().is_none_or(|s| s.name != spec.name) {
-            self.names_map
-                .insert(rev_nat_key(rev_nat_id), encode_name(&spec.name), 0)
-                .map_err(map_err(map::SERVICE_NAMES, "insert"))?;
-        }
+        let rev_nat_id = self.ensure_rev_nat(spec, existing.as_ref())?;
 
         // 2. Backends first: every id a slot will name exists before the slot.
         let mut wanted_ids = Vec::with_capacity(wanted.len());
@@ -518,18 +491,11 @@ impl ServiceMap {
             .filter(|id| !new_slots.contains(id))
             .copied()
             .collect();
-        for id in old_slots.to_vec() {
+        for id in old_slots.iter().copied() {
             self.unref_backend(id)?;
         }
         if !removed.is_empty() {
             self.forget_affinity(rev_nat_id, |id| removed.contains(&id))?;
-        }
-        // Backends allocated for this call but not placed (none today) and
-        // unreferenced ones are dropped by unref_backend.
-        for id in wanted_ids {
-            if !self.backend_refs.contains_key(&id) {
-                self.drop_backend(id)?;
-            }
         }
         tracing::debug!(backends = new_count, "service programmed");
         self.services.insert(
@@ -570,6 +536,40 @@ impl ServiceMap {
         self.free_rev_nat_ids.release(state.rev_nat_id);
         tracing::info!(service = %state.name, "service removed");
         Ok(true)
+    }
+
+    /// The service's rev-NAT id: its existing one, or a new one written to the
+    /// rev-NAT map. Writes the name when it is new or changed.
+    fn ensure_rev_nat(
+        &mut self,
+        spec: &ServiceSpec,
+        existing: Option<&ServiceState>,
+    ) -> Result<u16, ServiceMapError> {
+        let rev_nat_id = if let Some(state) = existing {
+            state.rev_nat_id
+        } else {
+            let id = self
+                .free_rev_nat_ids
+                .alloc()
+                .ok_or(ServiceMapError::Exhausted { what: "rev-NAT" })?;
+            let value = RevNatValue {
+                address: u32::from(spec.vip).to_be(),
+                port: spec.port.to_be(),
+                proto: spec.proto.number(),
+                family: Family::Ipv4 as u8,
+            };
+            if let Err(err) = self.revnat_map.insert(rev_nat_key(id), value, 0) {
+                self.free_rev_nat_ids.release(id);
+                return Err(map_err(map::REVNAT, "insert")(err));
+            }
+            id
+        };
+        if existing.is_none_or(|s| s.name != spec.name) {
+            self.names_map
+                .insert(rev_nat_key(rev_nat_id), encode_name(&spec.name), 0)
+                .map_err(map_err(map::SERVICE_NAMES, "insert"))?;
+        }
+        Ok(rev_nat_id)
     }
 
     fn write_service(
@@ -654,6 +654,41 @@ impl ServiceMap {
         }
         Ok(())
     }
+}
+
+/// The service map as a table, one service per line (like `cilium bpf lb
+/// list`): name, frontend, affinity, backends in slot order. For `skep bpf lb
+/// list`.
+#[must_use]
+pub fn format_table(services: &[ServiceSpec]) -> String {
+    use fmt::Write as _;
+    let mut out = format!(
+        "{:<40} {:<24} {:<9} {}\n",
+        "SERVICE", "FRONTEND", "AFFINITY", "BACKENDS"
+    );
+    for spec in services {
+        let backends = if spec.backends.is_empty() {
+            "(none: refused)".to_owned()
+        } else {
+            spec.backends
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let affinity = spec
+            .affinity_timeout
+            .map_or_else(|| "-".to_owned(), |t| format!("{t}s"));
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{:<40} {:<24} {:<9} {backends}",
+            spec.name,
+            spec.frontend().to_string(),
+            affinity
+        );
+    }
+    out
 }
 
 /// New slot order: backends that stay keep their slot; new ones fill the
@@ -777,6 +812,38 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_names_each_service_and_its_backends() {
+        let spec = ServiceSpec {
+            name: "default/web:http".into(),
+            vip: Ipv4Addr::new(10, 96, 0, 10),
+            port: 80,
+            proto: Protocol::Tcp,
+            backends: vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 5), 8080)],
+            affinity_timeout: Some(10800),
+        };
+        let empty = ServiceSpec {
+            name: "default/none:53".into(),
+            proto: Protocol::Udp,
+            backends: vec![],
+            affinity_timeout: None,
+            ..spec.clone()
+        };
+        let table = format_table(&[spec, empty]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[0].starts_with("SERVICE"));
+        assert!(
+            lines[1].contains("default/web:http")
+                && lines[1].contains("10.96.0.10:80/TCP")
+                && lines[1].contains("10800s")
+                && lines[1].ends_with("10.0.0.5:8080"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("10.96.0.10:80/UDP") && lines[2].contains("refused"));
+    }
 
     #[test]
     fn slots_keep_staying_backends_in_place() {
