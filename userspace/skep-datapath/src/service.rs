@@ -186,6 +186,15 @@ struct ServiceState {
     affinity_timeout: Option<u32>,
 }
 
+/// Whether opening the maps may remove what an unfinished update left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cleanup {
+    /// The agent, the only writer: remove leftovers.
+    Leftovers,
+    /// A reader next to a running agent: write nothing.
+    Nothing,
+}
+
 /// A backend's identity: address, port and protocol.
 type BackendAddr = (SocketAddrV4, Protocol);
 
@@ -253,6 +262,16 @@ impl ServiceMap {
     /// names) are removed; nothing else is touched.
     #[tracing::instrument(skip_all, fields(pin_dir = %pin_dir.display()))]
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, ServiceMapError> {
+        Self::open(pin_dir, Cleanup::Leftovers)
+    }
+
+    /// Every service in the maps pinned in `pin_dir`, without writing
+    /// anything: safe while an agent is updating them (`skep bpf lb list`).
+    pub fn list_pinned(pin_dir: &Path) -> Result<Vec<ServiceSpec>, ServiceMapError> {
+        Ok(Self::open(pin_dir, Cleanup::Nothing)?.services())
+    }
+
+    fn open(pin_dir: &Path, cleanup: Cleanup) -> Result<Self, ServiceMapError> {
         let mut this = Self {
             services_map: open_hash(pin_dir, map::SERVICES)?,
             backends_map: open_hash(pin_dir, map::BACKENDS)?,
@@ -266,7 +285,7 @@ impl ServiceMap {
             free_backend_ids: Ids::new(u32::MAX),
             free_rev_nat_ids: Ids::new(u16::MAX),
         };
-        this.rebuild()?;
+        this.rebuild(cleanup)?;
         tracing::info!(
             services = this.services.len(),
             backends = this.backend_addrs.len(),
@@ -275,7 +294,7 @@ impl ServiceMap {
         Ok(this)
     }
 
-    fn rebuild(&mut self) -> Result<(), ServiceMapError> {
+    fn rebuild(&mut self, cleanup: Cleanup) -> Result<(), ServiceMapError> {
         let mut entries = Vec::new();
         for item in self.services_map.iter() {
             entries.push(item.map_err(map_err(map::SERVICES, "read"))?);
@@ -340,7 +359,7 @@ impl ServiceMap {
                 .and_then(|state| state.slots.get_mut(usize::from(slot) - 1));
             if let Some(entry) = in_use {
                 *entry = backend_id;
-            } else {
+            } else if cleanup == Cleanup::Leftovers {
                 tracing::info!(%frontend, slot, "removing a slot left over by an unfinished update");
                 ignore_missing(self.services_map.remove(&frontend.key(slot)))
                     .map_err(map_err(map::SERVICES, "delete"))?;
@@ -358,6 +377,9 @@ impl ServiceMap {
             .filter(|id| !self.backend_refs.contains_key(id))
             .copied()
             .collect();
+        if cleanup == Cleanup::Nothing {
+            return Ok(());
+        }
         for id in orphans {
             tracing::info!(id, "removing a backend no service uses");
             self.drop_backend(id)?;

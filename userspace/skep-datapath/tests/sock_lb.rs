@@ -527,6 +527,11 @@ fn service_survives_an_agent_kill_and_state_is_rebuilt() {
     );
     assert!(got.iter().all(|(peer, _)| peer == "10.96.0.14:80"));
 
+    assert_eq!(
+        ServiceMap::list_pinned(&node.pin_dir).expect("list"),
+        desired,
+        "what `skep bpf lb list` prints"
+    );
     let rebuilt = node.services();
     assert_eq!(
         rebuilt.services(),
@@ -561,6 +566,73 @@ fn service_survives_an_agent_kill_and_state_is_rebuilt() {
         })
         .count();
     assert_eq!(links, 4);
+}
+
+/// An update cut short (slots past the count, a backend no slot names) is
+/// left alone by readers and removed by the next agent's `open_pinned`; the
+/// service itself keeps working throughout.
+fn leftovers_of_an_unfinished_update_are_removed_on_open() {
+    use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+    use skep_ebpf_common::{Backend, BackendId, ServiceKey, ServiceValue, map};
+
+    let node = Node::new();
+    let backends = Backends::tcp(1);
+    let web = spec(
+        "default/web:http",
+        [10, 96, 0, 15],
+        80,
+        Protocol::Tcp,
+        &backends.addrs,
+    );
+    node.services().upsert_service(&web).expect("upsert");
+    let open = |name: &str| MapData::from_pin(node.pin_dir.join(name)).expect("pinned map");
+    let mut slots: BpfHashMap<_, ServiceKey, ServiceValue> =
+        BpfHashMap::try_from(Map::HashMap(open(map::SERVICES))).expect("services map");
+    let mut stray_backends: BpfHashMap<_, BackendId, Backend> =
+        BpfHashMap::try_from(Map::HashMap(open(map::BACKENDS))).expect("backends map");
+    let stray_slot = ServiceKey {
+        address: u32::from(Ipv4Addr::new(10, 96, 0, 15)).to_be(),
+        port: 80_u16.to_be(),
+        proto: 6,
+        family: 4,
+        slot: 2,
+        pad: 0,
+    };
+    let stray = Backend {
+        address: u32::from(Ipv4Addr::new(127, 0, 0, 9)).to_be(),
+        port: 9_u16.to_be(),
+        proto: 6,
+        family: 4,
+        flags: 0,
+        pad: [0; 3],
+    };
+    stray_backends
+        .insert(77, stray, 0)
+        .expect("write stray backend");
+    let value = ServiceValue {
+        backend_id: 77,
+        ..ServiceValue::default()
+    };
+    slots
+        .insert(stray_slot, value, 0)
+        .expect("write stray slot");
+
+    // A reader writes nothing and lists the service as the count says.
+    assert_eq!(
+        ServiceMap::list_pinned(&node.pin_dir).expect("list"),
+        vec![web.clone()]
+    );
+    assert!(
+        slots.get(&stray_slot, 0).is_ok(),
+        "a reader must not delete"
+    );
+    // The agent's open removes both leftovers.
+    let services = node.services();
+    assert_eq!(services.services(), vec![web]);
+    assert!(slots.get(&stray_slot, 0).is_err(), "stray slot removed");
+    assert!(stray_backends.get(&77, 0).is_err(), "stray backend removed");
+    let got = replies(&parse(&node.client(&["tcp", "10.96.0.15:80", "5"])));
+    assert_eq!(got, names(&backends.addrs));
 }
 
 // ---------------------------------------------------------------- child modes
@@ -705,6 +777,10 @@ fn main() {
             scale_down_removes_a_backend_for_new_connections,
         ),
         ("session_affinity_sticks", session_affinity_sticks),
+        (
+            "leftovers_of_an_unfinished_update_are_removed_on_open",
+            leftovers_of_an_unfinished_update_are_removed_on_open,
+        ),
         (
             "service_survives_an_agent_kill_and_state_is_rebuilt",
             service_survives_an_agent_kill_and_state_is_rebuilt,
