@@ -63,6 +63,7 @@ fn tc_program_counts_packets_crossing_a_veth() -> anyhow::Result<()> {
     let config = DatapathConfig {
         pin_dir: pins.0.clone(),
         btf: None,
+        lru_entries: Some(1024),
     };
     let attach_if = server_if.clone();
     let datapath = server.run_in(move || {

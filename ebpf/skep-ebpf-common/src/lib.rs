@@ -13,8 +13,30 @@ pub mod program {
     pub const METRICS_INGRESS: &str = "skep_metrics_ingress";
     /// TC classifier counting packets that leave an interface.
     pub const METRICS_EGRESS: &str = "skep_metrics_egress";
+    /// cgroup `connect4`: picks a service backend once per connection.
+    pub const SOCK_CONNECT4: &str = "skep_sock_connect4";
+    /// cgroup `sendmsg4`: picks a service backend per unconnected UDP send.
+    pub const SOCK_SENDMSG4: &str = "skep_sock_sendmsg4";
+    /// cgroup `recvmsg4`: shows the service address as a reply's source.
+    pub const SOCK_RECVMSG4: &str = "skep_sock_recvmsg4";
+    /// cgroup `getpeername4`: shows the service address as the peer.
+    pub const SOCK_GETPEERNAME4: &str = "skep_sock_getpeername4";
+    /// The socket-level load-balancing programs, attached to the node's cgroup.
+    pub const SOCK_LB: &[&str] = &[
+        SOCK_CONNECT4,
+        SOCK_SENDMSG4,
+        SOCK_RECVMSG4,
+        SOCK_GETPEERNAME4,
+    ];
     /// Every program the object must contain.
-    pub const ALL: &[&str] = &[METRICS_INGRESS, METRICS_EGRESS];
+    pub const ALL: &[&str] = &[
+        METRICS_INGRESS,
+        METRICS_EGRESS,
+        SOCK_CONNECT4,
+        SOCK_SENDMSG4,
+        SOCK_RECVMSG4,
+        SOCK_GETPEERNAME4,
+    ];
 }
 
 /// Names of the maps in the eBPF object; pinned under the node's bpffs directory
@@ -22,8 +44,32 @@ pub mod program {
 pub mod map {
     /// Per-CPU packet and byte counters, keyed by [`crate::MetricsKey`].
     pub const METRICS: &str = "SKEP_METRICS";
+    /// Services and their backend slots, keyed by [`crate::ServiceKey`].
+    pub const SERVICES: &str = "SKEP_SERVICES";
+    /// Backends by id ([`crate::BackendId`] → [`crate::Backend`]).
+    pub const BACKENDS: &str = "SKEP_BACKENDS";
+    /// Reverse NAT: a service's rev-NAT id → its address ([`crate::RevNatValue`]).
+    pub const REVNAT: &str = "SKEP_REVNAT";
+    /// Per-socket reverse NAT (LRU), the socket-level conntrack:
+    /// [`crate::SockRevNatKey`] → [`crate::SockRevNatValue`].
+    pub const SOCK_REVNAT: &str = "SKEP_SOCK_REVNAT";
+    /// Session affinity (LRU): [`crate::AffinityKey`] → [`crate::AffinityValue`].
+    pub const AFFINITY: &str = "SKEP_AFFINITY";
+    /// Service names for introspection: rev-NAT id → [`crate::ServiceName`].
+    /// Only userspace reads it.
+    pub const SERVICE_NAMES: &str = "SKEP_SERVICE_NAMES";
+    /// The LRU maps, sized at load time from memory (or configuration).
+    pub const LRU: &[&str] = &[SOCK_REVNAT, AFFINITY];
     /// Every map the object must contain.
-    pub const ALL: &[&str] = &[METRICS];
+    pub const ALL: &[&str] = &[
+        METRICS,
+        SERVICES,
+        BACKENDS,
+        REVNAT,
+        SOCK_REVNAT,
+        AFFINITY,
+        SERVICE_NAMES,
+    ];
 }
 
 /// How many distinct [`MetricsKey`]s the metrics map holds.
@@ -103,6 +149,9 @@ pub struct MetricsValue {
     /// Bytes seen, counting from the Ethernet header.
     pub bytes: u64,
 }
+
+pub mod service;
+pub use service::*;
 
 #[cfg(feature = "user")]
 mod pod {

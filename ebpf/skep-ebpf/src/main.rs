@@ -14,8 +14,13 @@
 
 mod metrics;
 mod packet;
+mod sock_lb;
 
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 use skep_ebpf_common::Direction;
 
 /// Counts every packet entering the interface it is attached to; never drops.
@@ -30,6 +35,30 @@ pub fn skep_metrics_ingress(ctx: TcContext) -> i32 {
 pub fn skep_metrics_egress(ctx: TcContext) -> i32 {
     metrics::count(&ctx, Direction::Egress);
     TC_ACT_OK
+}
+
+/// Sends a connection to a service address to one of its backends instead.
+#[cgroup_sock_addr(connect4)]
+pub fn skep_sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock_lb::try_forward(&ctx).unwrap_or_else(|ret| ret)
+}
+
+/// Sends an unconnected UDP datagram to a service address to a backend instead.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn skep_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_lb::try_forward(&ctx).unwrap_or_else(|ret| ret)
+}
+
+/// Shows the service address as the source of a backend's UDP reply.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn skep_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock_lb::try_reverse(&ctx).unwrap_or(sock_lb::SOCK_ALLOW)
+}
+
+/// Shows the service address as the peer of a socket connected to a backend.
+#[cgroup_sock_addr(getpeername4)]
+pub fn skep_sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock_lb::try_reverse(&ctx).unwrap_or(sock_lb::SOCK_ALLOW)
 }
 
 /// The kernel requires a GPL-compatible license for several helpers

@@ -65,6 +65,24 @@ pub enum DatapathError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    /// The cgroup directory to attach the socket programs to cannot be opened.
+    #[error("failed to open cgroup {path}")]
+    Cgroup {
+        /// The cgroup v2 directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating, pinning or updating a cgroup link failed.
+    #[error("failed to attach {name} through its pinned link")]
+    Link {
+        /// Program name.
+        name: &'static str,
+        /// What failed.
+        #[source]
+        source: crate::link::LinkError,
+    },
     /// Reading or writing a map failed.
     #[error("failed to access map {name}")]
     Map {

@@ -4,12 +4,16 @@
 #![deny(missing_docs)]
 
 mod error;
+mod link;
 mod loader;
 pub mod metrics;
 pub mod preflight;
+pub mod service;
 
 pub use error::DatapathError;
-pub use loader::{Datapath, DatapathConfig, TcHook};
+pub use link::LinkError;
+pub use loader::{Datapath, DatapathConfig, TcHook, lru_entries_for_memory};
+pub use service::{Frontend, Protocol, ServiceMap, ServiceMapError, ServiceSpec, format_table};
 
 /// The eBPF object built from `ebpf/skep-ebpf` by this crate's build script.
 /// Empty when the crate was built with `SKEP_SKIP_EBPF=1`.

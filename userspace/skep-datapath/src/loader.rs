@@ -5,13 +5,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::os::fd::AsFd as _;
+
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TcAttachType, tc},
+    programs::{CgroupSockAddr, SchedClassifier, TcAttachType, tc},
 };
-use skep_ebpf_common::program;
+use skep_ebpf_common::{map, program};
 
-use crate::{DatapathError, EBPF_OBJECT};
+use crate::{DatapathError, EBPF_OBJECT, link};
 
 /// Where the loader pins maps and which BTF it relocates against.
 #[derive(Clone, Debug)]
@@ -20,6 +22,47 @@ pub struct DatapathConfig {
     pub pin_dir: PathBuf,
     /// Kernel BTF to use instead of `/sys/kernel/btf/vmlinux`.
     pub btf: Option<PathBuf>,
+    /// Entries of each LRU map (per-socket reverse NAT, affinity); `None`
+    /// sizes them from the machine's memory ([`lru_entries_for_memory`]).
+    /// Only applies when the maps are created, not when pinned ones are reused.
+    pub lru_entries: Option<u32>,
+}
+
+/// Share of memory the LRU maps may take, as Cilium's `bpf-map-dynamic-size-ratio`.
+const LRU_MEMORY_RATIO: f64 = 0.0025;
+/// Rough kernel cost of one LRU entry (key, value, element header).
+const LRU_ENTRY_BYTES: u64 = 96;
+const LRU_MIN_ENTRIES: u32 = 16 * 1024;
+const LRU_MAX_ENTRIES: u32 = 4 * 1024 * 1024;
+
+/// How many entries each LRU map gets on a machine with `mem_total` bytes:
+/// 0.25 % of memory, between 16 Ki and 4 Mi entries.
+#[must_use]
+pub fn lru_entries_for_memory(mem_total: u64) -> u32 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "an estimate, clamped below"
+    )]
+    let budget = (mem_total as f64 * LRU_MEMORY_RATIO) as u64;
+    u32::try_from(budget / LRU_ENTRY_BYTES)
+        .unwrap_or(LRU_MAX_ENTRIES)
+        .clamp(LRU_MIN_ENTRIES, LRU_MAX_ENTRIES)
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+fn mem_total() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// A TC hook skep attaches: which program, and which direction.
@@ -94,9 +137,15 @@ impl Datapath {
             ),
             None => Btf::from_sys_fs().ok(),
         };
-        let mut ebpf = EbpfLoader::new()
-            .btf(btf.as_ref())
-            .map_pin_path(&config.pin_dir)
+        let lru_entries = config
+            .lru_entries
+            .unwrap_or_else(|| mem_total().map_or(LRU_MIN_ENTRIES, lru_entries_for_memory));
+        let mut loader = EbpfLoader::new();
+        loader.btf(btf.as_ref()).map_pin_path(&config.pin_dir);
+        for name in map::LRU {
+            loader.set_max_entries(name, lru_entries);
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|err| DatapathError::Load(Box::new(err)))?;
         for hook in [TcHook::MetricsIngress, TcHook::MetricsEgress] {
@@ -104,6 +153,14 @@ impl Datapath {
             prog.load().map_err(|source| DatapathError::ProgramLoad {
                 name: hook.program(),
                 hook: hook.hook_name(),
+                source: Box::new(source),
+            })?;
+        }
+        for name in program::SOCK_LB {
+            let prog = sock_addr(&mut ebpf, name)?;
+            prog.load().map_err(|source| DatapathError::ProgramLoad {
+                name,
+                hook: "cgroup sock_addr",
                 source: Box::new(source),
             })?;
         }
@@ -135,14 +192,62 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches the socket load-balancing programs (`connect4`, `sendmsg4`,
+    /// `recvmsg4`, `getpeername4`) to the cgroup v2 directory `cgroup` (the
+    /// node's: `<cgroup2 mount>/skep/<node>`) through links pinned in the pin
+    /// directory, so they stay attached after this process exits. Links
+    /// already pinned there get this object's programs swapped in atomically.
+    #[tracing::instrument(skip(self), fields(cgroup = %cgroup.display()))]
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        let cgroup_dir = fs::File::open(cgroup).map_err(|source| DatapathError::Cgroup {
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        for name in program::SOCK_LB {
+            let pin = self.pin_dir.join(link_pin_name(name));
+            let attach_type =
+                link::attach_type(name).ok_or(DatapathError::MissingProgram { name })?;
+            let prog = sock_addr(&mut self.ebpf, name)?;
+            let prog_fd = prog.fd().map_err(|source| DatapathError::ProgramLoad {
+                name,
+                hook: "cgroup sock_addr",
+                source: Box::new(source),
+            })?;
+            let link_err = |source| DatapathError::Link { name, source };
+            if let Some(existing) = link::open_pinned(&pin).map_err(link_err)? {
+                link::update(existing.as_fd(), prog_fd.as_fd(), &pin).map_err(link_err)?;
+                tracing::info!(program = name, "pinned link updated");
+            } else {
+                link::create_and_pin(prog_fd.as_fd(), cgroup_dir.as_fd(), attach_type, &pin)
+                    .map_err(link_err)?;
+                tracing::info!(program = name, "attached and pinned");
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the socket load-balancing programs: removes their link pins.
+    pub fn detach_cgroup(pin_dir: &Path) -> Result<(), DatapathError> {
+        for name in program::SOCK_LB {
+            let pin = pin_dir.join(link_pin_name(name));
+            match fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DatapathError::PinDir { path: pin, source }),
+            }
+        }
+        Ok(())
+    }
+
     /// The directory the maps are pinned in.
     #[must_use]
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
     }
 
-    /// Removes every pin in `pin_dir`, then the directory: what a node leaving
-    /// for good (or a test) does. Missing pins are not an error.
+    /// Removes every pin in `pin_dir` (maps and cgroup links: the socket
+    /// programs detach), then the directory: what a node leaving for good (or
+    /// a test) does. Missing pins are not an error.
     pub fn remove_pins(pin_dir: &Path) -> Result<(), DatapathError> {
         let err = |source| DatapathError::PinDir {
             path: pin_dir.to_owned(),
@@ -160,10 +265,41 @@ impl Datapath {
     }
 }
 
+/// The pin name of a program's cgroup link.
+fn link_pin_name(program: &str) -> String {
+    format!("link_{program}")
+}
+
+fn sock_addr<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+    ebpf.program_mut(name)
+        .and_then(|p| <&mut CgroupSockAddr>::try_from(p).ok())
+        .ok_or(DatapathError::MissingProgram { name })
+}
+
 fn classifier(ebpf: &mut Ebpf, hook: TcHook) -> Result<&mut SchedClassifier, DatapathError> {
     ebpf.program_mut(hook.program())
         .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
         .ok_or(DatapathError::MissingProgram {
             name: hook.program(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_size_follows_memory_within_bounds() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(lru_entries_for_memory(0), LRU_MIN_ENTRIES);
+        assert_eq!(lru_entries_for_memory(u64::MAX), LRU_MAX_ENTRIES);
+        let small = lru_entries_for_memory(8 * GIB);
+        let large = lru_entries_for_memory(24 * GIB);
+        assert!(small < large, "{small} < {large}");
+        // 24 GiB × 0.25 % / 96 bytes ≈ 671 Ki entries.
+        assert_eq!(large, 671_088);
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use skep_datapath::metrics;
+use skep_datapath::{ServiceMap, format_table, metrics};
 use skep_ebpf_common::{Direction, Family};
 
 /// Subcommands of `skep bpf`.
@@ -15,13 +15,40 @@ pub enum BpfCommand {
         #[arg(long, default_value = "/sys/fs/bpf/skep/local")]
         pin_dir: PathBuf,
     },
+    /// Service load-balancing maps.
+    #[command(subcommand)]
+    Lb(LbCommand),
+}
+
+/// Subcommands of `skep bpf lb`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LbCommand {
+    /// The live service map: name, VIP:port/protocol and backends, like
+    /// `cilium bpf lb list`.
+    List {
+        /// Directory the node pinned its maps in.
+        #[arg(long, default_value = "/sys/fs/bpf/skep/local")]
+        pin_dir: PathBuf,
+    },
 }
 
 /// Runs a `skep bpf` subcommand.
 pub fn run(cmd: &BpfCommand) -> anyhow::Result<()> {
     match cmd {
         BpfCommand::Metrics { pin_dir } => print_metrics(pin_dir),
+        BpfCommand::Lb(LbCommand::List { pin_dir }) => print_services(pin_dir),
     }
+}
+
+fn print_services(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let services = ServiceMap::list_pinned(pin_dir).with_context(|| {
+        format!(
+            "failed to read the service map pinned in {}",
+            pin_dir.display()
+        )
+    })?;
+    print!("{}", format_table(&services));
+    Ok(())
 }
 
 fn print_metrics(pin_dir: &std::path::Path) -> anyhow::Result<()> {

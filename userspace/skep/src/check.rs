@@ -33,6 +33,8 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
     let loaded = Datapath::load(&DatapathConfig {
         pin_dir: pin_dir.clone(),
         btf: Some(host.btf_path.clone()),
+        // The check loads and unloads at once: keep the LRU maps small.
+        lru_entries: Some(1024),
     });
     let removed = Datapath::remove_pins(&pin_dir);
     loaded?;

@@ -28,6 +28,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let _datapath = Datapath::load(&DatapathConfig {
         pin_dir: pin_dir.clone(),
         btf: Some(host.btf_path.clone()),
+        lru_entries: None,
     })?;
     tracing::info!(node = %args.node_name, pin_dir = %pin_dir.display(), "datapath loaded");
     control_plane::runtime()?.block_on(control_plane::run(
