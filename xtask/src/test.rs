@@ -111,23 +111,41 @@ fn unit(filter: Option<&str>) -> anyhow::Result<()> {
     )
 }
 
+/// The root-only test targets: the e2e suite, and the crates' own
+/// privileged tests (images on overlayfs with a real registry, pod
+/// sandboxes and runc, socket load-balancing on a real cgroup).
+const PRIVILEGED_TESTS: &[&str] = &[
+    "--test", "e2e", "--test", "image", "--test", "node", "--test", "sock_lb",
+];
+
 fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
     if !setup::is_root() {
         bail!("the end-to-end tests create namespaces and load eBPF programs: run them as root");
     }
     // Building skep's `cli` test target builds the skep binary next to the
-    // e2e binary, with the same features; the e2e tests start it.
+    // e2e binary, with the same features; the e2e tests start it. The node
+    // tests run containers under `examples/skep-shim`.
     status(
         cargo()
             .args(["test", "--profile", PROFILE])
             .args(PACKAGES)
-            .args(["--test", "e2e", "--test", "cli", "--no-run"]),
+            .args(PRIVILEGED_TESTS)
+            .args(["--test", "cli", "--no-run"]),
+    )?;
+    // The node tests run containers under this stand-in for `skep shim`;
+    // an example only lands in `<target>/<profile>/examples/` when built.
+    status(
+        cargo()
+            .args(["build", "--profile", PROFILE])
+            .args(PACKAGES)
+            .args(["--example", "skep-shim"]),
     )?;
     status(
         cargo()
             .args(["test", "--profile", PROFILE])
             .args(PACKAGES)
-            .args(["--test", "e2e", "--", "--test-threads=1"])
+            .args(PRIVILEGED_TESTS)
+            .args(["--", "--test-threads=1"])
             .args(filter),
     )
 }
