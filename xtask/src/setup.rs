@@ -24,6 +24,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     ("busybox-static", "test and demo container images"),
     ("util-linux", "setpriv, to run skep unprivileged in tests"),
+    (
+        "docker-registry",
+        "a local OCI registry for the image and agent tests",
+    ),
+    ("etcd-server", "the etcd baseline of `cargo xtask bench store`"),
 ];
 
 /// The bpf-linker that loads the LLVM inside the nightly toolchain (DESIGN.md).
