@@ -202,6 +202,43 @@ fn bad_input_gets_kubernetes_errors_and_writes_nothing() -> anyhow::Result<()> {
         &["Conflict", "the object has been modified"],
     )?;
 
+    // A patch of an immutable field: a Deployment's selector.
+    server.kubectl_ok_with(
+        &["create", "-f", "-"],
+        &DEPLOYMENT.replace("namespace: e2e", "namespace: default"),
+    )?;
+    fails(
+        &[
+            "patch",
+            "deployment",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"matchLabels":{"app":"other"}},"template":{"metadata":{"labels":{"app":"other"}}}}}"#,
+        ],
+        "",
+        &["Invalid", "field is immutable"],
+    )?;
+    let selector = server.kubectl_ok(&[
+        "get",
+        "deployment",
+        "web",
+        "-o",
+        "jsonpath={.spec.selector.matchLabels.app}",
+    ])?;
+    assert_eq!(selector, "web");
+
+    // Logs of a pod that no node runs yet: kube-apiserver's answer.
+    server.kubectl_ok_with(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lonely\nspec:\n  schedulerName: nobody\n  containers:\n  - {name: main, image: busybox}\n",
+    )?;
+    fails(
+        &["logs", "lonely"],
+        "",
+        &["BadRequest", "pod lonely does not have a host assigned"],
+    )?;
+
     // Nothing of the failed writes was stored.
     let names = server.kubectl_ok(&["get", "configmaps", "-o", "name"])?;
     assert_eq!(names.trim(), "configmap/cas");
@@ -241,6 +278,56 @@ spec:
     targetPort: 8080
 ";
 
+/// Storage, a secret and a network policy: the rest of a typical app's manifests.
+const STORAGE_AND_POLICY: &str = "\
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: e2e-data
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: local
+  hostPath: {path: /var/tmp/skep-e2e-data}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: e2e
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: local
+  resources:
+    requests: {storage: 1Gi}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: credentials
+  namespace: e2e
+type: Opaque
+stringData:
+  password: s3cret
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web-ingress
+  namespace: e2e
+spec:
+  podSelector:
+    matchLabels: {app: web}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector:
+        matchLabels: {role: client}
+    ports:
+    - {protocol: TCP, port: 8080}
+";
+
 #[test]
 fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -249,7 +336,34 @@ fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     let manifests_arg = manifests.to_string_lossy().into_owned();
 
     let applied = server.kubectl_ok(&["apply", "-f", &manifests_arg])?;
-    assert!(applied.contains("deployment.apps/web created"), "{applied}");
+    for made in [
+        "namespace/e2e created",
+        "configmap/settings created",
+        "deployment.apps/web created",
+        "service/web created",
+        "persistentvolume/e2e-data created",
+        "persistentvolumeclaim/data created",
+        "secret/credentials created",
+        "networkpolicy.networking.k8s.io/web-ingress created",
+    ] {
+        assert!(applied.contains(made), "{made:?} missing from: {applied}");
+    }
+    // stringData is folded into base64 data, as the API does.
+    let password = server.kubectl_ok(&[
+        "get",
+        "secret",
+        "credentials",
+        "-n",
+        "e2e",
+        "-o",
+        "jsonpath={.data.password}",
+    ])?;
+    assert_eq!(password, "czNjcmV0");
+    let policy = server.kubectl_ok(&["get", "networkpolicy", "-n", "e2e"])?;
+    assert!(
+        policy.contains("web-ingress") && policy.contains("app=web"),
+        "{policy}"
+    );
 
     // Re-apply with a changed image: a strategic merge patch of the containers list.
     std::fs::write(
@@ -261,10 +375,16 @@ fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
         reapplied.contains("deployment.apps/web configured"),
         "{reapplied}"
     );
-    assert!(
-        reapplied.contains("configmap/settings unchanged"),
-        "{reapplied}"
-    );
+    for same in [
+        "configmap/settings unchanged",
+        "persistentvolumeclaim/data unchanged",
+        "networkpolicy.networking.k8s.io/web-ingress unchanged",
+    ] {
+        assert!(
+            reapplied.contains(same),
+            "{same:?} missing from: {reapplied}"
+        );
+    }
     let image = server.kubectl_ok(&[
         "get",
         "deployment",
@@ -321,33 +441,35 @@ fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     assert!(described.contains("busybox:1.37"), "{described}");
     assert!(described.contains("5 desired"), "{described}");
 
-    // Not the namespace: finalizing it is the namespace controller's job (not built yet).
-    let configmap = manifests
-        .join("10-configmap.yaml")
-        .to_string_lossy()
-        .into_owned();
-    let web = manifests.join("20-web.yaml").to_string_lossy().into_owned();
-    server.kubectl_ok(&["delete", "-f", &configmap, "-f", &web, "--wait"])?;
+    // Deleting everything, namespace included, waits until it is all gone:
+    // the namespace controller empties the namespace, then finalizes it.
+    server.kubectl_ok(&["delete", "-f", &manifests_arg, "--wait", "--timeout=60s"])?;
     let left = server.kubectl_ok(&[
         "get",
-        "deployments,services,configmaps",
+        "deployments,replicasets,pods,services,configmaps,secrets,pvc,networkpolicies",
         "-n",
         "e2e",
         "-o",
         "name",
     ])?;
     assert_eq!(left.trim(), "", "left behind: {left}");
+    let namespaces = server.kubectl_ok(&["get", "namespaces", "-o", "name"])?;
+    assert!(!namespaces.contains("namespace/e2e"), "{namespaces}");
+    let volumes = server.kubectl_ok(&["get", "pv", "-o", "name"])?;
+    assert_eq!(volumes.trim(), "", "{volumes}");
 
     Ok(())
 }
 
-/// A directory of manifests: the namespace, a `ConfigMap`, a `Deployment` and its `Service`.
+/// A directory of manifests: the namespace, a `ConfigMap`, a `Deployment`
+/// and its `Service`, a PV and PVC, a `Secret` and a `NetworkPolicy`.
 fn manifest_dir(parent: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let manifests = parent.join("manifests");
     std::fs::create_dir_all(&manifests)?;
     std::fs::write(manifests.join("00-namespace.yaml"), NAMESPACE)?;
     std::fs::write(manifests.join("10-configmap.yaml"), CONFIGMAP)?;
     std::fs::write(manifests.join("20-web.yaml"), DEPLOYMENT)?;
+    std::fs::write(manifests.join("30-storage-policy.yaml"), STORAGE_AND_POLICY)?;
     Ok(manifests)
 }
 

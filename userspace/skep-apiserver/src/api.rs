@@ -267,6 +267,9 @@ async fn get(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let obj = state.objects.get(info, &req.namespace, &req.name).await?;
+    if req.subresource == "log" {
+        return pod_log(&obj, params);
+    }
     if req.subresource.is_empty() && wants_table(headers) {
         let meta = ListMeta {
             resource_version: object::resource_version(&obj).unwrap_or_default(),
@@ -284,6 +287,40 @@ async fn get(
         obj
     };
     Ok(json_response(StatusCode::OK, &obj))
+}
+
+/// `pods/<name>/log`: the request is checked the way kube-apiserver checks
+/// it (a bound pod, a container of the pod); the logs themselves live on
+/// the pod's node and are streamed from its agent.
+fn pod_log(pod: &Value, params: &Params) -> Result<Response, ApiError> {
+    let name = object::name(pod);
+    let Some(node) = object::get_str(pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    };
+    let containers: Vec<&str> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| object::array(pod, &["spec", list]))
+        .filter_map(|c| object::get_str(c, &["name"]))
+        .collect();
+    match params.get("container").filter(|c| !c.is_empty()) {
+        Some(container) if !containers.contains(&container.as_str()) => {
+            return Err(ApiError::bad_request(format!(
+                "container {container} is not valid for pod {name}"
+            )));
+        }
+        None if containers.len() > 1 => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+        _ => {}
+    }
+    Err(ApiError::unavailable(format!(
+        "the logs of pod {name} are kept by node {node}, and streaming them from its agent is not available yet"
+    )))
 }
 
 /// The label and field selectors of a list or watch; a watch on one object
