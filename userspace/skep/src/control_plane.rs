@@ -23,10 +23,12 @@ pub struct ControlPlaneArgs {
 }
 
 /// Runs the control plane until `shutdown` completes, then stops the store
-/// cleanly.
+/// cleanly. `started` runs once the API server is bound (`skep up` starts
+/// its node agent there).
 pub async fn run(
     args: &ControlPlaneArgs,
     shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&ApiServer) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("failed to create data dir {}", args.data_dir.display()))?;
@@ -48,6 +50,7 @@ pub async fn run(
         "control plane ready: kubectl --kubeconfig {}",
         server.kubeconfig().display()
     );
+    started(&server)?;
     server.serve(shutdown).await;
     store.shutdown().await.context("failed to stop the store")?;
     Ok(())

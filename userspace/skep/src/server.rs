@@ -14,5 +14,6 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     control_plane::runtime()?.block_on(control_plane::run(
         &args.control_plane,
         control_plane::shutdown_signal(),
+        |_| Ok(()),
     ))
 }
