@@ -5,8 +5,9 @@
 //! Like kube-controller-manager, each controller is a reconcile function
 //! over a work queue of object keys, fed by informers for the kinds it
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
-//! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`namespace`] and the garbage
-//! collector [`gc`]. [`events`] is the recorder they (and the scheduler and
+//! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`namespace`]
+//! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
+//! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
 //!
 //! Start them all with [`run`].
@@ -27,6 +28,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
+pub mod scheduling;
 mod util;
 
 use std::future::Future;
@@ -58,6 +60,8 @@ pub struct ControllerConfig {
     pub cluster_cidr: String,
     /// The prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
     pub node_cidr_mask: u8,
+    /// Whether to run the scheduler ([`scheduling`]) too.
+    pub scheduler: bool,
 }
 
 impl Default for ControllerConfig {
@@ -69,6 +73,7 @@ impl Default for ControllerConfig {
             namespace_recheck: Duration::from_secs(2),
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_owned(),
             node_cidr_mask: nodeipam::DEFAULT_NODE_MASK,
+            scheduler: true,
         }
     }
 }
@@ -180,6 +185,9 @@ pub fn run(
     tasks.push(nodelifecycle::NodeLifecycleController::start(
         objects, config, shutdown,
     ));
+    if config.scheduler {
+        tasks.extend(scheduling::start(objects, &informers, shutdown));
+    }
     tasks.extend(informers.start(shutdown));
     tracing::info!(tasks = tasks.len(), "controllers started");
     tokio::spawn(async move {
@@ -193,6 +201,8 @@ pub fn run(
 
 #[cfg(test)]
 mod lifecycle_test;
+#[cfg(test)]
+mod scheduling_test;
 #[cfg(test)]
 mod services_test;
 #[cfg(test)]

@@ -30,7 +30,17 @@ impl Drop for Harness {
 }
 
 impl Harness {
+    /// The control loops without the scheduler: tests bind pods themselves.
     pub async fn start(config: ControllerConfig) -> Result<Self> {
+        Self::start_with(ControllerConfig {
+            scheduler: false,
+            ..config
+        })
+        .await
+    }
+
+    /// The control loops exactly as `config` says.
+    pub async fn start_with(config: ControllerConfig) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(StoreConfig::single(dir.path())).await?;
         let objects = Objects::new(store);

@@ -1,11 +1,13 @@
 //! The control plane as `skep server` and `skep up` run it: the store in
 //! `<data-dir>/store`, the API server on `--listen`, the admin kubeconfig in
-//! `<data-dir>/kubeconfig`.
+//! `<data-dir>/kubeconfig`, and the scheduler and controllers in-process.
 
 use std::{future::Future, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use skep_apiserver::{ApiServer, ApiServerConfig};
+use skep_controllers::{CancellationToken, ControllerConfig};
+use skep_objects::Objects;
 use skep_store::{Store, StoreConfig};
 
 /// Flags shared by `skep server` and `skep up`.
@@ -50,8 +52,16 @@ pub async fn run(
         "control plane ready: kubectl --kubeconfig {}",
         server.kubeconfig().display()
     );
+    let stop_loops = CancellationToken::new();
+    let loops = skep_controllers::run(
+        &Objects::new(store.clone()),
+        &ControllerConfig::default(),
+        &stop_loops,
+    );
     started(&server)?;
     server.serve(shutdown).await;
+    stop_loops.cancel();
+    let _ = loops.await;
     store.shutdown().await.context("failed to stop the store")?;
     Ok(())
 }
