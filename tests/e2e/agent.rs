@@ -1,7 +1,7 @@
 //! The node agent end to end: `skep server` and `skep agent` as processes,
 //! real runc, overlayfs, netns and veths, driven by kubectl. A Deployment's
 //! pods run and answer, a crashing pod backs off, a missing image is
-//! reported, ConfigMap and Secret values reach env and files, and deleting
+//! reported, `ConfigMap` and `Secret` values reach env and files, and deleting
 //! everything leaves nothing behind on the host.
 
 use std::io::{Read as _, Write as _};
@@ -119,6 +119,95 @@ fn http_get(ip: &str, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// What the agent's pods still hold on the host: veths, mounts, pod
+/// cgroups, runc containers, pod directories, netns files, IP allocations.
+fn leftovers(agent: &Agent) -> anyhow::Result<Vec<String>> {
+    let dir = &agent.data_dir;
+    let mut left: Vec<String> = agent.new_links();
+    left.extend(mounts_below(dir).iter().map(|m| m.display().to_string()));
+    left.extend(
+        pod_cgroups(&agent.node)
+            .iter()
+            .map(|c| c.display().to_string()),
+    );
+    let runc = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(dir.join("runtime/runc"))
+        .args(["list", "-q"])
+        .output()?;
+    left.extend(
+        String::from_utf8_lossy(&runc.stdout)
+            .lines()
+            .map(str::to_owned),
+    );
+    for sub in ["pods", "run/netns", "ipam"] {
+        for entry in std::fs::read_dir(dir.join(sub))?.flatten() {
+            if entry.file_name() != "last_reserved_ip" {
+                left.push(entry.path().display().to_string());
+            }
+        }
+    }
+    Ok(left)
+}
+
+/// A crashing pod backs off, a missing image is reported, and `ConfigMap`
+/// and `Secret` values reach a container's env and files; events recorded.
+fn check_failures_and_config(server: &Server, agent: &Agent, ns: &str) -> anyhow::Result<()> {
+    let ns = ns.to_owned();
+    // A crashing container restarts with back-off.
+    wait("CrashLoopBackOff", Duration::from_secs(20), agent, || {
+        let out = server.kubectl_ok(&["get", "pod", "crash", "-n", &ns, "--no-headers"])?;
+        let restarts: u32 = out
+            .split_whitespace()
+            .nth(3)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        Ok((out.contains("CrashLoopBackOff") && restarts >= 2).then_some(()))
+    })?;
+
+    // A missing image is reported.
+    wait(
+        "ErrImagePull/ImagePullBackOff",
+        Duration::from_secs(20),
+        agent,
+        || {
+            let out = server.kubectl_ok(&["get", "pod", "noimg", "-n", &ns, "--no-headers"])?;
+            Ok((out.contains("ErrImagePull") || out.contains("ImagePullBackOff")).then_some(()))
+        },
+    )?;
+
+    // ConfigMap and Secret values reach env and files.
+    let uid = wait("cfgpod Succeeded", Duration::from_secs(20), agent, || {
+        let out = server.kubectl_ok(&[
+            "get",
+            "pod",
+            "cfgpod",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.status.phase} {.metadata.uid}",
+        ])?;
+        Ok(out.strip_prefix("Succeeded ").map(str::to_owned))
+    })?;
+    let log = std::fs::read_to_string(agent.data_dir.join(format!("pods/{uid}/logs/c/0.log")))
+        .context("cfgpod log")?;
+    assert!(
+        log.contains(&format!("COLOR=blue PW=hunter2 NS={ns}")),
+        "{log}"
+    );
+    assert!(log.contains("stdout F mode=fast"), "{log}");
+    assert!(log.contains("stdout F hunter2"), "{log}");
+    assert!(log.contains("stdout F 400"), "secret item mode: {log}");
+
+    // Events were recorded for the pods.
+    let events = server.kubectl_ok(&["get", "events", "-n", &ns, "--no-headers"])?;
+    for reason in ["Started", "BackOff", "Failed"] {
+        assert!(events.contains(reason), "no {reason} event:\n{events}");
+    }
+
+    Ok(())
+}
+
 #[test]
 fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
     require_root!();
@@ -184,56 +273,7 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
         );
     }
 
-    // A crashing container restarts with back-off.
-    wait("CrashLoopBackOff", Duration::from_secs(20), &agent, || {
-        let out = server.kubectl_ok(&["get", "pod", "crash", "-n", &ns, "--no-headers"])?;
-        let restarts: u32 = out
-            .split_whitespace()
-            .nth(3)
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(0);
-        Ok((out.contains("CrashLoopBackOff") && restarts >= 2).then_some(()))
-    })?;
-
-    // A missing image is reported.
-    wait(
-        "ErrImagePull/ImagePullBackOff",
-        Duration::from_secs(20),
-        &agent,
-        || {
-            let out = server.kubectl_ok(&["get", "pod", "noimg", "-n", &ns, "--no-headers"])?;
-            Ok((out.contains("ErrImagePull") || out.contains("ImagePullBackOff")).then_some(()))
-        },
-    )?;
-
-    // ConfigMap and Secret values reach env and files.
-    let uid = wait("cfgpod Succeeded", Duration::from_secs(20), &agent, || {
-        let out = server.kubectl_ok(&[
-            "get",
-            "pod",
-            "cfgpod",
-            "-n",
-            &ns,
-            "-o",
-            "jsonpath={.status.phase} {.metadata.uid}",
-        ])?;
-        Ok(out.strip_prefix("Succeeded ").map(str::to_owned))
-    })?;
-    let log = std::fs::read_to_string(agent_dir.join(format!("pods/{uid}/logs/c/0.log")))
-        .context("cfgpod log")?;
-    assert!(
-        log.contains(&format!("COLOR=blue PW=hunter2 NS={ns}")),
-        "{log}"
-    );
-    assert!(log.contains("stdout F mode=fast"), "{log}");
-    assert!(log.contains("stdout F hunter2"), "{log}");
-    assert!(log.contains("stdout F 400"), "secret item mode: {log}");
-
-    // Events were recorded for the pods.
-    let events = server.kubectl_ok(&["get", "events", "-n", &ns, "--no-headers"])?;
-    for reason in ["Started", "BackOff", "Failed"] {
-        assert!(events.contains(reason), "no {reason} event:\n{events}");
-    }
+    check_failures_and_config(&server, &agent, &ns)?;
 
     // Deleting everything tears every pod down and leaves nothing behind.
     server.kubectl_ok(&["delete", "deployment", "web", "-n", &ns])?;
@@ -252,31 +292,8 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
         Ok(out.trim().is_empty().then_some(()))
     })?;
     wait("host clean", Duration::from_secs(10), &agent, || {
-        let runc = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(agent_dir.join("runtime/runc"))
-            .args(["list", "-q"])
-            .output()?;
-        let left = (
-            agent.new_links(),
-            mounts_below(&agent_dir),
-            pod_cgroups(&node),
-            String::from_utf8_lossy(&runc.stdout).trim().to_owned(),
-            std::fs::read_dir(agent_dir.join("pods"))?.count(),
-            std::fs::read_dir(agent_dir.join("run/netns"))?.count(),
-            std::fs::read_dir(agent_dir.join("ipam"))?
-                .flatten()
-                .filter(|e| e.file_name() != "last_reserved_ip")
-                .count(),
-        );
-        if left.0.is_empty()
-            && left.1.is_empty()
-            && left.2.is_empty()
-            && left.3.is_empty()
-            && left.4 == 0
-            && left.5 == 0
-            && left.6 == 0
-        {
+        let left = leftovers(&agent)?;
+        if left.is_empty() {
             Ok(Some(()))
         } else {
             eprintln!("still left: {left:?}");

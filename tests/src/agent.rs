@@ -162,6 +162,13 @@ impl Agent {
         for cg in pod_cgroups(&self.node) {
             remove_cgroup(&cg);
         }
+        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if let Ok(entries) = std::fs::read_dir(root) {
+                for h in entries.flatten() {
+                    remove_cgroup(&h.path().join("skep").join(&self.node));
+                }
+            }
+        }
     }
 }
 

@@ -96,7 +96,7 @@ impl AgentConfig {
             cgroup_root: "/sys/fs/cgroup".into(),
             heartbeat: Duration::from_secs(10),
             backoff_base: Duration::from_secs(10),
-            backoff_max: Duration::from_secs(300),
+            backoff_max: Duration::from_mins(5),
             insecure_registries: Vec::new(),
         }
     }
@@ -343,7 +343,7 @@ pub fn unmount_rootfs_all(pod_dir: &std::path::Path) {
 /// The first non-loopback IPv4 address of this machine.
 pub fn first_ipv4() -> Option<Ipv4Addr> {
     nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
-        let ip = Ipv4Addr::from(ifa.address?.as_sockaddr_in()?.ip());
+        let ip = ifa.address?.as_sockaddr_in()?.ip();
         (!ip.is_loopback() && !ifa.interface_name.starts_with("skep")).then_some(ip)
     })
 }
@@ -475,7 +475,6 @@ pub fn node_object(cfg: &AgentConfig, node_ip: Ipv4Addr) -> Node {
                     .unwrap_or_default()
                     .trim()
                     .to_owned(),
-                ..NodeSystemInfo::default()
             }),
             ..NodeStatus::default()
         }),

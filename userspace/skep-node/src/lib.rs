@@ -23,6 +23,11 @@
 //! runc and shim binaries, the node's network namespace) are constructor
 //! parameters, so several test nodes can share one machine.
 
+#![expect(
+    clippy::doc_markdown,
+    reason = "Kubernetes kind names (ConfigMap, CrashLoopBackOff, …) are plain words in these docs"
+)]
+
 pub mod agent;
 pub mod cleanup;
 pub mod ipam;

@@ -388,9 +388,9 @@ pub fn prepare_volumes(
 }
 
 /// The container's volume mounts as bind mounts.
-pub fn volume_mounts(
+pub fn volume_mounts<S: std::hash::BuildHasher>(
     container: &Container,
-    volumes: &HashMap<String, PathBuf>,
+    volumes: &HashMap<String, PathBuf, S>,
 ) -> Result<Vec<BindMount>, PodSpecError> {
     container
         .volume_mounts
@@ -526,6 +526,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one fixture container with every kind of env source"
+    )]
     fn environment_from_all_sources() -> anyhow::Result<()> {
         let (pod, sources) = fixture();
         let var = |name: &str, from: EnvVarSource| EnvVar {

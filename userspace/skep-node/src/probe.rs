@@ -2,6 +2,7 @@
 //! HTTP GET or TCP connect to the pod IP from the node's namespace, with
 //! Kubernetes' timing and thresholds.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -143,7 +144,7 @@ pub async fn run(
         let mut req =
             format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.32\r\n");
         for header in h.http_headers.iter().flatten() {
-            req.push_str(&format!("{}: {}\r\n", header.name, header.value));
+            let _ = write!(req, "{}: {}\r\n", header.name, header.value);
         }
         req.push_str("\r\n");
         stream.write_all(req.as_bytes()).await?;

@@ -35,6 +35,10 @@ fn ts(t: SystemTime) -> Time {
 }
 
 /// What the worker tracks of one container.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent flags of a container's life, as the kubelet keeps them"
+)]
 struct Ctr {
     spec: Container,
     init: bool,
@@ -161,8 +165,8 @@ fn credentials(shared: &Shared, pod: &Pod) -> RegistryCredentials {
                 && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(auth)
                 && let Some((u, p)) = String::from_utf8_lossy(&raw).split_once(':')
             {
-                user = u.to_owned();
-                pass = p.to_owned();
+                u.clone_into(&mut user);
+                p.clone_into(&mut pass);
             }
             let host = registry
                 .trim_start_matches("https://")
@@ -517,6 +521,10 @@ impl Worker {
     }
 
     /// Pulls the image and creates and starts a new attempt of container `i`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one linear sequence: pull, config, rootfs, create, start"
+    )]
     async fn start(&mut self, init: bool, i: usize, pod: &Pod) {
         let shared = Arc::clone(&self.shared);
         let spec = self.ctr(init, i).spec.clone();
@@ -801,7 +809,7 @@ impl Worker {
                 ..PodCondition::default()
             });
         if entry.status != status {
-            entry.status = status.to_owned();
+            status.clone_into(&mut entry.status);
             entry.last_transition_time = Some(Time(crate::agent::now()));
         }
         entry.clone()

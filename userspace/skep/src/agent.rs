@@ -17,7 +17,7 @@ pub struct AgentFlags {
     /// This node's name (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
-    /// This node's InternalIP (default: the first non-loopback IPv4).
+    /// This node's `InternalIP` address (default: the first non-loopback IPv4).
     #[arg(long)]
     pub node_ip: Option<Ipv4Addr>,
     /// Seconds between node heartbeats.
