@@ -228,7 +228,7 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
-    let agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
+    let mut agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
 
     wait("node Ready", Duration::from_secs(15), &agent, || {
         let out = server.kubectl(&[
@@ -270,6 +270,28 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
         assert!(
             reply.contains(ip.as_str()),
             "pod /etc/hosts names its IP: {reply}"
+        );
+    }
+
+    // An agent restart adopts the running containers: same ids, no restarts.
+    let containers = |server: &Server| {
+        server.kubectl_ok(&[
+            "get", "pods", "-n", &ns, "-l", "app=web", "-o",
+            "jsonpath={range .items[*]}{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}{\"\\n\"}{end}",
+        ])
+    };
+    let before = containers(&server)?;
+    agent.restart()?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        containers(&server)?,
+        before,
+        "agent restart changed containers"
+    );
+    for ip in &ips {
+        assert!(
+            http_get(ip, "/hosts")?.contains(" 200 "),
+            "{ip} stopped answering"
         );
     }
 

@@ -22,6 +22,7 @@ use crate::process::skep_binary;
 #[derive(Debug)]
 pub struct Agent {
     child: Option<Child>,
+    kubeconfig: PathBuf,
     /// The node name.
     pub node: String,
     /// The agent's state directory.
@@ -79,9 +80,30 @@ impl Agent {
     /// Starts `skep agent` with short heartbeat and back-off settings.
     pub fn start(data_dir: &Path, kubeconfig: &Path, node: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let log = data_dir.join("agent.log");
-        let log_file = std::fs::File::create(&log)?;
-        let links_before = pod_links();
+        let mut agent = Self {
+            child: None,
+            kubeconfig: kubeconfig.to_owned(),
+            node: node.to_owned(),
+            data_dir: data_dir.to_owned(),
+            log: data_dir.join("agent.log"),
+            links_before: pod_links(),
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Stops the agent (its pods keep running) and starts it again.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (node, data_dir, kubeconfig) = (&self.node, &self.data_dir, &self.kubeconfig);
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(skep_binary()?)
             .args(["agent", "--node-name", node, "--heartbeat-seconds", "2"])
             .args(["--restart-backoff-ms", "1000", "--node-ip", "127.0.0.1"])
@@ -94,13 +116,8 @@ impl Agent {
             .stderr(log_file)
             .spawn()
             .context("failed to start skep agent")?;
-        Ok(Self {
-            child: Some(child),
-            node: node.to_owned(),
-            data_dir: data_dir.to_owned(),
-            log,
-            links_before,
-        })
+        self.child = Some(child);
+        Ok(())
     }
 
     /// The end of the agent's log, for failure messages.
