@@ -208,6 +208,38 @@ fn check_failures_and_config(server: &Server, agent: &Agent, ns: &str) -> anyhow
     Ok(())
 }
 
+/// An agent restart adopts the running containers: same ids, no restarts,
+/// and the pods keep answering.
+fn check_restart_adopts(
+    server: &Server,
+    agent: &mut Agent,
+    ns: &str,
+    ips: &[String],
+) -> anyhow::Result<()> {
+    let containers = |server: &Server| {
+        server.kubectl_ok(&[
+            "get", "pods", "-n", ns, "-l", "app=web", "-o",
+            "jsonpath={range .items[*]}{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}{\"\\n\"}{end}",
+        ])
+    };
+    let before = containers(server)?;
+    agent.restart()?;
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        containers(server)?,
+        before,
+        "agent restart changed containers"
+    );
+    for ip in ips {
+        assert!(
+            http_get(ip, "/hosts")?.contains(" 200 "),
+            "{ip} stopped answering"
+        );
+    }
+
+    Ok(())
+}
+
 #[test]
 fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
     require_root!();
@@ -273,28 +305,7 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
         );
     }
 
-    // An agent restart adopts the running containers: same ids, no restarts.
-    let containers = |server: &Server| {
-        server.kubectl_ok(&[
-            "get", "pods", "-n", &ns, "-l", "app=web", "-o",
-            "jsonpath={range .items[*]}{.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}{\"\\n\"}{end}",
-        ])
-    };
-    let before = containers(&server)?;
-    agent.restart()?;
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        containers(&server)?,
-        before,
-        "agent restart changed containers"
-    );
-    for ip in &ips {
-        assert!(
-            http_get(ip, "/hosts")?.contains(" 200 "),
-            "{ip} stopped answering"
-        );
-    }
-
+    check_restart_adopts(&server, &mut agent, &ns, &ips)?;
     check_failures_and_config(&server, &agent, &ns)?;
 
     // Deleting everything tears every pod down and leaves nothing behind.
