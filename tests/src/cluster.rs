@@ -28,6 +28,12 @@ impl Server {
     /// Starts `skep server --data-dir DIR --listen 127.0.0.1:0` and waits until
     /// the API answers through the kubeconfig it writes.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with extra `skep server` arguments (e.g.
+    /// `--node-kubeconfig NODE`).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let kubeconfig = data_dir.join("kubeconfig");
         // A restart must not find the previous run's kubeconfig (old port).
         let _ = std::fs::remove_file(&kubeconfig);
@@ -37,6 +43,7 @@ impl Server {
         let child = Command::new(skep_binary()?)
             .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(extra)
             .env("SKEP_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)

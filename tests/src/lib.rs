@@ -4,6 +4,7 @@
 //! test ends, on success and on panic alike.
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod cluster;
 pub mod netns;
 pub mod process;

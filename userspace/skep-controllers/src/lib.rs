@@ -5,8 +5,9 @@
 //! Like kube-controller-manager, each controller is a reconcile function
 //! over a work queue of object keys, fed by informers for the kinds it
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
-//! EndpointSlices), [`nodelifecycle`], [`namespace`] and the garbage
-//! collector [`gc`], and the scheduler ([`scheduling`]). [`events`] is the recorder they (and the scheduler and
+//! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`namespace`]
+//! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
+//! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
 //!
 //! Start them all with [`run`].
@@ -23,6 +24,7 @@ pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod queue;
 pub mod replicaset;
@@ -54,6 +56,10 @@ pub struct ControllerConfig {
     /// How often a terminating namespace that still has content is looked
     /// at again.
     pub namespace_recheck: Duration,
+    /// The range pod CIDRs are carved from (`--cluster-cidr`).
+    pub cluster_cidr: String,
+    /// The prefix length of each node's pod CIDR (`--node-cidr-mask-size`).
+    pub node_cidr_mask: u8,
     /// Whether to run the scheduler ([`scheduling`]) too.
     pub scheduler: bool,
 }
@@ -65,6 +71,8 @@ impl Default for ControllerConfig {
             node_monitor_period: Duration::from_secs(5),
             node_monitor_grace_period: Duration::from_secs(40),
             namespace_recheck: Duration::from_secs(2),
+            cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_owned(),
+            node_cidr_mask: nodeipam::DEFAULT_NODE_MASK,
             scheduler: true,
         }
     }
@@ -169,6 +177,9 @@ pub fn run(
         objects, &informers, config, shutdown,
     ));
     tasks.extend(gc::GarbageCollector::start(
+        objects, &informers, config, shutdown,
+    ));
+    tasks.extend(nodeipam::NodeIpamController::start(
         objects, &informers, config, shutdown,
     ));
     tasks.push(nodelifecycle::NodeLifecycleController::start(

@@ -15,14 +15,27 @@
 //! cleanup::leftovers(parts)                          // must be empty when no pods remain
 //! ```
 //!
+//! [`agent`] is the kubelet loop over these parts: node registration and
+//! heartbeat, the node-sync watch, and one [`worker`] per pod ([`podspec`]
+//! turns a container spec into argv, env and mounts; [`probe`] runs probes).
+//!
 //! Host roots (`/proc`, `/sys/fs/cgroup`, run and state directories, the
 //! runc and shim binaries, the node's network namespace) are constructor
 //! parameters, so several test nodes can share one machine.
 
+#![expect(
+    clippy::doc_markdown,
+    reason = "Kubernetes kind names (ConfigMap, CrashLoopBackOff, …) are plain words in these docs"
+)]
+
+pub mod agent;
 pub mod cleanup;
 pub mod ipam;
 pub mod netns;
+pub mod podspec;
+pub mod probe;
 pub mod quantity;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;
+pub mod worker;

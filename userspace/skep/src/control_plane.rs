@@ -25,10 +25,12 @@ pub struct ControlPlaneArgs {
 }
 
 /// Runs the control plane until `shutdown` completes, then stops the store
-/// cleanly.
+/// cleanly. `started` runs once the API server is bound (`skep up` starts
+/// its node agent there).
 pub async fn run(
     args: &ControlPlaneArgs,
     shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&ApiServer) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("failed to create data dir {}", args.data_dir.display()))?;
@@ -56,6 +58,7 @@ pub async fn run(
         &ControllerConfig::default(),
         &stop_loops,
     );
+    started(&server)?;
     server.serve(shutdown).await;
     stop_loops.cancel();
     let _ = loops.await;

@@ -2,10 +2,12 @@
 //! inspect them. Subcommands live in their own modules; this file parses the
 //! command line, installs logging and maps errors to exit codes.
 
+mod agent;
 mod bpf;
 mod check;
 mod control_plane;
 mod exit;
+mod image;
 mod server;
 mod up;
 
@@ -37,6 +39,12 @@ enum Command {
     /// Run the control plane alone: the Kubernetes API (HTTPS) on its store.
     /// Writes an admin kubeconfig to <data-dir>/kubeconfig.
     Server(server::ServerArgs),
+    /// Run the node agent alone (kubelet role) against a control plane,
+    /// through the node kubeconfig the control plane wrote for it.
+    Agent(agent::AgentArgs),
+    /// Images in the node's store: import tarballs, list.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Check that this machine can run a skep node (root, kernel BTF, bpffs,
     /// cgroup v2, the eBPF hooks) and say what is missing.
     Check(check::CheckArgs),
@@ -77,11 +85,20 @@ impl HostArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // `skep shim …` is the per-container shim: it forks, so it runs before
+    // anything starts threads (tokio, logging).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("shim") {
+        let code = skep_node::shim::run(&args[2..]);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     install_tracing(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => up::run(&args),
         Command::Server(args) => server::run(&args),
+        Command::Agent(args) => agent::run(&args),
+        Command::Image(cmd) => image::run(&cmd),
         Command::Check(args) => check::run(&args),
         Command::Bpf(cmd) => bpf::run(&cmd),
         Command::Version => {

@@ -2,9 +2,13 @@
 
 use skep_datapath::{Datapath, DatapathConfig, default_pin_dir, preflight};
 
+use anyhow::Context as _;
+
 use crate::{
     HostArgs,
+    agent::AgentFlags,
     control_plane::{self, ControlPlaneArgs},
+    image,
 };
 
 /// Arguments of `skep up`.
@@ -12,27 +16,46 @@ use crate::{
 pub struct UpArgs {
     #[command(flatten)]
     control_plane: ControlPlaneArgs,
-    /// This node's name.
-    #[arg(long, default_value = "local")]
-    node_name: String,
+    #[command(flatten)]
+    agent: AgentFlags,
     #[command(flatten)]
     host: HostArgs,
 }
 
 /// Checks the host, loads the datapath with its maps pinned under
-/// `<bpffs>/skep/<node>`, and runs the control plane until SIGINT or SIGTERM.
+/// `<bpffs>/skep/<node>`, and runs the control plane with the node agent
+/// (state in the same data directory; the demo busybox image imported when
+/// missing) until SIGINT or SIGTERM.
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let host = args.host.host();
     preflight::check(&host)?;
-    let pin_dir = default_pin_dir(&host.bpffs, &args.node_name);
+    let node_name = args.agent.node_name();
+    let pin_dir = default_pin_dir(&host.bpffs, &node_name);
     let _datapath = Datapath::load(&DatapathConfig {
         pin_dir: pin_dir.clone(),
         btf: Some(host.btf_path.clone()),
         lru_entries: None,
     })?;
-    tracing::info!(node = %args.node_name, pin_dir = %pin_dir.display(), "datapath loaded");
+    tracing::info!(node = %node_name, pin_dir = %pin_dir.display(), "datapath loaded");
+    let data_dir = args.control_plane.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
+    image::ensure_demo(&data_dir, image::DEMO_IMAGE)?;
     control_plane::runtime()?.block_on(control_plane::run(
         &args.control_plane,
         control_plane::shutdown_signal(),
+        |server| {
+            let kubeconfig = server
+                .node_kubeconfig(&node_name)
+                .context("failed to write the node kubeconfig")?;
+            let cfg = args.agent.config(data_dir.clone(), kubeconfig)?;
+            tokio::spawn(async move {
+                if let Err(err) = skep_node::agent::run(cfg, control_plane::shutdown_signal()).await
+                {
+                    tracing::error!(%err, "node agent failed");
+                }
+            });
+            Ok(())
+        },
     ))
 }

@@ -1,0 +1,208 @@
+//! A running `skep agent` for tests (in the test's own network namespace,
+//! like `skep up` runs it). Dropping it stops the agent and removes whatever
+//! its pods left on the host: runc containers, mounts below its data
+//! directory, pod veths that were not there before, its cgroups.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::process::skep_binary;
+
+/// A `skep agent` process for node `node` with state in `data_dir`.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    kubeconfig: PathBuf,
+    /// The node name.
+    pub node: String,
+    /// The agent's state directory.
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    links_before: BTreeSet<String>,
+}
+
+/// Names of the `skep…` links in the current network namespace.
+pub fn pod_links() -> BTreeSet<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .filter(|n| n.starts_with("skep") || n.starts_with("skpp"))
+        .collect()
+}
+
+/// Mount points at or below `dir`.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// The pod cgroup directories of `node` in every hierarchy.
+pub fn pod_cgroups(node: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for h in entries.flatten() {
+            let dir = h.path().join("skep").join(node);
+            if let Ok(pods) = std::fs::read_dir(&dir) {
+                out.extend(
+                    pods.flatten()
+                        .filter(|p| p.file_name().to_string_lossy().starts_with("pod"))
+                        .map(|p| p.path()),
+                );
+            }
+        }
+    }
+    out
+}
+
+impl Agent {
+    /// Starts `skep agent` with short heartbeat and back-off settings.
+    pub fn start(data_dir: &Path, kubeconfig: &Path, node: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut agent = Self {
+            child: None,
+            kubeconfig: kubeconfig.to_owned(),
+            node: node.to_owned(),
+            data_dir: data_dir.to_owned(),
+            log: data_dir.join("agent.log"),
+            links_before: pod_links(),
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Stops the agent (its pods keep running) and starts it again.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let (node, data_dir, kubeconfig) = (&self.node, &self.data_dir, &self.kubeconfig);
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(skep_binary()?)
+            .args(["agent", "--node-name", node, "--heartbeat-seconds", "2"])
+            .args(["--restart-backoff-ms", "1000", "--node-ip", "127.0.0.1"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env("SKEP_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("failed to start skep agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The end of the agent's log, for failure messages.
+    #[must_use]
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Pod veths that appeared since the agent started.
+    #[must_use]
+    pub fn new_links(&self) -> Vec<String> {
+        pod_links()
+            .into_iter()
+            .filter(|l| !self.links_before.contains(l))
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Removes what pods left behind (after a failed test).
+    fn clean_host(&self) {
+        let root = self.data_dir.join("runtime/runc");
+        let ids = Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", id])
+                .status();
+        }
+        let mut mounts = mounts_below(&self.data_dir);
+        mounts.sort();
+        for m in mounts.iter().rev() {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+        for link in self.new_links() {
+            let _ = Command::new("ip").args(["link", "del", &link]).status();
+        }
+        for cg in pod_cgroups(&self.node) {
+            remove_cgroup(&cg);
+        }
+        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if let Ok(entries) = std::fs::read_dir(root) {
+                for h in entries.flatten() {
+                    remove_cgroup(&h.path().join("skep").join(&self.node));
+                }
+            }
+        }
+    }
+}
+
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop();
+        self.clean_host();
+    }
+}

@@ -1,0 +1,870 @@
+//! The node agent loop (the kubelet role): registers the Node and keeps its
+//! heartbeat, follows the node-sync watch (resuming from the last revision,
+//! starting over on GONE), keeps the node's view in memory, and runs one
+//! [`crate::worker`] task per pod bound here. On start it adopts what
+//! already runs and removes pods that are no longer bound to this node.
+//!
+//! The agent talks to the control plane only through `skep-proto`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event, EventSource, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
+    NodeSystemInfo, ObjectReference, Pod, Secret,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use skep_proto::v1::node_sync_client::NodeSyncClient;
+use skep_proto::v1::watch_event::Type as EventKind;
+use skep_proto::v1::write_request::Op;
+use skep_proto::v1::{WatchRequest, WriteRequest};
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use crate::cleanup::{self, NodeParts};
+use crate::ipam::Ipam;
+use crate::podspec::Sources;
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::sandbox::{SandboxConfig, SandboxManager};
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The node's credentials could not be read or used.
+    #[error("failed to set up the node-sync client")]
+    Client {
+        /// The cause.
+        #[source]
+        source: skep_proto::ClientError,
+    },
+    /// A state directory or store could not be opened.
+    #[error("failed to open {what}")]
+    Open {
+        /// What.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name.
+    pub node_name: String,
+    /// The node's InternalIP (default: the first non-loopback IPv4).
+    pub node_ip: Option<Ipv4Addr>,
+    /// State: `images/`, `pods/`, `ipam/`, `runtime/` (runc root).
+    pub data_dir: PathBuf,
+    /// The node kubeconfig (`ApiServer::node_kubeconfig`).
+    pub kubeconfig: PathBuf,
+    /// The runc binary.
+    pub runc: PathBuf,
+    /// The binary running the shim, with the arguments before the shim's.
+    pub shim: PathBuf,
+    /// Arguments put before the shim's (`["shim"]` for `skep shim`).
+    pub shim_prefix_args: Vec<String>,
+    /// Where cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+    /// How often the Ready condition's heartbeat is refreshed.
+    pub heartbeat: Duration,
+    /// First restart back-off (doubles up to `backoff_max`).
+    pub backoff_base: Duration,
+    /// Longest restart back-off.
+    pub backoff_max: Duration,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+}
+
+impl AgentConfig {
+    /// Kubernetes' defaults for `node_name` with state in `data_dir`.
+    pub fn new(node_name: &str, data_dir: PathBuf, kubeconfig: PathBuf) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            node_ip: None,
+            data_dir,
+            kubeconfig,
+            runc: "runc".into(),
+            shim: PathBuf::from("/proc/self/exe"),
+            shim_prefix_args: vec!["shim".into()],
+            cgroup_root: "/sys/fs/cgroup".into(),
+            heartbeat: Duration::from_secs(10),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_mins(5),
+            insecure_registries: Vec::new(),
+        }
+    }
+}
+
+/// What the node knows of the cluster: the kinds the node-sync stream sends.
+#[derive(Debug, Default)]
+pub struct View {
+    /// This node.
+    pub node: Option<Node>,
+    /// Pods bound here, by UID.
+    pub pods: HashMap<String, Pod>,
+    /// ConfigMaps by (namespace, name).
+    pub config_maps: HashMap<(String, String), ConfigMap>,
+    /// Secrets by (namespace, name).
+    pub secrets: HashMap<(String, String), Secret>,
+}
+
+impl View {
+    /// The ConfigMaps and Secrets of `namespace`.
+    pub fn sources(&self, namespace: &str) -> Sources {
+        Sources {
+            config_maps: self
+                .config_maps
+                .iter()
+                .filter(|((ns, _), _)| ns == namespace)
+                .map(|((_, n), v)| (n.clone(), v.clone()))
+                .collect(),
+            secrets: self
+                .secrets
+                .iter()
+                .filter(|((ns, _), _)| ns == namespace)
+                .map(|((_, n), v)| (n.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn apply(&mut self, kind: &str, deleted: bool, object: &[u8]) {
+        fn key(m: &ObjectMeta) -> (String, String) {
+            (
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        }
+        match kind {
+            "Node" => {
+                if let Ok(n) = serde_json::from_slice::<Node>(object) {
+                    self.node = (!deleted).then_some(n);
+                }
+            }
+            "Pod" => {
+                if let Ok(p) = serde_json::from_slice::<Pod>(object) {
+                    let uid = p.metadata.uid.clone().unwrap_or_default();
+                    if deleted {
+                        self.pods.remove(&uid);
+                    } else {
+                        self.pods.insert(uid, p);
+                    }
+                }
+            }
+            "ConfigMap" => {
+                if let Ok(c) = serde_json::from_slice::<ConfigMap>(object) {
+                    let k = key(&c.metadata);
+                    if deleted {
+                        self.config_maps.remove(&k);
+                    } else {
+                        self.config_maps.insert(k, c);
+                    }
+                }
+            }
+            "Secret" => {
+                if let Ok(s) = serde_json::from_slice::<Secret>(object) {
+                    let k = key(&s.metadata);
+                    if deleted {
+                        self.secrets.remove(&k);
+                    } else {
+                        self.secrets.insert(k, s);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What every task of the agent shares.
+pub struct Shared {
+    /// The configuration.
+    pub cfg: AgentConfig,
+    /// The node-sync client.
+    pub client: NodeSyncClient<Channel>,
+    /// The node's view, kept by the watch.
+    pub view: Mutex<View>,
+    /// The containers.
+    pub runtime: Runtime,
+    /// Pod network sandboxes.
+    pub sandboxes: SandboxManager,
+    /// Pod IPs; opened once the node has its pod CIDR.
+    pub ipam: OnceLock<Ipam>,
+    /// Images.
+    pub images: skep_image::Store,
+    /// The node's address.
+    pub node_ip: Ipv4Addr,
+    /// The latest Node object written or watched.
+    pub node: Mutex<Option<Node>>,
+}
+
+impl Shared {
+    /// Where pod `uid`'s files live.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir().join(uid)
+    }
+
+    fn pods_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("pods")
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.cfg.data_dir.join("run")
+    }
+
+    /// The parts [`cleanup`] works on; `None` before the pod CIDR is known.
+    pub fn parts<'a>(
+        &'a self,
+        pods_dir: &'a std::path::Path,
+        run_dir: &'a std::path::Path,
+    ) -> Option<NodeParts<'a>> {
+        Some(NodeParts {
+            runtime: &self.runtime,
+            sandboxes: &self.sandboxes,
+            ipam: self.ipam.get()?,
+            pods_dir,
+            run_dir,
+            proc_root: std::path::Path::new("/proc"),
+            node_netns: None,
+        })
+    }
+
+    /// Tears pod `uid` down completely (rootfs mounts first).
+    pub async fn remove_pod(
+        &self,
+        uid: &str,
+        grace: Duration,
+    ) -> Result<(), cleanup::CleanupError> {
+        let (pods_dir, run_dir) = (self.pods_dir(), self.run_dir());
+        let Some(parts) = self.parts(&pods_dir, &run_dir) else {
+            return Ok(());
+        };
+        // Stop the containers before their root filesystems go away.
+        if let Ok(list) = self.runtime.list().await {
+            for c in list.iter().filter(|c| c.meta.pod_uid == uid) {
+                let _ = self.runtime.stop(&c.meta.id, grace).await;
+            }
+        }
+        unmount_rootfs_all(&self.pod_dir(uid));
+        cleanup::remove_pod(parts, uid, grace).await
+    }
+
+    /// Sends a write; returns the stored object.
+    pub async fn write(
+        &self,
+        op: Op,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+        object: Vec<u8>,
+    ) -> Result<Vec<u8>, tonic::Status> {
+        let mut client = self.client.clone();
+        let resp = client
+            .write(WriteRequest {
+                op: op.into(),
+                kind: kind.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                subresource: subresource.to_owned(),
+                object,
+            })
+            .await?;
+        Ok(resp.into_inner().object)
+    }
+
+    /// Records an Event about `pod` (best effort, in the background).
+    pub fn event(self: &Arc<Self>, pod: &Pod, warning: bool, reason: &str, message: String) {
+        let now = now();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{nanos:x}")),
+                namespace: Some(ns.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(name),
+                namespace: Some(ns.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message),
+            type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.cfg.node_name.clone()),
+            }),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(self.cfg.node_name.clone()),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            count: Some(1),
+            ..Event::default()
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(body) = serde_json::to_vec(&event) else {
+                return;
+            };
+            if let Err(err) = this.write(Op::Create, "Event", &ns, "", "", body).await {
+                tracing::debug!(%err, "failed to record event");
+            }
+        });
+    }
+}
+
+/// Unmounts every container rootfs below `<pod_dir>/containers`.
+pub fn unmount_rootfs_all(pod_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(pod_dir.join("containers")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(err) = skep_image::unmount_rootfs(&entry.path()) {
+            tracing::warn!(%err, dir = %entry.path().display(), "failed to unmount rootfs");
+        }
+    }
+}
+
+/// The first non-loopback IPv4 address of this machine.
+pub fn first_ipv4() -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|ifa| {
+        let ip = ifa.address?.as_sockaddr_in()?.ip();
+        (!ip.is_loopback() && !ifa.interface_name.starts_with("skep")).then_some(ip)
+    })
+}
+
+fn meminfo_total() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok()
+}
+
+fn disk_total(path: &std::path::Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    Some(st.blocks() * st.fragment_size())
+}
+
+/// The conditions a healthy node reports, with `now` as heartbeat.
+fn conditions(now: Timestamp, old: Option<&[NodeCondition]>) -> Vec<NodeCondition> {
+    let mk = |type_: &str, status: &str, reason: &str, message: &str| {
+        let transition = old
+            .and_then(|o| o.iter().find(|c| c.type_ == type_ && c.status == status))
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or(Time(now));
+        NodeCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_heartbeat_time: Some(Time(now)),
+            last_transition_time: Some(transition),
+        }
+    };
+    vec![
+        mk(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        mk(
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        mk(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        mk(
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+    ]
+}
+
+/// The Node this agent registers.
+pub fn node_object(cfg: &AgentConfig, node_ip: Ipv4Addr) -> Node {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mem_kib = meminfo_total().unwrap_or(0);
+    let disk = disk_total(&cfg.data_dir).unwrap_or(0);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let resources: std::collections::BTreeMap<String, Quantity> = [
+        ("cpu", cpus.to_string()),
+        ("memory", format!("{mem_kib}Ki")),
+        ("pods", "110".to_owned()),
+        ("ephemeral-storage", disk.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), Quantity(v)))
+    .collect();
+    let uname = nix::sys::utsname::uname().ok();
+    let kernel = uname
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let machine_id = std::fs::read_to_string("/etc/machine-id")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Node {
+        metadata: ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            labels: Some(
+                [
+                    ("kubernetes.io/hostname", cfg.node_name.as_str()),
+                    ("kubernetes.io/os", "linux"),
+                    ("kubernetes.io/arch", arch),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec::default()),
+        status: Some(NodeStatus {
+            capacity: Some(resources.clone()),
+            allocatable: Some(resources),
+            addresses: Some(vec![
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: node_ip.to_string(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: cfg.node_name.clone(),
+                },
+            ]),
+            conditions: Some(conditions(now(), None)),
+            node_info: Some(NodeSystemInfo {
+                architecture: arch.into(),
+                operating_system: "linux".into(),
+                kernel_version: kernel,
+                os_image: "Debian GNU/Linux".into(),
+                container_runtime_version: "runc://skep".into(),
+                kubelet_version: format!("v1.32.0-skep.{}", env!("CARGO_PKG_VERSION")),
+                kube_proxy_version: String::new(),
+                machine_id: machine_id.clone(),
+                system_uuid: machine_id,
+                boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            }),
+            ..NodeStatus::default()
+        }),
+    }
+}
+
+/// Opens the node's parts and runs the agent until `shutdown` completes.
+#[tracing::instrument(skip_all, fields(node = %cfg.node_name))]
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let client = skep_proto::NodeCredentials::from_kubeconfig(&cfg.kubeconfig)
+        .and_then(|c| c.client())
+        .map_err(|source| AgentError::Client { source })?;
+    let open =
+        |what, source: Box<dyn std::error::Error + Send + Sync>| AgentError::Open { what, source };
+    for d in ["pods", "run", "ipam"] {
+        std::fs::create_dir_all(cfg.data_dir.join(d))
+            .map_err(|e| open("data directory", e.into()))?;
+    }
+    let images = skep_image::Store::open(&cfg.data_dir.join("images"))
+        .map_err(|e| open("image store", e.into()))?
+        .with_insecure_registries(cfg.insecure_registries.clone());
+    let runtime = Runtime::new(RuntimeConfig {
+        state_dir: cfg.data_dir.join("runtime"),
+        runc: cfg.runc.clone(),
+        shim: cfg.shim.clone(),
+        shim_prefix_args: cfg.shim_prefix_args.clone(),
+        cgroup_root: cfg.cgroup_root.clone(),
+        cgroup_parent: format!("skep/{}", cfg.node_name),
+    })
+    .map_err(|e| open("runtime", e.into()))?;
+    let sandboxes = SandboxManager::new(SandboxConfig {
+        run_dir: cfg.data_dir.join("run"),
+        proc_root: "/proc".into(),
+        node_netns: None,
+    });
+    let node_ip = cfg
+        .node_ip
+        .or_else(first_ipv4)
+        .unwrap_or(Ipv4Addr::LOCALHOST);
+    let shared = Arc::new(Shared {
+        cfg,
+        client,
+        view: Mutex::new(View::default()),
+        runtime,
+        sandboxes,
+        ipam: OnceLock::new(),
+        images,
+        node_ip,
+        node: Mutex::new(None),
+    });
+    tracing::info!(%node_ip, "node agent starting");
+    let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
+    let sync = tokio::spawn(sync_loop(Arc::clone(&shared)));
+    shutdown.await;
+    heartbeat.abort();
+    sync.abort();
+    tracing::info!("node agent stopped; pods keep running");
+    Ok(())
+}
+
+/// `t` as a Kubernetes timestamp (second precision, like `metav1.Time`).
+pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Timestamp::from_second(i64::try_from(secs).unwrap_or(0)).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// Now as a Kubernetes timestamp.
+pub fn now() -> Timestamp {
+    timestamp(std::time::SystemTime::now())
+}
+
+/// The node's view, locked.
+pub(crate) fn lock_view(shared: &Shared) -> std::sync::MutexGuard<'_, View> {
+    lock(&shared.view)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Registers the Node, then refreshes its heartbeat every `cfg.heartbeat`.
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let name = shared.cfg.node_name.clone();
+    loop {
+        let node = node_object(&shared.cfg, shared.node_ip);
+        let body = serde_json::to_vec(&node).unwrap_or_default();
+        match shared.write(Op::Create, "Node", "", &name, "", body).await {
+            Ok(obj) => {
+                tracing::info!("node registered");
+                *lock(&shared.node) = serde_json::from_slice(&obj).ok();
+                break;
+            }
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                tracing::info!("node already registered");
+                break;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "failed to register node; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::time::sleep(shared.cfg.heartbeat).await;
+        }
+        first = false;
+        for _ in 0..5 {
+            let current = lock(&shared.view)
+                .node
+                .clone()
+                .or_else(|| lock(&shared.node).clone());
+            let Some(mut node) = current else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let fresh = node_object(&shared.cfg, shared.node_ip);
+            let status = node.status.get_or_insert_default();
+            let old = status.conditions.take();
+            let fresh_status = fresh.status.unwrap_or_default();
+            status.conditions = Some(conditions(now(), old.as_deref()));
+            status.capacity = fresh_status.capacity;
+            status.allocatable = fresh_status.allocatable;
+            status.addresses = fresh_status.addresses;
+            status.node_info = fresh_status.node_info;
+            let body = serde_json::to_vec(&node).unwrap_or_default();
+            match shared
+                .write(Op::Update, "Node", "", &name, "status", body)
+                .await
+            {
+                Ok(obj) => {
+                    *lock(&shared.node) = serde_json::from_slice(&obj).ok();
+                    break;
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "heartbeat write failed; retrying from the watched copy");
+                    // A conflict: the watch brings the newer copy soon.
+                    *lock(&shared.node) = None;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A running pod worker.
+struct WorkerHandle {
+    tx: watch::Sender<Option<Pod>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Follows the node-sync stream and drives the pod workers.
+async fn sync_loop(shared: Arc<Shared>) {
+    let mut revision = 0u64;
+    let mut backoff = Duration::from_millis(200);
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let mut synced_once = false;
+    loop {
+        let mut client = shared.client.clone();
+        let req = WatchRequest {
+            node_name: shared.cfg.node_name.clone(),
+            from_revision: revision,
+        };
+        let mut in_snapshot = revision == 0;
+        let snapshot = in_snapshot;
+        let mut fresh = View::default();
+        match client.watch(req).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                backoff = Duration::from_millis(200);
+                loop {
+                    let ev = match stream.message().await {
+                        Ok(Some(ev)) => ev,
+                        Ok(None) => break,
+                        Err(err) => {
+                            tracing::warn!(%err, "node-sync stream failed");
+                            break;
+                        }
+                    };
+                    let kind = EventKind::try_from(ev.r#type).unwrap_or(EventKind::Bookmark);
+                    match kind {
+                        EventKind::Gone => {
+                            tracing::info!("revision compacted; taking a fresh snapshot");
+                            revision = 0;
+                            break;
+                        }
+                        EventKind::Bookmark => revision = revision.max(ev.revision),
+                        EventKind::Synced => {
+                            revision = revision.max(ev.revision);
+                            if in_snapshot {
+                                let mut view = lock(&shared.view);
+                                *view = std::mem::take(&mut fresh);
+                                if let Some(n) = &view.node {
+                                    *lock(&shared.node) = Some(n.clone());
+                                }
+                                in_snapshot = false;
+                            }
+                            tracing::info!(revision, "node view synced");
+                            if !synced_once || snapshot {
+                                tokio::spawn(remove_orphans(Arc::clone(&shared)));
+                                synced_once = true;
+                            }
+                            reconcile(&shared, &mut workers);
+                        }
+                        EventKind::Added | EventKind::Modified | EventKind::Deleted => {
+                            revision = revision.max(ev.revision);
+                            let deleted = kind == EventKind::Deleted;
+                            if in_snapshot {
+                                fresh.apply(&ev.kind, deleted, &ev.object);
+                                continue;
+                            }
+                            {
+                                let mut view = lock(&shared.view);
+                                view.apply(&ev.kind, deleted, &ev.object);
+                                if ev.kind == "Node"
+                                    && let Some(n) = &view.node
+                                {
+                                    *lock(&shared.node) = Some(n.clone());
+                                }
+                            }
+                            reconcile(&shared, &mut workers);
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "failed to open the node-sync stream"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Removes pods that have state on this node but are no longer bound here.
+async fn remove_orphans(shared: Arc<Shared>) {
+    wait_for_ipam(&shared).await;
+    let mut on_disk: HashSet<String> = HashSet::new();
+    if let Ok(list) = shared.runtime.list().await {
+        on_disk.extend(list.into_iter().map(|c| c.meta.pod_uid));
+    }
+    if let Some(ipam) = shared.ipam.get()
+        && let Ok(ips) = ipam.allocated()
+    {
+        on_disk.extend(ips.into_iter().map(|(_, uid)| uid));
+    }
+    if let Ok(entries) = std::fs::read_dir(shared.pods_dir()) {
+        on_disk.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned)),
+        );
+    }
+    // Read after listing: a pod's state only exists once it was in the view.
+    let bound: HashSet<String> = lock(&shared.view).pods.keys().cloned().collect();
+    for uid in on_disk {
+        if bound.contains(&uid) {
+            continue;
+        }
+        tracing::info!(pod_uid = %uid, "removing pod no longer bound to this node");
+        if let Err(err) = shared.remove_pod(&uid, Duration::from_secs(2)).await {
+            tracing::warn!(pod_uid = %uid, %err, "failed to remove orphaned pod");
+        }
+    }
+}
+
+/// Waits until the node has a pod CIDR and opens the IPAM on it.
+pub async fn wait_for_ipam(shared: &Arc<Shared>) {
+    loop {
+        if shared.ipam.get().is_some() {
+            return;
+        }
+        let cidr = lock(&shared.view)
+            .node
+            .as_ref()
+            .or(lock(&shared.node).as_ref())
+            .and_then(|n| n.spec.as_ref()?.pod_cidr.clone());
+        if let Some(cidr) = cidr {
+            match Ipam::open(shared.cfg.data_dir.join("ipam"), &cidr) {
+                Ok(ipam) => {
+                    tracing::info!(%cidr, "pod CIDR assigned");
+                    let _ = shared.ipam.set(ipam);
+                    return;
+                }
+                Err(err) => tracing::error!(%err, %cidr, "failed to open IPAM"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Hands every worker its pod's latest desired state; starts and ends workers.
+fn reconcile(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>) {
+    let pods = lock(&shared.view).pods.clone();
+    for (uid, pod) in &pods {
+        if let Some(w) = workers.get(uid)
+            && !w.task.is_finished()
+        {
+            w.tx.send_replace(Some(pod.clone()));
+            continue;
+        }
+        if workers.get(uid).is_some_and(|w| w.task.is_finished()) {
+            // The worker finished (pod deleted): do not restart it for a stale copy.
+            continue;
+        }
+        let (tx, rx) = watch::channel(Some(pod.clone()));
+        let task = tokio::spawn(crate::worker::run(Arc::clone(shared), uid.clone(), rx));
+        workers.insert(uid.clone(), WorkerHandle { tx, task });
+    }
+    workers.retain(|uid, w| {
+        if pods.contains_key(uid) {
+            return true;
+        }
+        w.tx.send_replace(None);
+        // Keep the handle until its task has torn the pod down.
+        !w.task.is_finished()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_object_has_what_the_scheduler_needs() {
+        let cfg = AgentConfig::new("n1", std::env::temp_dir(), "/nonexistent".into());
+        let node = node_object(&cfg, Ipv4Addr::new(10, 0, 0, 1));
+        let status = node.status.unwrap_or_default();
+        let cap = status.capacity.unwrap_or_default();
+        assert_eq!(cap.get("pods").map(|q| q.0.as_str()), Some("110"));
+        assert!(
+            cap.get("memory")
+                .is_some_and(|q| q.0.ends_with("Ki") && q.0 != "0Ki")
+        );
+        assert!(cap.contains_key("cpu") && cap.contains_key("ephemeral-storage"));
+        let labels = node.metadata.labels.unwrap_or_default();
+        assert_eq!(
+            labels.get("kubernetes.io/hostname").map(String::as_str),
+            Some("n1")
+        );
+        assert_eq!(
+            labels.get("kubernetes.io/os").map(String::as_str),
+            Some("linux")
+        );
+        let conds = status.conditions.unwrap_or_default();
+        let types: Vec<_> = conds.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        );
+        let addrs = status.addresses.unwrap_or_default();
+        assert_eq!(addrs[0].address, "10.0.0.1");
+    }
+
+    #[test]
+    fn transition_times_survive_heartbeats() {
+        let t0 = Timestamp::from_second(1_000).unwrap_or(Timestamp::UNIX_EPOCH);
+        let first = conditions(t0, None);
+        let t1 = Timestamp::from_second(2_000).unwrap_or(Timestamp::UNIX_EPOCH);
+        let second = conditions(t1, Some(&first));
+        let ready = second.iter().find(|c| c.type_ == "Ready");
+        assert_eq!(
+            ready.and_then(|c| c.last_transition_time.clone()),
+            Some(Time(t0))
+        );
+        assert_eq!(
+            ready.and_then(|c| c.last_heartbeat_time.clone()),
+            Some(Time(t1))
+        );
+    }
+
+    #[test]
+    fn view_tracks_pods_and_sources() {
+        let mut view = View::default();
+        let pod = br#"{"metadata":{"name":"p","namespace":"a","uid":"u1"}}"#;
+        view.apply("Pod", false, pod);
+        view.apply(
+            "ConfigMap",
+            false,
+            br#"{"metadata":{"name":"c","namespace":"a"},"data":{"k":"v"}}"#,
+        );
+        view.apply(
+            "ConfigMap",
+            false,
+            br#"{"metadata":{"name":"c","namespace":"b"}}"#,
+        );
+        assert!(view.pods.contains_key("u1"));
+        assert_eq!(view.sources("a").config_maps.len(), 1);
+        view.apply("Pod", true, pod);
+        assert!(view.pods.is_empty());
+    }
+}

@@ -1,0 +1,663 @@
+//! Turning a Pod's container spec into what the runtime runs: argv (command
+//! and args merged with the image's Entrypoint/Cmd like Kubernetes), the
+//! environment (literals, ConfigMap/Secret keys, `envFrom`, the downward
+//! API), and the pod's volumes as host directories to bind-mount.
+//!
+//! Everything here is a pure function of the pod, the image config and the
+//! node's copy of ConfigMaps and Secrets, so it is tested without root.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+
+use crate::runtime::BindMount;
+
+/// Why a container's configuration could not be built
+/// (`CreateContainerConfigError`).
+#[derive(Debug, thiserror::Error)]
+pub enum PodSpecError {
+    /// A referenced ConfigMap or Secret (or a key in it) is missing.
+    #[error("failed to find {what}")]
+    Missing {
+        /// `configmap "x"`, `key "k" in secret "y"`.
+        what: String,
+    },
+    /// A volume of a kind this node does not support.
+    #[error("failed to set up volume {volume:?}: {why}")]
+    Unsupported {
+        /// The volume name.
+        volume: String,
+        /// What is not supported.
+        why: String,
+    },
+    /// A volume mount names no volume of the pod.
+    #[error("failed to find volume {volume:?} for mount {mount_path:?}")]
+    NoVolume {
+        /// The volume name.
+        volume: String,
+        /// The mount path.
+        mount_path: String,
+    },
+    /// Writing volume content failed.
+    #[error("failed to {op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The ConfigMaps and Secrets of a namespace the node knows, by name.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// ConfigMaps by name.
+    pub config_maps: HashMap<String, ConfigMap>,
+    /// Secrets by name.
+    pub secrets: HashMap<String, Secret>,
+}
+
+impl Sources {
+    fn config_map(&self, name: &str) -> Result<BTreeMap<String, Vec<u8>>, PodSpecError> {
+        let cm = self
+            .config_maps
+            .get(name)
+            .ok_or_else(|| PodSpecError::Missing {
+                what: format!("configmap {name:?}"),
+            })?;
+        let mut out: BTreeMap<String, Vec<u8>> = cm
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        out.extend(
+            cm.binary_data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.0.clone())),
+        );
+        Ok(out)
+    }
+
+    fn secret(&self, name: &str) -> Result<BTreeMap<String, Vec<u8>>, PodSpecError> {
+        let s = self
+            .secrets
+            .get(name)
+            .ok_or_else(|| PodSpecError::Missing {
+                what: format!("secret {name:?}"),
+            })?;
+        let mut out: BTreeMap<String, Vec<u8>> = s
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        out.extend(
+            s.string_data
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes())),
+        );
+        Ok(out)
+    }
+}
+
+/// The process argv: `command` replaces the image Entrypoint, `args`
+/// replaces its Cmd (and drops Cmd when `command` is given).
+pub fn argv(container: &Container, entrypoint: &[String], cmd: &[String]) -> Vec<String> {
+    match (&container.command, &container.args) {
+        (Some(command), args) if !command.is_empty() => {
+            let mut v = command.clone();
+            v.extend(args.iter().flatten().cloned());
+            v
+        }
+        (_, Some(args)) if !args.is_empty() => {
+            let mut v = entrypoint.to_vec();
+            v.extend(args.iter().cloned());
+            v
+        }
+        _ => entrypoint.iter().chain(cmd).cloned().collect(),
+    }
+}
+
+/// Expands `$(VAR)` references in `s` from `env` (`$$` escapes), like Kubernetes.
+pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+            && let Some(value) = env.get(&inner[..end])
+        {
+            out.push_str(value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The downward API value of `field_path` for `pod` (with its IP).
+fn field_ref(pod: &Pod, pod_ip: &str, host_ip: &str, field_path: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    match field_path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
+        "status.podIP" => Some(pod_ip.to_owned()),
+        "status.hostIP" => Some(host_ip.to_owned()),
+        p => {
+            let key = p
+                .strip_prefix("metadata.labels['")
+                .or_else(|| p.strip_prefix("metadata.annotations['"))?
+                .strip_suffix("']")?;
+            let map = if p.starts_with("metadata.labels") {
+                meta.labels.as_ref()
+            } else {
+                meta.annotations.as_ref()
+            };
+            map?.get(key).cloned()
+        }
+    }
+}
+
+/// The container's environment as `NAME=value`: the image's, then
+/// `envFrom`, then `env` (later wins), with `$(VAR)` expanded.
+pub fn environment(
+    pod: &Pod,
+    container: &Container,
+    image_env: &[String],
+    sources: &Sources,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<Vec<String>, PodSpecError> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut set = |env: &mut BTreeMap<String, String>, k: String, v: String| {
+        if !env.contains_key(&k) {
+            order.push(k.clone());
+        }
+        env.insert(k, v);
+    };
+    for kv in image_env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        set(&mut env, k.to_owned(), v.to_owned());
+    }
+    let hostname = pod.metadata.name.clone().unwrap_or_default();
+    set(&mut env, "HOSTNAME".into(), hostname);
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let data = if let Some(r) = &from.config_map_ref {
+            match sources.config_map(&r.name) {
+                Ok(d) => d,
+                Err(_) if r.optional == Some(true) => BTreeMap::new(),
+                Err(e) => return Err(e),
+            }
+        } else if let Some(r) = &from.secret_ref {
+            match sources.secret(&r.name) {
+                Ok(d) => d,
+                Err(_) if r.optional == Some(true) => BTreeMap::new(),
+                Err(e) => return Err(e),
+            }
+        } else {
+            BTreeMap::new()
+        };
+        for (k, v) in data {
+            set(
+                &mut env,
+                format!("{prefix}{k}"),
+                String::from_utf8_lossy(&v).into_owned(),
+            );
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = if let Some(from) = &var.value_from {
+            if let Some(r) = &from.config_map_key_ref {
+                let optional = r.optional == Some(true);
+                match sources.config_map(&r.name).map(|d| d.get(&r.key).cloned()) {
+                    Ok(Some(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
+                    Ok(None) | Err(_) if optional => None,
+                    Ok(None) => {
+                        return Err(PodSpecError::Missing {
+                            what: format!("key {:?} in configmap {:?}", r.key, r.name),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                let optional = r.optional == Some(true);
+                match sources.secret(&r.name).map(|d| d.get(&r.key).cloned()) {
+                    Ok(Some(v)) => Some(String::from_utf8_lossy(&v).into_owned()),
+                    Ok(None) | Err(_) if optional => None,
+                    Ok(None) => {
+                        return Err(PodSpecError::Missing {
+                            what: format!("key {:?} in secret {:?}", r.key, r.name),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else if let Some(f) = &from.field_ref {
+                field_ref(pod, pod_ip, host_ip, &f.field_path)
+            } else {
+                None
+            }
+        } else {
+            Some(expand(var.value.as_deref().unwrap_or(""), &env))
+        };
+        if let Some(v) = value {
+            set(&mut env, var.name.clone(), v);
+        }
+    }
+    Ok(order
+        .iter()
+        .filter_map(|k| env.get(k).map(|v| format!("{k}={v}")))
+        .collect())
+}
+
+/// Writes `files` (relative path → content) under `dir` with `mode`,
+/// replacing what was there.
+fn write_files(dir: &Path, files: &[(String, Vec<u8>, u32)]) -> Result<(), PodSpecError> {
+    let io_err = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source| PodSpecError::Io { op, path, source }
+    };
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io_err("clear", dir))?;
+    }
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    for (rel, data, mode) in files {
+        let rel = rel.trim_start_matches('/');
+        if rel.split('/').any(|c| c == "..") {
+            continue;
+        }
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        }
+        fs::write(&path, data).map_err(io_err("write", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
+            .map_err(io_err("chmod", &path))?;
+    }
+    Ok(())
+}
+
+/// Keyed content projected as files: `items` pick and rename keys, else
+/// every key becomes a file; modes from the item, else `default_mode`.
+fn project(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    default_mode: Option<i32>,
+    volume: &str,
+) -> Result<Vec<(String, Vec<u8>, u32)>, PodSpecError> {
+    let default_mode = u32::try_from(default_mode.unwrap_or(0o644)).unwrap_or(0o644);
+    match items {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| {
+                let data = data.get(&item.key).ok_or_else(|| PodSpecError::Missing {
+                    what: format!("key {:?} for volume {volume:?}", item.key),
+                })?;
+                let mode = item
+                    .mode
+                    .and_then(|m| u32::try_from(m).ok())
+                    .unwrap_or(default_mode);
+                Ok((item.path.clone(), data.clone(), mode))
+            })
+            .collect(),
+        _ => Ok(data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), default_mode))
+            .collect()),
+    }
+}
+
+/// Makes every volume of `pod` a host directory (under `volumes_dir` for
+/// emptyDir, configMap and secret); returns them by volume name.
+pub fn prepare_volumes(
+    pod: &Pod,
+    volumes_dir: &Path,
+    sources: &Sources,
+) -> Result<HashMap<String, PathBuf>, PodSpecError> {
+    let mut out = HashMap::new();
+    let io_err = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source| PodSpecError::Io { op, path, source }
+    };
+    for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let dir = volumes_dir.join(&vol.name);
+        let path = if vol.empty_dir.is_some() {
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            dir
+        } else if let Some(hp) = &vol.host_path {
+            let path = PathBuf::from(&hp.path);
+            if matches!(hp.type_.as_deref(), Some("DirectoryOrCreate")) {
+                fs::create_dir_all(&path).map_err(io_err("create", &path))?;
+            } else if !path.exists() && hp.type_.as_deref().is_some_and(|t| !t.is_empty()) {
+                return Err(PodSpecError::Missing {
+                    what: format!("host path {}", hp.path),
+                });
+            }
+            path
+        } else if let Some(cm) = &vol.config_map {
+            let data = match sources.config_map(&cm.name) {
+                Ok(d) => d,
+                Err(_) if cm.optional == Some(true) => BTreeMap::new(),
+                Err(e) => return Err(e),
+            };
+            let files = project(&data, cm.items.as_ref(), cm.default_mode, &vol.name)?;
+            write_files(&dir, &files)?;
+            dir
+        } else if let Some(s) = &vol.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            let data = match sources.secret(&name) {
+                Ok(d) => d,
+                Err(_) if s.optional == Some(true) => BTreeMap::new(),
+                Err(e) => return Err(e),
+            };
+            let files = project(&data, s.items.as_ref(), s.default_mode, &vol.name)?;
+            write_files(&dir, &files)?;
+            dir
+        } else {
+            return Err(PodSpecError::Unsupported {
+                volume: vol.name.clone(),
+                why: "only emptyDir, hostPath, configMap and secret volumes are supported".into(),
+            });
+        };
+        out.insert(vol.name.clone(), path);
+    }
+    Ok(out)
+}
+
+/// The container's volume mounts as bind mounts.
+pub fn volume_mounts<S: std::hash::BuildHasher>(
+    container: &Container,
+    volumes: &HashMap<String, PathBuf, S>,
+) -> Result<Vec<BindMount>, PodSpecError> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            let source = volumes.get(&m.name).ok_or_else(|| PodSpecError::NoVolume {
+                volume: m.name.clone(),
+                mount_path: m.mount_path.clone(),
+            })?;
+            let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => source.join(sub.trim_start_matches('/')),
+                None => source.clone(),
+            };
+            Ok(BindMount {
+                source,
+                destination: PathBuf::from(&m.mount_path),
+                read_only: m.read_only == Some(true),
+            })
+        })
+        .collect()
+}
+
+/// The process uid/gid: `securityContext.runAsUser/runAsGroup` (container,
+/// then pod), else the image's numeric `User`, else root.
+pub fn user(pod: &Pod, container: &Container, image_user: Option<&str>) -> (u32, u32) {
+    let (mut uid, mut gid) = (0u32, 0u32);
+    if let Some(u) = image_user {
+        let (u, g) = u.split_once(':').unwrap_or((u, ""));
+        if let Ok(u) = u.parse() {
+            uid = u;
+            gid = u;
+        }
+        if let Ok(g) = g.parse() {
+            gid = g;
+        }
+    }
+    let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    let sc = container.security_context.as_ref();
+    let pick = |c: Option<i64>, p: Option<i64>| c.or(p).and_then(|v| u32::try_from(v).ok());
+    if let Some(u) = pick(
+        sc.and_then(|s| s.run_as_user),
+        pod_sc.and_then(|s| s.run_as_user),
+    ) {
+        uid = u;
+    }
+    if let Some(g) = pick(
+        sc.and_then(|s| s.run_as_group),
+        pod_sc.and_then(|s| s.run_as_group),
+    ) {
+        gid = g;
+    }
+    (uid, gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::{
+        ConfigMapKeySelector, EnvFromSource, EnvVar, EnvVarSource, KeyToPath, ObjectFieldSelector,
+        PodSpec, SecretEnvSource, SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn argv_merges_like_kubernetes() {
+        let (ep, cmd) = (s(&["/ep"]), s(&["a"]));
+        let mut c = Container::default();
+        assert_eq!(argv(&c, &ep, &cmd), s(&["/ep", "a"]));
+        c.args = Some(s(&["b"]));
+        assert_eq!(argv(&c, &ep, &cmd), s(&["/ep", "b"]));
+        c.command = Some(s(&["/bin/sh", "-c"]));
+        assert_eq!(argv(&c, &ep, &cmd), s(&["/bin/sh", "-c", "b"]));
+        c.args = None;
+        assert_eq!(argv(&c, &ep, &cmd), s(&["/bin/sh", "-c"]));
+    }
+
+    #[test]
+    fn expand_references() {
+        let env: BTreeMap<_, _> = [("A".to_owned(), "1".to_owned())].into();
+        assert_eq!(expand("x$(A)y$(B)$$(A)", &env), "x1y$(B)$(A)");
+    }
+
+    fn fixture() -> (Pod, Sources) {
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("web-1".into()),
+                namespace: Some("team".into()),
+                uid: Some("u-1".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("n1".into()),
+                volumes: Some(vec![Volume {
+                    name: "creds".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some("db".into()),
+                        items: Some(vec![KeyToPath {
+                            key: "password".into(),
+                            path: "sub/pw".into(),
+                            mode: Some(0o600),
+                        }]),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                }]),
+                ..PodSpec::default()
+            }),
+            ..Pod::default()
+        };
+        let mut sources = Sources::default();
+        sources.config_maps.insert(
+            "cfg".into(),
+            ConfigMap {
+                data: Some([("color".to_owned(), "blue".to_owned())].into()),
+                ..ConfigMap::default()
+            },
+        );
+        sources.secrets.insert(
+            "db".into(),
+            Secret {
+                data: Some([("password".to_owned(), ByteString(b"hunter2".to_vec()))].into()),
+                ..Secret::default()
+            },
+        );
+        (pod, sources)
+    }
+
+    #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one fixture container with every kind of env source"
+    )]
+    fn environment_from_all_sources() -> anyhow::Result<()> {
+        let (pod, sources) = fixture();
+        let var = |name: &str, from: EnvVarSource| EnvVar {
+            name: name.into(),
+            value_from: Some(from),
+            ..EnvVar::default()
+        };
+        let c = Container {
+            env_from: Some(vec![EnvFromSource {
+                prefix: Some("S_".into()),
+                secret_ref: Some(SecretEnvSource {
+                    name: "db".into(),
+                    optional: None,
+                }),
+                ..EnvFromSource::default()
+            }]),
+            env: Some(vec![
+                EnvVar {
+                    name: "LIT".into(),
+                    value: Some("x-$(PATH)".into()),
+                    ..EnvVar::default()
+                },
+                var(
+                    "COLOR",
+                    EnvVarSource {
+                        config_map_key_ref: Some(ConfigMapKeySelector {
+                            name: "cfg".into(),
+                            key: "color".into(),
+                            optional: None,
+                        }),
+                        ..EnvVarSource::default()
+                    },
+                ),
+                var(
+                    "PW",
+                    EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            name: "db".into(),
+                            key: "password".into(),
+                            optional: None,
+                        }),
+                        ..EnvVarSource::default()
+                    },
+                ),
+                var(
+                    "POD",
+                    EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.namespace".into(),
+                            api_version: None,
+                        }),
+                        ..EnvVarSource::default()
+                    },
+                ),
+                var(
+                    "IP",
+                    EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "status.podIP".into(),
+                            api_version: None,
+                        }),
+                        ..EnvVarSource::default()
+                    },
+                ),
+            ]),
+            ..Container::default()
+        };
+        let env = environment(
+            &pod,
+            &c,
+            &s(&["PATH=/bin"]),
+            &sources,
+            "10.0.0.5",
+            "1.2.3.4",
+        )?;
+        assert_eq!(
+            env,
+            s(&[
+                "PATH=/bin",
+                "HOSTNAME=web-1",
+                "S_password=hunter2",
+                "LIT=x-/bin",
+                "COLOR=blue",
+                "PW=hunter2",
+                "POD=team",
+                "IP=10.0.0.5"
+            ])
+        );
+        // A missing key is a configuration error.
+        let mut bad = c.clone();
+        bad.env = Some(vec![var(
+            "X",
+            EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: "cfg".into(),
+                    key: "nope".into(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            },
+        )]);
+        assert!(matches!(
+            environment(&pod, &bad, &[], &sources, "", ""),
+            Err(PodSpecError::Missing { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn secret_volume_items_and_mounts() -> anyhow::Result<()> {
+        let (pod, sources) = fixture();
+        let dir = tempfile::tempdir()?;
+        let vols = prepare_volumes(&pod, dir.path(), &sources)?;
+        let file = dir.path().join("creds/sub/pw");
+        assert_eq!(fs::read(&file)?, b"hunter2");
+        assert_eq!(fs::metadata(&file)?.permissions().mode() & 0o777, 0o600);
+        let c = Container {
+            volume_mounts: Some(vec![VolumeMount {
+                name: "creds".into(),
+                mount_path: "/etc/creds".into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]),
+            ..Container::default()
+        };
+        let mounts = volume_mounts(&c, &vols)?;
+        assert_eq!(mounts[0].source, dir.path().join("creds"));
+        assert!(mounts[0].read_only);
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! `skep agent`: the node agent alone (kubelet role), talking to a
+//! control plane through its node kubeconfig; `skep up` runs the same loop
+//! in-process.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use skep_node::agent::AgentConfig;
+
+use crate::control_plane;
+
+/// Flags of the agent loop, shared by `skep agent` and `skep up`.
+#[derive(Debug, clap::Args)]
+pub struct AgentFlags {
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// This node's `InternalIP` address (default: the first non-loopback IPv4).
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// Seconds between node heartbeats.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_seconds: u64,
+    /// First container restart back-off in milliseconds (doubles to 300 s).
+    #[arg(long, default_value_t = 10_000)]
+    pub restart_backoff_ms: u64,
+    /// The runc binary.
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+    /// A registry reached over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+}
+
+impl AgentFlags {
+    /// The node name: the flag, else the hostname.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".to_owned())
+        })
+    }
+
+    /// The agent configuration for state in `data_dir`.
+    pub fn config(&self, data_dir: PathBuf, kubeconfig: PathBuf) -> anyhow::Result<AgentConfig> {
+        let mut cfg = AgentConfig::new(&self.node_name(), data_dir, kubeconfig);
+        cfg.node_ip = self.node_ip;
+        cfg.heartbeat = Duration::from_secs(self.heartbeat_seconds.max(1));
+        cfg.backoff_base = Duration::from_millis(self.restart_backoff_ms.max(1));
+        cfg.runc.clone_from(&self.runc);
+        cfg.insecure_registries
+            .clone_from(&self.insecure_registries);
+        cfg.shim =
+            std::env::current_exe().context("failed to find the skep binary for the shim")?;
+        cfg.shim_prefix_args = vec!["shim".into()];
+        Ok(cfg)
+    }
+}
+
+/// Arguments of `skep agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Node state: images/, pods/, ipam/, runtime/ (runc root), run/.
+    #[arg(long, default_value = "/var/lib/skep")]
+    data_dir: PathBuf,
+    /// The node's kubeconfig (written by the control plane for this node).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    let cfg = args
+        .flags
+        .config(args.data_dir.clone(), args.kubeconfig.clone())?;
+    control_plane::runtime()?.block_on(async {
+        skep_node::agent::run(cfg, control_plane::shutdown_signal())
+            .await
+            .context("node agent failed")
+    })
+}
