@@ -335,35 +335,7 @@ fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     let manifests = manifest_dir(dir.path())?;
     let manifests_arg = manifests.to_string_lossy().into_owned();
 
-    let applied = server.kubectl_ok(&["apply", "-f", &manifests_arg])?;
-    for made in [
-        "namespace/e2e created",
-        "configmap/settings created",
-        "deployment.apps/web created",
-        "service/web created",
-        "persistentvolume/e2e-data created",
-        "persistentvolumeclaim/data created",
-        "secret/credentials created",
-        "networkpolicy.networking.k8s.io/web-ingress created",
-    ] {
-        assert!(applied.contains(made), "{made:?} missing from: {applied}");
-    }
-    // stringData is folded into base64 data, as the API does.
-    let password = server.kubectl_ok(&[
-        "get",
-        "secret",
-        "credentials",
-        "-n",
-        "e2e",
-        "-o",
-        "jsonpath={.data.password}",
-    ])?;
-    assert_eq!(password, "czNjcmV0");
-    let policy = server.kubectl_ok(&["get", "networkpolicy", "-n", "e2e"])?;
-    assert!(
-        policy.contains("web-ingress") && policy.contains("app=web"),
-        "{policy}"
-    );
+    apply_and_check(&server, &manifests_arg)?;
 
     // Re-apply with a changed image: a strategic merge patch of the containers list.
     std::fs::write(
@@ -441,9 +413,48 @@ fn kubectl_apply_scale_describe_and_delete() -> anyhow::Result<()> {
     assert!(described.contains("busybox:1.37"), "{described}");
     assert!(described.contains("5 desired"), "{described}");
 
+    delete_everything(&server, &manifests_arg)
+}
+
+/// Applies the manifest directory and checks every kind was created as sent.
+fn apply_and_check(server: &Server, manifests_arg: &str) -> anyhow::Result<()> {
+    let applied = server.kubectl_ok(&["apply", "-f", manifests_arg])?;
+    for made in [
+        "namespace/e2e created",
+        "configmap/settings created",
+        "deployment.apps/web created",
+        "service/web created",
+        "persistentvolume/e2e-data created",
+        "persistentvolumeclaim/data created",
+        "secret/credentials created",
+        "networkpolicy.networking.k8s.io/web-ingress created",
+    ] {
+        assert!(applied.contains(made), "{made:?} missing from: {applied}");
+    }
+    // stringData is folded into base64 data, as the API does.
+    let password = server.kubectl_ok(&[
+        "get",
+        "secret",
+        "credentials",
+        "-n",
+        "e2e",
+        "-o",
+        "jsonpath={.data.password}",
+    ])?;
+    assert_eq!(password, "czNjcmV0");
+    let policy = server.kubectl_ok(&["get", "networkpolicy", "-n", "e2e"])?;
+    assert!(
+        policy.contains("web-ingress") && policy.contains("app=web"),
+        "{policy}"
+    );
+    Ok(())
+}
+
+/// Deletes the manifests, namespace included, and checks nothing is left.
+fn delete_everything(server: &Server, manifests_arg: &str) -> anyhow::Result<()> {
     // Deleting everything, namespace included, waits until it is all gone:
     // the namespace controller empties the namespace, then finalizes it.
-    server.kubectl_ok(&["delete", "-f", &manifests_arg, "--wait", "--timeout=60s"])?;
+    server.kubectl_ok(&["delete", "-f", manifests_arg, "--wait", "--timeout=60s"])?;
     let left = server.kubectl_ok(&[
         "get",
         "deployments,replicasets,pods,services,configmaps,secrets,pvc,networkpolicies",
