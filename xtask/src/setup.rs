@@ -28,7 +28,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "docker-registry",
         "a local OCI registry for the image and agent tests",
     ),
-    ("etcd-server", "the etcd baseline of `cargo xtask bench store`"),
+    (
+        "etcd-server",
+        "the etcd baseline of `cargo xtask bench store`",
+    ),
 ];
 
 /// The bpf-linker that loads the LLVM inside the nightly toolchain (DESIGN.md).
