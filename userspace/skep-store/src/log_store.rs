@@ -36,9 +36,10 @@ pub struct LogStore {
 
 /// The WAL-sync thread and the channel feeding it. Dropping the last clone
 /// closes the channel and joins the thread, so the thread's handle on the
-/// database is gone before the store is: a RocksDB still open while the
-/// process exits aborts in its static destructors ("pthread lock: Invalid
+/// database is gone before the store is (a database still open when the
+/// process exits aborts in its static destructors: "pthread lock: Invalid
 /// argument").
+
 struct WalSync {
     tx: Option<mpsc::Sender<LogFlushed>>,
     thread: Option<std::thread::JoinHandle<()>>,
