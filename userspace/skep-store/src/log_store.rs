@@ -39,7 +39,6 @@ pub struct LogStore {
 /// database is gone before the store is (a database still open when the
 /// process exits aborts in its static destructors: "pthread lock: Invalid
 /// argument").
-
 struct WalSync {
     tx: Option<mpsc::Sender<LogFlushed>>,
     thread: Option<std::thread::JoinHandle<()>>,
