@@ -41,7 +41,9 @@ use std::sync::LazyLock;
 use k8s_openapi::ByteString;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
-use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, Value as Proto};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, MapKey, MessageDescriptor, ReflectMessage as _, Value as Proto,
+};
 use serde_json::{Map, Number, Value};
 
 use crate::status::ApiError;
@@ -334,8 +336,7 @@ pub fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
     let schemas = SCHEMAS.as_ref().map_err(ApiError::internal)?;
     let body = bytes.strip_prefix(&MAGIC).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "provided data does not appear to be a protobuf message, expected prefix {:?}",
-            MAGIC
+            "provided data does not appear to be a protobuf message, expected prefix {MAGIC:?}"
         ))
     })?;
     let envelope = DynamicMessage::decode(schemas.unknown.clone(), body)
@@ -442,7 +443,7 @@ fn embedded_json(msg: &DynamicMessage, field: &str) -> Result<(Value, bool), Api
 fn float(f: f64) -> Result<(Value, bool), ApiError> {
     let n = Number::from_f64(f)
         .ok_or_else(|| ApiError::bad_request(format!("protobuf number {f} is not finite")))?;
-    Ok((Value::Number(n), f == 0.0))
+    Ok((Value::Number(n), f.classify() == std::num::FpCategory::Zero))
 }
 
 /// Bytes as JSON writes them: standard base64.

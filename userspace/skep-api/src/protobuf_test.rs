@@ -189,11 +189,15 @@ fn decoded_bodies_pass_the_same_admission_as_json() -> Result<(), String> {
             &kind,
         )
         .ok_or(kind.clone())?;
-        let namespace = if info.namespaced { "default" } else { "" };
+        let namespace = match from_proto["metadata"]["namespace"].as_str() {
+            Some(ns) => ns.to_owned(),
+            None if info.namespaced => "default".to_owned(),
+            None => String::new(),
+        };
         let admit = |value: Value| {
             admission::admit_create(
                 info,
-                namespace,
+                &namespace,
                 Decoded {
                     value,
                     duplicates: Vec::new(),
