@@ -367,8 +367,7 @@ pub fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
         .get_field_by_name("raw")
         .and_then(|v| v.as_bytes().cloned())
         .unwrap_or_default();
-    let object =
-        DynamicMessage::decode(message, raw).map_err(|err| malformed(&kind, &err))?;
+    let object = DynamicMessage::decode(message, raw).map_err(|err| malformed(&kind, &err))?;
     let (value, _) = schemas.message(&object)?;
     let Value::Object(fields) = value else {
         return Err(ApiError::bad_request(format!(

@@ -56,11 +56,26 @@ fn schemas_load_and_every_listed_field_exists() -> Result<(), String> {
         assert!(found.is_some(), "{name} is not a field of the schemas");
     }
     // The `+optional` markers are read: required fields keep zeros, optional ones do not.
-    assert!(s.keep_zero.contains("k8s.io.api.core.v1.ContainerStatus.ready"));
-    assert!(s.keep_zero.contains("k8s.io.api.apps.v1.ReplicaSetStatus.replicas"));
-    assert!(!s.keep_zero.contains("k8s.io.api.core.v1.ServiceSpec.clusterIP"));
-    assert!(!s.keep_zero.contains("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta.generation"));
-    assert!(s.keep_zero.contains("k8s.io.api.apps.v1.DeploymentSpec.replicas"));
+    assert!(
+        s.keep_zero
+            .contains("k8s.io.api.core.v1.ContainerStatus.ready")
+    );
+    assert!(
+        s.keep_zero
+            .contains("k8s.io.api.apps.v1.ReplicaSetStatus.replicas")
+    );
+    assert!(
+        !s.keep_zero
+            .contains("k8s.io.api.core.v1.ServiceSpec.clusterIP")
+    );
+    assert!(
+        !s.keep_zero
+            .contains("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta.generation")
+    );
+    assert!(
+        s.keep_zero
+            .contains("k8s.io.api.apps.v1.DeploymentSpec.replicas")
+    );
     Ok(())
 }
 
@@ -76,7 +91,8 @@ fn kubectl_generator_bodies_decode_to_kubectls_json() -> Result<(), String> {
         "deployment-zero",
         "service",
     ] {
-        let decoded = decode(&read(&format!("{name}.pb"))?).map_err(|e| format!("{name}: {e:?}"))?;
+        let decoded =
+            decode(&read(&format!("{name}.pb"))?).map_err(|e| format!("{name}: {e:?}"))?;
         let mut expected: Value = serde_json::from_slice(&read(&format!("{name}.json"))?)
             .map_err(|e| format!("{name}.json: {e}"))?;
         drop_null_times(&mut expected);
@@ -184,11 +200,9 @@ fn decoded_bodies_pass_the_same_admission_as_json() -> Result<(), String> {
             .map_err(|e| format!("{e:?}"))?
             .value;
         let kind = from_proto["kind"].as_str().unwrap_or_default().to_owned();
-        let info = crate::registry::by_kind(
-            from_proto["apiVersion"].as_str().unwrap_or_default(),
-            &kind,
-        )
-        .ok_or(kind.clone())?;
+        let info =
+            crate::registry::by_kind(from_proto["apiVersion"].as_str().unwrap_or_default(), &kind)
+                .ok_or(kind.clone())?;
         let namespace = match from_proto["metadata"]["namespace"].as_str() {
             Some(ns) => ns.to_owned(),
             None if info.namespaced => "default".to_owned(),
@@ -228,14 +242,20 @@ fn malformed_bodies_are_bad_requests() -> Result<(), String> {
     let reason = |bytes: &[u8]| bad(bytes).map(|(r, _)| r);
 
     // Not a Kubernetes protobuf body at all.
-    assert_eq!(reason(b"{\"kind\": \"Pod\"}"), Some(StatusReason::BadRequest));
+    assert_eq!(
+        reason(b"{\"kind\": \"Pod\"}"),
+        Some(StatusReason::BadRequest)
+    );
     assert_eq!(reason(b""), Some(StatusReason::BadRequest));
     // The envelope or the object is garbage.
     assert_eq!(reason(b"k8s\0\xff\xff\xff"), Some(StatusReason::BadRequest));
     let garbage = envelope("v1", "Pod", b"\x0a\xff\xff\xff\xff\x0f")?;
     assert_eq!(reason(&garbage), Some(StatusReason::BadRequest));
     // No kind, or one the schemas do not know.
-    assert_eq!(reason(&envelope("v1", "", b"")?), Some(StatusReason::BadRequest));
+    assert_eq!(
+        reason(&envelope("v1", "", b"")?),
+        Some(StatusReason::BadRequest)
+    );
     let unknown = bad(&envelope("example.com/v1", "Widget", b"")?);
     assert_eq!(
         unknown,
