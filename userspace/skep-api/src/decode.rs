@@ -1,5 +1,5 @@
-//! Request bodies (JSON or YAML) to `serde_json::Value`, noting duplicate
-//! fields for strict field validation.
+//! Request bodies (JSON, YAML or Kubernetes protobuf) to `serde_json::Value`,
+//! noting duplicate fields (JSON) for strict field validation.
 
 use std::fmt;
 
@@ -27,6 +27,8 @@ pub enum BodyFormat {
     Json,
     /// `application/yaml`.
     Yaml,
+    /// `application/vnd.kubernetes.protobuf` ([`crate::protobuf`]).
+    Protobuf,
 }
 
 impl BodyFormat {
@@ -41,6 +43,7 @@ impl BodyFormat {
         match media.as_str() {
             "" | "application/json" | "*/*" => Ok(Self::Json),
             "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(Self::Yaml),
+            crate::protobuf::CONTENT_TYPE => Ok(Self::Protobuf),
             m if m.ends_with("+json") => Ok(Self::Json),
             m if m.ends_with("+yaml") => Ok(Self::Yaml),
             _ => Err(ApiError::unsupported_media_type(content_type)),
@@ -56,6 +59,10 @@ pub fn decode(bytes: &[u8], content_type: &str) -> Result<Decoded, ApiError> {
     match BodyFormat::from_content_type(content_type)? {
         BodyFormat::Json => decode_json(bytes),
         BodyFormat::Yaml => decode_yaml(bytes),
+        BodyFormat::Protobuf => Ok(Decoded {
+            value: crate::protobuf::decode(bytes)?,
+            duplicates: Vec::new(),
+        }),
     }
 }
 
@@ -229,6 +236,8 @@ mod tests {
                 .starts_with("couldn't get version/kind; json parse error:")
         }));
         let err = decode(b"x", "application/vnd.kubernetes.protobuf").err();
+        assert_eq!(err.map(|e| e.code()), Some(400));
+        let err = decode(b"x", "application/cbor").err();
         assert_eq!(err.map(|e| e.code()), Some(415));
     }
 }

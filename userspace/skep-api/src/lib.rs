@@ -6,7 +6,8 @@
 //! How the API server uses it, per request:
 //! - route: [`registry::by_plural`] (URL) / [`registry::by_kind`] (body);
 //!   discovery documents from [`registry`];
-//! - create (`POST`): [`decode::decode`] → [`admission::admit_create`] →
+//! - create (`POST`): [`decode::decode`] (JSON, YAML, or protobuf via
+//!   [`protobuf::decode`]) → [`admission::admit_create`] →
 //!   [`apply::record_update`] (managedFields) → store;
 //! - update (`PUT`): decode → [`admission::admit_update`] (or
 //!   `admit_status_update` / `admit_scale_update`) → `record_update` → store,
@@ -36,6 +37,7 @@ pub mod field;
 pub mod fieldcheck;
 pub mod object;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod selector;
 pub mod status;
