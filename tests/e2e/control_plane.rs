@@ -452,7 +452,17 @@ fn apply_and_check(server: &Server, manifests_arg: &str) -> anyhow::Result<()> {
 fn delete_everything(server: &Server, manifests_arg: &str) -> anyhow::Result<()> {
     // Deleting everything, namespace included, waits until it is all gone:
     // the namespace controller empties the namespace, then finalizes it.
-    server.kubectl_ok(&["delete", "-f", manifests_arg, "--wait", "--timeout=60s"])?;
+    // kubectl deletes the files in order and the namespace comes first, so
+    // the controller may remove an object before kubectl gets to it (as on
+    // Kubernetes): `--ignore-not-found` is what users pass for that.
+    server.kubectl_ok(&[
+        "delete",
+        "-f",
+        manifests_arg,
+        "--wait",
+        "--timeout=60s",
+        "--ignore-not-found",
+    ])?;
     let left = server.kubectl_ok(&[
         "get",
         "deployments,replicasets,pods,services,configmaps,secrets,pvc,networkpolicies",
