@@ -118,6 +118,7 @@ pub fn cri_timestamp(t: SystemTime) -> String {
 /// Runs the shim. Must be called at the start of a single-threaded process
 /// (it forks). Returns the process exit code for the foreground parent.
 pub fn run(args: &[String]) -> i32 {
+    close_inherited_fds();
     let args = match ShimArgs::parse(args) {
         Ok(a) => a,
         Err(e) => {
@@ -188,6 +189,15 @@ fn daemon(args: &ShimArgs, ready: OwnedFd) -> i32 {
             1
         }
     }
+}
+
+/// Closes every descriptor above stderr that the shim inherited: it outlives
+/// the agent, and must not keep the agent's sockets, or a lock its caller
+/// held, open for the life of the container.
+fn close_inherited_fds() {
+    // SAFETY: close_range(2) with plain integer arguments; nothing in this
+    // process owns a descriptor above 2 yet.
+    let _ = unsafe { libc::syscall(libc::SYS_close_range, 3_u32, u32::MAX, 0_u32) };
 }
 
 /// A pipe whose ends are not inherited by runc or the container.
