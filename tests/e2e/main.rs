@@ -5,3 +5,4 @@ mod agent;
 mod cli;
 mod control_plane;
 mod datapath;
+mod lab;

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod lab;
 pub mod netns;
 pub mod process;
 

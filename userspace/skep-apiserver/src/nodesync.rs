@@ -1,7 +1,8 @@
 //! Node sync: the gRPC service each node agent calls (`proto/node.proto`).
 //!
-//! A node's watch carries exactly what concerns it: its own Node, the pods
-//! bound to it, the config maps and secrets those pods reference (as the
+//! A node's watch carries exactly what concerns it: its own Node, every
+//! other Node's routing facts (pod CIDRs and addresses: the agent routes to
+//! other nodes' pods through them), the pods bound to it, the config maps and secrets those pods reference (as the
 //! node authorizer limits kubelets in Kubernetes), and what every node's
 //! datapath needs (services, endpoint slices, namespaces, network policies).
 //! One store watch over `/registry/` is filtered per node; the reference
@@ -35,7 +36,7 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The kinds a node receives, by store prefix, and whether each is filtered.
 const FEEDS: &[(&str, &str, Feed)] = &[
-    ("/registry/core/nodes/", "Node", Feed::OwnNode),
+    ("/registry/core/nodes/", "Node", Feed::Nodes),
     ("/registry/core/pods/", "Pod", Feed::BoundPods),
     ("/registry/core/configmaps/", "ConfigMap", Feed::Referenced),
     ("/registry/core/secrets/", "Secret", Feed::Referenced),
@@ -55,7 +56,9 @@ const FEEDS: &[(&str, &str, Feed)] = &[
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Feed {
-    OwnNode,
+    /// Its own Node in full; other Nodes when they come, go, or change
+    /// what routing to them needs ([`routing_facts`]), not per heartbeat.
+    Nodes,
     BoundPods,
     Referenced,
     All,
@@ -311,8 +314,7 @@ fn marker(kind: EventType, revision: u64) -> WatchEvent {
 impl NodeView {
     fn concerns(&self, feed: Feed, obj: &Value, kind: &'static str) -> bool {
         match feed {
-            Feed::All => true,
-            Feed::OwnNode => object::name(obj) == self.node,
+            Feed::All | Feed::Nodes => true,
             Feed::BoundPods => object::get_str(obj, &["spec", "nodeName"]) == Some(&self.node),
             Feed::Referenced => self.referenced.contains_key(&(
                 kind,
@@ -360,6 +362,18 @@ impl NodeView {
         }
         (added, removed)
     }
+}
+
+/// What a node routes to another node by: its pod CIDRs, its addresses,
+/// and whether it is going away. Other Nodes' events reach a node only
+/// when one of these changes.
+fn routing_facts(node: &Value) -> [Option<&Value>; 4] {
+    [
+        node.pointer("/spec/podCIDR"),
+        node.pointer("/spec/podCIDRs"),
+        node.pointer("/status/addresses"),
+        node.pointer("/metadata/deletionTimestamp"),
+    ]
 }
 
 /// Lists `prefix` at `revision`.
@@ -487,6 +501,14 @@ impl NodeView {
         let was_here = prev.as_ref().is_some_and(|p| self.concerns(feed, p, kind));
         let is_here = now.as_ref().is_some_and(|n| self.concerns(feed, n, kind));
         let mut out = Vec::new();
+        if feed == Feed::Nodes
+            && let (Some(prev), Some(now)) = (&prev, &now)
+            && object::name(now) != self.node
+            && routing_facts(prev) == routing_facts(now)
+        {
+            // Another node's heartbeat: nothing this node routes by changed.
+            return Ok(out);
+        }
         match (was_here, is_here, &now) {
             (_, true, Some(obj)) => {
                 let t = if was_here {

@@ -368,3 +368,98 @@ async fn a_node_may_touch_only_what_is_its_own() -> Result<()> {
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     Ok(())
 }
+
+/// Replaces `name`'s Node (or its status) with what `change` makes of it.
+async fn change_node(
+    cluster: &Cluster,
+    name: &str,
+    subresource: &str,
+    change: impl FnOnce(&mut Value),
+) -> Result<()> {
+    let info = registry::by_kind("v1", "Node").ok_or("no node kind")?;
+    let old = cluster.objects.get(info, "", name).await?;
+    let mut new = old.clone();
+    change(&mut new);
+    let body = Decoded {
+        value: new,
+        duplicates: Vec::new(),
+    };
+    cluster
+        .objects
+        .replace(info, subresource, &old, body, &WriteOptions::by("test"))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_sees_other_nodes_when_routing_to_them_changes() -> Result<()> {
+    let (mut cluster, server) = start().await?;
+    let node_a = NodeCredentials::from_kubeconfig(&server.node_kubeconfig("node-a")?)?;
+    cluster.serve(server);
+    cluster.create(named("Service", "web")).await?;
+    for name in ["node-a", "node-b"] {
+        cluster
+            .create(
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                "status": {"addresses": [{"type": "InternalIP", "address": "10.99.0.2"}]}}),
+            )
+            .await?;
+    }
+    let mut client = node_a.client()?;
+    let mut stream = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: 0,
+        })
+        .await?
+        .into_inner();
+    let (snapshot, _) = snapshot(&mut stream).await?;
+    assert!(snapshot.contains(&("Node".to_owned(), "node-a".to_owned())));
+    assert!(snapshot.contains(&("Node".to_owned(), "node-b".to_owned())));
+
+    // Another node's heartbeat is not sent: the next event is the service's.
+    change_node(&cluster, "node-b", "status", |n| {
+        n["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    })
+    .await?;
+    next_revision_after_write(&cluster, &mut stream).await?;
+
+    // Its pod CIDR is; so is every change of the node's own Node.
+    change_node(&cluster, "node-b", "", |n| {
+        n["spec"]["podCIDR"] = json!("10.244.1.0/24");
+    })
+    .await?;
+    let event = next(&mut stream).await?;
+    assert_eq!(
+        describe(&event),
+        (Type::Modified, "Node".to_owned(), "node-b".to_owned())
+    );
+    let obj: Value = serde_json::from_slice(&event.object)?;
+    assert_eq!(obj["spec"]["podCIDR"], "10.244.1.0/24");
+    change_node(&cluster, "node-a", "status", |n| {
+        n["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    })
+    .await?;
+    assert_eq!(
+        describe(&next(&mut stream).await?),
+        (Type::Modified, "Node".to_owned(), "node-a".to_owned())
+    );
+
+    // A node that leaves is deleted from every other node's view.
+    let info = registry::by_kind("v1", "Node").ok_or("no node kind")?;
+    cluster
+        .objects
+        .delete(
+            info,
+            "",
+            "node-b",
+            &skep_api::delete::DeleteOptions::default(),
+            false,
+        )
+        .await?;
+    assert_eq!(
+        describe(&next(&mut stream).await?),
+        (Type::Deleted, "Node".to_owned(), "node-b".to_owned())
+    );
+    Ok(())
+}

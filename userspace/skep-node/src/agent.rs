@@ -107,6 +107,9 @@ impl AgentConfig {
 pub struct View {
     /// This node.
     pub node: Option<Node>,
+    /// Every Node by name, this one included; other nodes' copies are only
+    /// as fresh as their routing facts (pod CIDRs, addresses).
+    pub nodes: HashMap<String, Node>,
     /// Pods bound here, by UID.
     pub pods: HashMap<String, Pod>,
     /// ConfigMaps by (namespace, name).
@@ -134,7 +137,8 @@ impl View {
         }
     }
 
-    fn apply(&mut self, kind: &str, deleted: bool, object: &[u8]) {
+    /// Applies one node-sync event; `own` is this node's name.
+    fn apply(&mut self, own: &str, kind: &str, deleted: bool, object: &[u8]) {
         fn key(m: &ObjectMeta) -> (String, String) {
             (
                 m.namespace.clone().unwrap_or_default(),
@@ -144,7 +148,15 @@ impl View {
         match kind {
             "Node" => {
                 if let Ok(n) = serde_json::from_slice::<Node>(object) {
-                    self.node = (!deleted).then_some(n);
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    if name == own {
+                        self.node = (!deleted).then(|| n.clone());
+                    }
+                    if deleted {
+                        self.nodes.remove(&name);
+                    } else {
+                        self.nodes.insert(name, n);
+                    }
                 }
             }
             "Pod" => {
@@ -202,6 +214,8 @@ pub struct Shared {
     pub node_ip: Ipv4Addr,
     /// The latest Node object written or watched.
     pub node: Mutex<Option<Node>>,
+    /// Woken when a Node changed: the routes to other nodes are re-synced.
+    pub nodes_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -524,13 +538,16 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
         images,
         node_ip,
         node: Mutex::new(None),
+        nodes_changed: tokio::sync::Notify::new(),
     });
     tracing::info!(%node_ip, "node agent starting");
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
     let sync = tokio::spawn(sync_loop(Arc::clone(&shared)));
+    let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
     shutdown.await;
     heartbeat.abort();
     sync.abort();
+    routes.abort();
     tracing::info!("node agent stopped; pods keep running");
     Ok(())
 }
@@ -676,6 +693,7 @@ async fn sync_loop(shared: Arc<Shared>) {
                                 in_snapshot = false;
                             }
                             tracing::info!(revision, "node view synced");
+                            shared.nodes_changed.notify_one();
                             if !synced_once || snapshot {
                                 tokio::spawn(remove_orphans(Arc::clone(&shared)));
                                 synced_once = true;
@@ -686,17 +704,20 @@ async fn sync_loop(shared: Arc<Shared>) {
                             revision = revision.max(ev.revision);
                             let deleted = kind == EventKind::Deleted;
                             if in_snapshot {
-                                fresh.apply(&ev.kind, deleted, &ev.object);
+                                fresh.apply(&shared.cfg.node_name, &ev.kind, deleted, &ev.object);
                                 continue;
                             }
                             {
                                 let mut view = lock(&shared.view);
-                                view.apply(&ev.kind, deleted, &ev.object);
+                                view.apply(&shared.cfg.node_name, &ev.kind, deleted, &ev.object);
                                 if ev.kind == "Node"
                                     && let Some(n) = &view.node
                                 {
                                     *lock(&shared.node) = Some(n.clone());
                                 }
+                            }
+                            if ev.kind == "Node" {
+                                shared.nodes_changed.notify_one();
                             }
                             reconcile(&shared, &mut workers);
                         }
@@ -707,6 +728,45 @@ async fn sync_loop(shared: Arc<Shared>) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Keeps the routes to other nodes' pod CIDRs ([`crate::routes`]) in step
+/// with the Nodes in the view: after every Node change, and every 30 s
+/// against routes someone else removed. Turns on IPv4 forwarding first.
+async fn route_loop(shared: Arc<Shared>) {
+    const RESYNC: Duration = Duration::from_secs(30);
+    const RETRY: Duration = Duration::from_secs(2);
+    let table = loop {
+        match crate::routes::NetlinkRoutes::connect() {
+            Ok(table) => break table,
+            Err(err) => {
+                tracing::error!(?err, "failed to open netlink for node routes; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    if let Err(err) = crate::sandbox::enable_forwarding(std::path::Path::new("/proc")) {
+        tracing::error!(
+            ?err,
+            "failed to turn on IPv4 forwarding: pods cannot reach other nodes"
+        );
+    }
+    let mut wait = RESYNC;
+    loop {
+        let _ = tokio::time::timeout(wait, shared.nodes_changed.notified()).await;
+        let desired = {
+            let view = lock(&shared.view);
+            crate::routes::desired(&shared.cfg.node_name, view.nodes.values())
+        };
+        wait = match crate::routes::sync(&table, &desired).await {
+            Ok(report) if report.failed.is_empty() => RESYNC,
+            Ok(_) => RETRY,
+            Err(err) => {
+                tracing::warn!(?err, "failed to read node routes; retrying");
+                RETRY
+            }
+        };
     }
 }
 
@@ -848,23 +908,42 @@ mod tests {
     }
 
     #[test]
+    fn view_keeps_every_node_and_knows_its_own() {
+        let mut view = View::default();
+        let n1 = br#"{"metadata":{"name":"n1"},"spec":{"podCIDR":"10.244.1.0/24"}}"#;
+        let n2 = br#"{"metadata":{"name":"n2"},"spec":{"podCIDR":"10.244.2.0/24"}}"#;
+        view.apply("n1", "Node", false, n1);
+        view.apply("n1", "Node", false, n2);
+        assert_eq!(
+            view.node.as_ref().and_then(|n| n.metadata.name.as_deref()),
+            Some("n1")
+        );
+        assert_eq!(view.nodes.len(), 2);
+        view.apply("n1", "Node", true, n2);
+        assert!(view.node.is_some());
+        assert_eq!(view.nodes.keys().collect::<Vec<_>>(), ["n1"]);
+    }
+
+    #[test]
     fn view_tracks_pods_and_sources() {
         let mut view = View::default();
         let pod = br#"{"metadata":{"name":"p","namespace":"a","uid":"u1"}}"#;
-        view.apply("Pod", false, pod);
+        view.apply("n1", "Pod", false, pod);
         view.apply(
+            "n1",
             "ConfigMap",
             false,
             br#"{"metadata":{"name":"c","namespace":"a"},"data":{"k":"v"}}"#,
         );
         view.apply(
+            "n1",
             "ConfigMap",
             false,
             br#"{"metadata":{"name":"c","namespace":"b"}}"#,
         );
         assert!(view.pods.contains_key("u1"));
         assert_eq!(view.sources("a").config_maps.len(), 1);
-        view.apply("Pod", true, pod);
+        view.apply("n1", "Pod", true, pod);
         assert!(view.pods.is_empty());
     }
 }

@@ -35,6 +35,7 @@ pub mod netns;
 pub mod podspec;
 pub mod probe;
 pub mod quantity;
+pub mod routes;
 pub mod runtime;
 pub mod sandbox;
 pub mod shim;

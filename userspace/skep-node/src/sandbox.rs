@@ -460,7 +460,7 @@ fn write_sysctl(path: &Path, value: &str) -> Result<(), SandboxError> {
 
 /// Turns on IPv4 forwarding in the (node) namespace of the calling thread:
 /// pod-to-pod traffic is routed through the node.
-fn enable_forwarding(proc_root: &Path) -> Result<(), SandboxError> {
+pub fn enable_forwarding(proc_root: &Path) -> Result<(), SandboxError> {
     let path = proc_root.join("sys/net/ipv4/ip_forward");
     if fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
         return Ok(());

@@ -36,7 +36,8 @@ pub enum ImageCommand {
     },
 }
 
-fn store(data_dir: &std::path::Path) -> anyhow::Result<skep_image::Store> {
+/// The image store of the node with data directory `data_dir`.
+pub fn store(data_dir: &std::path::Path) -> anyhow::Result<skep_image::Store> {
     skep_image::Store::open(&data_dir.join("images")).context("failed to open the image store")
 }
 
@@ -48,13 +49,19 @@ pub fn ensure_demo(data_dir: &std::path::Path, reference: &str) -> anyhow::Resul
         return Ok(());
     }
     let dir = tempfile::tempdir().context("failed to create a temp dir")?;
-    let tar = dir.path().join("demo.tar");
-    skep_image::busybox_image(reference, &["sh"])?
-        .write_oci_tarball(&tar)
-        .context("failed to build the demo image")?;
+    let tar = demo_tarball(dir.path(), reference)?;
     store.import_tarball(&tar)?;
     tracing::info!(image = %reference, "demo image imported");
     Ok(())
+}
+
+/// Builds the demo image as `reference` into an OCI tarball in `dir`.
+pub fn demo_tarball(dir: &std::path::Path, reference: &str) -> anyhow::Result<PathBuf> {
+    let tar = dir.join("demo.tar");
+    skep_image::busybox_image(reference, &["sh"])?
+        .write_oci_tarball(&tar)
+        .context("failed to build the demo image")?;
+    Ok(tar)
 }
 
 /// Runs an image subcommand.

@@ -8,6 +8,7 @@ mod check;
 mod control_plane;
 mod exit;
 mod image;
+mod lab;
 mod server;
 mod up;
 
@@ -42,6 +43,10 @@ enum Command {
     /// Run the node agent alone (kubelet role) against a control plane,
     /// through the node kubeconfig the control plane wrote for it.
     Agent(agent::AgentArgs),
+    /// A multi-node cluster on this machine: nodes are network namespaces
+    /// on a bridge, each with its own agent; no Docker, no VMs.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
     /// Images in the node's store: import tarballs, list.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -98,6 +103,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(&args),
         Command::Server(args) => server::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Lab(cmd) => lab::run(&cmd),
         Command::Image(cmd) => image::run(&cmd),
         Command::Check(args) => check::run(&args),
         Command::Bpf(cmd) => bpf::run(&cmd),
