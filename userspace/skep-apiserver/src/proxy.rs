@@ -11,6 +11,9 @@
 //! upgrade-aware proxy — the WebSocket kubectl opens (`v5.channel.k8s.io`)
 //! is spliced through to the agent, which speaks the channel protocol.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,10 +165,11 @@ fn target(pod: &Value, container: Option<&str>) -> Result<(String, String), ApiE
                 containers.join(" ")
             );
             if !init.is_empty() {
-                message.push_str(&format!(
+                let _ = write!(
+                    message,
                     " or one of the init containers: [{}]",
                     init.join(" ")
-                ));
+                );
             }
             return Err(ApiError::bad_request(message));
         }
@@ -180,7 +184,7 @@ fn encode(value: &str) -> String {
         if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -198,10 +202,10 @@ const LOG_PARAMS: &[&str] = &[
 ];
 
 /// `GET pods/{name}/log`: streams the container's log from its node.
-pub async fn pod_log(
+pub async fn pod_log<S: BuildHasher>(
     state: &ApiState,
     pod: &Value,
-    params: &std::collections::HashMap<String, String>,
+    params: &HashMap<String, String, S>,
 ) -> Result<Response, ApiError> {
     let (node, container) = target(pod, params.get("container").map(String::as_str))?;
     for number in ["tailLines", "sinceSeconds", "limitBytes"] {

@@ -507,29 +507,26 @@ pub async fn run(
     let client = credentials
         .client()
         .map_err(|source| AgentError::Client { source })?;
-    let node_server = match &credentials.serving {
-        Some(serving) => {
-            let server =
-                crate::server::NodeServer::bind(cfg.kubelet_listen, &credentials.ca_pem, serving)
-                    .await
-                    .map_err(|e| AgentError::Open {
-                        what: "node server",
-                        source: e.into(),
-                    })?;
-            cfg.kubelet_port = server.local_addr().map_or(0, |a| a.port());
-            tracing::info!(
-                port = cfg.kubelet_port,
-                "node server (logs, exec) listening"
-            );
-            Some(server)
-        }
-        None => {
-            tracing::warn!(
-                kubeconfig = %cfg.kubeconfig.display(),
-                "the node kubeconfig has no serving certificate: logs and exec are not served"
-            );
-            None
-        }
+    let node_server = if let Some(serving) = &credentials.serving {
+        let server =
+            crate::server::NodeServer::bind(cfg.kubelet_listen, &credentials.ca_pem, serving)
+                .await
+                .map_err(|e| AgentError::Open {
+                    what: "node server",
+                    source: e.into(),
+                })?;
+        cfg.kubelet_port = server.local_addr().map_or(0, |a| a.port());
+        tracing::info!(
+            port = cfg.kubelet_port,
+            "node server (logs, exec) listening"
+        );
+        Some(server)
+    } else {
+        tracing::warn!(
+            kubeconfig = %cfg.kubeconfig.display(),
+            "the node kubeconfig has no serving certificate: logs and exec are not served"
+        );
+        None
     };
     let open =
         |what, source: Box<dyn std::error::Error + Send + Sync>| AgentError::Open { what, source };

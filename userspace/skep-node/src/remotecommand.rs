@@ -165,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn start_failures_are_internal_errors() -> anyhow::Result<()> {
+    fn start_failures_are_internal_errors() {
         let line = br#"time="2026-01-01T00:00:00Z" level=error msg="exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH""#;
         let message = runc_message(line);
         assert_eq!(
@@ -178,6 +178,5 @@ mod tests {
             "Internal error occurred: error executing command in container: exec failed"
         )));
         assert_eq!(runc_message(b"plain failure\n"), "plain failure");
-        Ok(())
     }
 }

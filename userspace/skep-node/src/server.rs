@@ -301,12 +301,13 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-fn log_options(params: &[(String, String)]) -> Result<LogOptions, Response> {
-    let number = |name: &str| -> Result<Option<u64>, Response> {
+/// The options of a log request, or why they are invalid.
+fn log_options(params: &[(String, String)]) -> Result<LogOptions, String> {
+    let number = |name: &str| -> Result<Option<u64>, String> {
         param(params, name)
             .map(|v| {
                 v.parse::<u64>()
-                    .map_err(|_| bad_request(&format!("invalid {name} {v:?}")))
+                    .map_err(|_| format!("invalid {name} {v:?}"))
             })
             .transpose()
     };
@@ -319,8 +320,7 @@ fn log_options(params: &[(String, String)]) -> Result<LogOptions, Response> {
         (None, Some(time)) => Some(
             // RFC 3339 in UTC ("…Z") compares like the files' timestamps
             // once both have nine fractional digits.
-            cri_from_rfc3339(time)
-                .ok_or_else(|| bad_request(&format!("invalid sinceTime {time:?}")))?,
+            cri_from_rfc3339(time).ok_or_else(|| format!("invalid sinceTime {time:?}"))?,
         ),
         (None, None) => None,
     };
@@ -355,7 +355,7 @@ async fn container_logs(
     }
     let opts = match log_options(&params) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(why) => return bad_request(&why),
     };
     let Some((uid, pod)) = find_pod(&shared, &namespace, &name) else {
         return status(
@@ -532,13 +532,10 @@ async fn exec(
             waiting_reason(&pod, &container)
         ));
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(_) => {
-            return bad_request(
-                "skep serves exec over WebSocket only (subprotocol v5.channel.k8s.io; kubectl ≥ 1.30)",
-            );
-        }
+    let Ok(ws) = ws else {
+        return bad_request(
+            "skep serves exec over WebSocket only (subprotocol v5.channel.k8s.io; kubectl ≥ 1.30)",
+        );
     };
     let offered: Vec<String> = ws
         .requested_protocols()
