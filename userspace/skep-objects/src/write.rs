@@ -11,6 +11,8 @@ use skep_api::{
     object, registry,
 };
 
+use skep_store::StoreError;
+
 use crate::{Objects, key, output, store_error, stored_bytes};
 
 /// How a write is made.
@@ -244,6 +246,35 @@ impl Objects {
         options: &DeleteOptions,
         dry_run: bool,
     ) -> Result<Deleted, ApiError> {
+        // Like kube-apiserver's GuaranteedUpdate: a write that lost a race
+        // with another writer (a controller updating status, say) is redone
+        // on the fresh object. The caller's preconditions are checked again
+        // each time, so a pinned resourceVersion still gets its 409.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .delete_once(info, namespace, name, options, dry_run)
+                .await
+            {
+                Err(DeleteRace::Lost(err)) if attempt >= DELETE_ATTEMPTS => return Err(err),
+                Err(DeleteRace::Lost(_)) => {
+                    tracing::debug!(kind = info.kind, %name, attempt, "delete raced a write, retrying");
+                }
+                Err(DeleteRace::Failed(err)) => return Err(err),
+                Ok(deleted) => return Ok(deleted),
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+        dry_run: bool,
+    ) -> Result<Deleted, DeleteRace> {
         let obj = self.get(info, namespace, name).await?;
         let outcome = deletion::prepare_delete(info, &obj, options, admission::now())?;
         if dry_run {
@@ -254,13 +285,13 @@ impl Objects {
         }
         let key = key(info, namespace, name);
         let revision = object::resource_version(&obj);
+        let lost = |e: StoreError| match e {
+            StoreError::Conflict { .. } => DeleteRace::Lost(store_error(info, name, e)),
+            other => DeleteRace::Failed(store_error(info, name, other)),
+        };
         match outcome {
             DeleteOutcome::Remove => {
-                let deleted = self
-                    .store()
-                    .delete(key, revision)
-                    .await
-                    .map_err(|e| store_error(info, name, e))?;
+                let deleted = self.store().delete(key, revision).await.map_err(lost)?;
                 tracing::info!(kind = info.kind, revision = deleted.revision, "deleted");
                 Ok(Deleted::Removed(obj))
             }
@@ -269,10 +300,26 @@ impl Objects {
                     .store()
                     .update(key, stored_bytes(&marked)?, revision)
                     .await
-                    .map_err(|e| store_error(info, name, e))?;
+                    .map_err(lost)?;
                 Ok(Deleted::Marked(output(&kv)?))
             }
             DeleteOutcome::Unchanged => Ok(Deleted::Unchanged(obj)),
         }
+    }
+}
+
+/// How many times a delete is redone after losing a race with another write.
+const DELETE_ATTEMPTS: u32 = 16;
+
+/// Why one delete attempt failed: lost a compare-and-swap race (worth
+/// redoing on the fresh object) or anything else (final).
+enum DeleteRace {
+    Lost(ApiError),
+    Failed(ApiError),
+}
+
+impl From<ApiError> for DeleteRace {
+    fn from(err: ApiError) -> Self {
+        DeleteRace::Failed(err)
     }
 }

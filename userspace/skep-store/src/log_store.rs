@@ -31,7 +31,30 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
-    wal_sync: mpsc::Sender<LogFlushed>,
+    wal_sync: Arc<WalSync>,
+}
+
+/// The WAL-sync thread and the channel feeding it. Dropping the last clone
+/// closes the channel and joins the thread, so the thread's handle on the
+/// database is gone before the store is (a database still open when the
+/// process exits aborts in its static destructors: "pthread lock: Invalid
+/// argument").
+struct WalSync {
+    tx: Option<mpsc::Sender<LogFlushed>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WalSync {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            // The last clone can be dropped by the thread itself (a callback
+            // holding the store); it ends on its own after this.
+            if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+                tracing::error!("the raft log WAL-sync thread panicked");
+            }
+        }
+    }
 }
 
 impl LogStore {
@@ -40,10 +63,16 @@ impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> Result<Self, std::io::Error> {
         let (tx, rx) = mpsc::channel::<LogFlushed>();
         let sync_db = Arc::clone(&db);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("skep-wal-sync".into())
             .spawn(move || wal_sync_loop(&sync_db, &rx))?;
-        Ok(LogStore { db, wal_sync: tx })
+        Ok(LogStore {
+            db,
+            wal_sync: Arc::new(WalSync {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        })
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageIOError> {
@@ -204,7 +233,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db
             .write(batch)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        if let Err(mpsc::SendError(callback)) = self.wal_sync.send(callback) {
+        let sent = match &self.wal_sync.tx {
+            Some(tx) => tx.send(callback).map_err(|mpsc::SendError(cb)| cb),
+            None => Err(callback),
+        };
+        if let Err(callback) = sent {
             callback.log_io_completed(Err(std::io::Error::other(
                 "the raft log WAL-sync thread is gone",
             )));
