@@ -189,15 +189,17 @@ fn check_failures_and_config(server: &Server, agent: &Agent, ns: &str) -> anyhow
         ])?;
         Ok(out.strip_prefix("Succeeded ").map(str::to_owned))
     })?;
+    // `kubectl logs` shows the output (streamed from the agent), and the
+    // agent's CRI log file has it too.
+    let shown = server.kubectl_ok(&["logs", "cfgpod", "-n", &ns])?;
+    assert_eq!(
+        shown,
+        format!("COLOR=blue PW=hunter2 NS={ns}\nmode=fast\nhunter2\n400\n"),
+        "kubectl logs cfgpod"
+    );
     let log = std::fs::read_to_string(agent.data_dir.join(format!("pods/{uid}/logs/c/0.log")))
         .context("cfgpod log")?;
-    assert!(
-        log.contains(&format!("COLOR=blue PW=hunter2 NS={ns}")),
-        "{log}"
-    );
     assert!(log.contains("stdout F mode=fast"), "{log}");
-    assert!(log.contains("stdout F hunter2"), "{log}");
-    assert!(log.contains("stdout F 400"), "secret item mode: {log}");
 
     // Events were recorded for the pods.
     let events = server.kubectl_ok(&["get", "events", "-n", &ns, "--no-headers"])?;
@@ -332,6 +334,327 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
             eprintln!("still left: {left:?}");
             Ok(None)
         }
+    })?;
+    drop(agent);
+    drop(server);
+    Ok(())
+}
+
+fn logs_manifests(ns: &str, ctl_dir: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: two, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: a, image: {DEMO}, command: [sh, -c, "echo from-a; echo a-second; exec sleep 3600"]}}
+  - {{name: b, image: {DEMO}, command: [sh, -c, "echo from-b >&2; exec sleep 3600"]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: again, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: data, emptyDir: {{}}}}]
+  containers:
+  - name: c
+    image: {DEMO}
+    command: [sh, -c, 'n=$(($(cat /data/n 2>/dev/null || echo 0) + 1)); echo $n > /data/n; echo instance-$n; [ $n -ge 2 ] && exec sleep 3600; exit 1']
+    volumeMounts: [{{name: data, mountPath: /data}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: ticker, namespace: {ns}}}
+spec:
+  restartPolicy: Never
+  volumes: [{{name: ctl, hostPath: {{path: {ctl_dir}}}}}]
+  containers:
+  - name: c
+    image: {DEMO}
+    command: [sh, -c, 'echo first; while [ ! -e /ctl/go ]; do sleep 0.1; done; echo second']
+    volumeMounts: [{{name: ctl, mountPath: /ctl}}]
+"#
+    )
+}
+
+/// kubectl's stdout, stderr and exit code.
+fn kubectl_out(server: &Server, args: &[&str]) -> anyhow::Result<(String, String, i32)> {
+    let out = server.kubectl(args)?;
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    ))
+}
+
+/// `kubectl logs`: the output, `-c`, `--tail`, `--timestamps`, `--previous`
+/// after a restart, and the errors kubectl users know.
+fn check_logs(server: &Server, agent: &Agent, ns: &str) -> anyhow::Result<()> {
+    assert_eq!(
+        server.kubectl_ok(&["logs", "two", "-c", "a", "-n", ns])?,
+        "from-a\na-second\n"
+    );
+    // stderr is in the log too.
+    assert_eq!(
+        server.kubectl_ok(&["logs", "two", "-c", "b", "-n", ns])?,
+        "from-b\n"
+    );
+    assert_eq!(
+        server.kubectl_ok(&["logs", "two", "-c", "a", "--tail=1", "-n", ns])?,
+        "a-second\n"
+    );
+    let stamped = server.kubectl_ok(&["logs", "two", "-c", "a", "--timestamps", "-n", ns])?;
+    let first = stamped.lines().next().unwrap_or_default();
+    let (time, text) = first.split_once(' ').unwrap_or_default();
+    assert!(
+        time.len() >= 20 && time.starts_with("20") && time.ends_with('Z') && text == "from-a",
+        "--timestamps: {stamped}"
+    );
+
+    // --previous: the instance before the restart.
+    wait(
+        "again restarted once and running",
+        Duration::from_secs(30),
+        agent,
+        || {
+            let out = server.kubectl_ok(&[
+            "get", "pod", "again", "-n", ns, "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.running.startedAt}",
+        ])?;
+            Ok(out.starts_with("1 20").then_some(()))
+        },
+    )?;
+    assert_eq!(
+        server.kubectl_ok(&["logs", "again", "-n", ns])?,
+        "instance-2\n"
+    );
+    assert_eq!(
+        server.kubectl_ok(&["logs", "again", "--previous", "-n", ns])?,
+        "instance-1\n"
+    );
+
+    // Errors, as Kubernetes words them.
+    let (_, err, code) = kubectl_out(server, &["logs", "two", "-c", "a", "--previous", "-n", ns])?;
+    assert!(
+        code != 0 && err.contains(r#"previous terminated container "a" in pod "two" not found"#),
+        "{err}"
+    );
+    let (_, err, code) = kubectl_out(server, &["logs", "two", "-c", "nope", "-n", ns])?;
+    assert!(
+        code != 0 && err.contains("container nope is not valid for pod two"),
+        "{err}"
+    );
+    let (_, err, code) = kubectl_out(server, &["logs", "ghost", "-n", ns])?;
+    assert!(
+        code != 0 && err.contains(r#"pods "ghost" not found"#),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// `kubectl logs -f` shows lines as they come and ends when the container
+/// does (the container waits for the test to say go).
+fn check_follow(
+    server: &Server,
+    agent: &Agent,
+    ns: &str,
+    ctl_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    wait("ticker running", Duration::from_secs(30), agent, || {
+        let out = server.kubectl_ok(&[
+            "get",
+            "pod",
+            "ticker",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.phase}",
+        ])?;
+        Ok((out == "Running").then_some(()))
+    })?;
+    let mut child = server
+        .kubectl_command(&["logs", "-f", "ticker", "-n", ns])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("kubectl stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines.next().transpose()?;
+    assert_eq!(first.as_deref(), Some("first"));
+    // The container is still waiting, so kubectl is still following.
+    assert!(child.try_wait()?.is_none(), "kubectl logs -f ended early");
+    std::fs::write(ctl_dir.join("go"), "")?;
+    let second = lines.next().transpose()?;
+    assert_eq!(second.as_deref(), Some("second"));
+    // The container ended: so does kubectl, successfully.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("kubectl logs -f did not end after the container did");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "kubectl logs -f: {status}");
+    assert!(lines.next().is_none(), "nothing after the last line");
+    Ok(())
+}
+
+/// `kubectl exec`: output, stdin, exit codes and the errors kubectl users know.
+fn check_exec(server: &Server, ns: &str) -> anyhow::Result<()> {
+    assert_eq!(
+        server.kubectl_ok(&[
+            "exec",
+            "two",
+            "-c",
+            "b",
+            "-n",
+            ns,
+            "--",
+            "cat",
+            "/etc/hostname"
+        ])?,
+        "two\n"
+    );
+    let (out, err, code) = kubectl_out(
+        server,
+        &[
+            "exec",
+            "two",
+            "-c",
+            "a",
+            "-n",
+            ns,
+            "--",
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 3",
+        ],
+    )?;
+    assert_eq!((out.as_str(), code), ("hi\n", 3), "stderr: {err}");
+    assert!(err.contains("oops"), "{err}");
+    assert_eq!(
+        server.kubectl_ok_with(
+            &["exec", "-i", "two", "-c", "a", "-n", ns, "--", "cat"],
+            "piped in\n"
+        )?,
+        "piped in\n"
+    );
+    // A command that is not in the image fails like Kubernetes: an
+    // internal error naming it, exit code 1.
+    let (_, err, code) = kubectl_out(server, &["exec", "two", "-c", "a", "-n", ns, "--", "nope"])?;
+    assert!(
+        code == 1
+            && err.contains("Internal error occurred")
+            && err.contains("\"nope\": executable file not found"),
+        "code {code}: {err}"
+    );
+    let (_, err, code) = kubectl_out(
+        server,
+        &["exec", "two", "-c", "zzz", "-n", ns, "--", "true"],
+    )?;
+    assert!(
+        code != 0 && err.contains("container zzz is not valid for pod two"),
+        "{err}"
+    );
+    let (_, err, code) = kubectl_out(server, &["exec", "ghost", "-n", ns, "--", "true"])?;
+    assert!(
+        code != 0 && err.contains(r#"pods "ghost" not found"#),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn kubectl_logs_and_exec_through_the_agent() -> anyhow::Result<()> {
+    require_root!();
+    let dir = tempfile::tempdir()?;
+    let node = unique_name("lg");
+    let ns = unique_name("ns");
+    let server = Server::start_with(&dir.path().join("cp"), &["--node-kubeconfig", &node])?;
+    let agent_dir = dir.path().join("node");
+    let out = skep(&[
+        "image",
+        "build-demo",
+        "--data-dir",
+        &agent_dir.to_string_lossy(),
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
+    let agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
+    let ctl_dir = dir.path().join("ctl");
+    std::fs::create_dir_all(&ctl_dir)?;
+
+    // The node reports where it serves logs and exec.
+    let port = wait(
+        "node Ready with a kubelet port",
+        Duration::from_secs(15),
+        &agent,
+        || {
+            let out = server.kubectl_ok(&[
+            "get", "node", &node, "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.daemonEndpoints.kubeletEndpoint.Port}",
+        ])?;
+            Ok(out
+                .strip_prefix("True ")
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p != 0))
+        },
+    )?;
+    // The node's endpoint refuses a caller without a client certificate.
+    let anonymous = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "5",
+            &format!("https://127.0.0.1:{port}/healthz"),
+        ])
+        .output()
+        .context("curl")?;
+    assert!(
+        !anonymous.status.success(),
+        "node endpoint served a client without a certificate: {}",
+        String::from_utf8_lossy(&anonymous.stdout)
+    );
+
+    server.kubectl_ok_with(
+        &["apply", "-f", "-"],
+        &logs_manifests(&ns, &ctl_dir.to_string_lossy()),
+    )?;
+    wait("two running", Duration::from_secs(30), &agent, || {
+        let out = server.kubectl_ok(&[
+            "get",
+            "pod",
+            "two",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.status.containerStatuses[*].state.running.startedAt}",
+        ])?;
+        Ok((out.split_whitespace().count() == 2).then_some(()))
+    })?;
+
+    check_logs(&server, &agent, &ns)?;
+    check_follow(&server, &agent, &ns, &ctl_dir)?;
+    check_exec(&server, &ns)?;
+
+    server.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"])?;
+    wait("pods gone", Duration::from_secs(30), &agent, || {
+        let out = server.kubectl_ok(&["get", "pods", "-n", &ns, "--no-headers"])?;
+        Ok(out.trim().is_empty().then_some(()))
     })?;
     drop(agent);
     drop(server);

@@ -107,6 +107,8 @@ impl Agent {
         let child = Command::new(skep_binary()?)
             .args(["agent", "--node-name", node, "--heartbeat-seconds", "2"])
             .args(["--restart-backoff-ms", "1000", "--node-ip", "127.0.0.1"])
+            // Logs and exec on a free port (reported in the Node's status).
+            .args(["--kubelet-port", "0"])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--kubeconfig")

@@ -46,7 +46,7 @@ pub enum Kind {
 /// A subresource such as `pods/status` or `deployments/scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subresource {
-    /// `status`, `scale`, `binding`, `log`.
+    /// `status`, `scale`, `binding`, `log`, `exec`.
     pub name: &'static str,
     /// Group of the object the subresource takes and returns.
     pub group: &'static str,
@@ -260,6 +260,13 @@ static RESOURCES: &[ResourceInfo] = &[
                 version: "v1",
                 kind: "Binding",
                 verbs: &["create"],
+            },
+            Subresource {
+                name: "exec",
+                group: "",
+                version: "v1",
+                kind: "PodExecOptions",
+                verbs: &["create", "get"],
             },
             Subresource {
                 name: "log",

@@ -42,6 +42,8 @@ pub struct ApiState {
     pub objects: Objects,
     /// The address clients reach the server at (`host:port`), for discovery.
     pub server_address: String,
+    /// Dials node agents for pods' logs and exec.
+    pub nodes: crate::proxy::NodeClient,
 }
 
 /// The API router: node sync's gRPC service under its own path, every
@@ -54,6 +56,10 @@ pub fn router(state: ApiState) -> Router {
         .map_request(|req: axum::http::Request<Body>| req.map(tonic::body::Body::new));
     Router::new()
         .route_service(&format!("/{}/{{*rest}}", NodeSync::NAME), node_sync)
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            axum::routing::any(crate::proxy::pod_exec),
+        )
         .fallback(dispatch)
         .layer(axum::extract::DefaultBodyLimit::max(
             decode::MAX_REQUEST_BYTES,
@@ -268,7 +274,7 @@ async fn get(
 ) -> Result<Response, ApiError> {
     let obj = state.objects.get(info, &req.namespace, &req.name).await?;
     if req.subresource == "log" {
-        return pod_log(&obj, params);
+        return crate::proxy::pod_log(state, &obj, params).await;
     }
     if req.subresource.is_empty() && wants_table(headers) {
         let meta = ListMeta {
@@ -287,40 +293,6 @@ async fn get(
         obj
     };
     Ok(json_response(StatusCode::OK, &obj))
-}
-
-/// `pods/<name>/log`: the request is checked the way kube-apiserver checks
-/// it (a bound pod, a container of the pod); the logs themselves live on
-/// the pod's node and are streamed from its agent.
-fn pod_log(pod: &Value, params: &Params) -> Result<Response, ApiError> {
-    let name = object::name(pod);
-    let Some(node) = object::get_str(pod, &["spec", "nodeName"]).filter(|n| !n.is_empty()) else {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    };
-    let containers: Vec<&str> = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|list| object::array(pod, &["spec", list]))
-        .filter_map(|c| object::get_str(c, &["name"]))
-        .collect();
-    match params.get("container").filter(|c| !c.is_empty()) {
-        Some(container) if !containers.contains(&container.as_str()) => {
-            return Err(ApiError::bad_request(format!(
-                "container {container} is not valid for pod {name}"
-            )));
-        }
-        None if containers.len() > 1 => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
-        _ => {}
-    }
-    Err(ApiError::unavailable(format!(
-        "the logs of pod {name} are kept by node {node}, and streaming them from its agent is not available yet"
-    )))
 }
 
 /// The label and field selectors of a list or watch; a watch on one object

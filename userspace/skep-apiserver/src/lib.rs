@@ -8,6 +8,7 @@ pub mod kubeconfig;
 pub mod nodesync;
 pub mod openapi;
 pub mod pki;
+pub mod proxy;
 pub mod request;
 pub mod server;
 pub mod tls;
@@ -80,6 +81,7 @@ impl ApiServer {
         tls::install_default_provider();
         let pki = pki::Pki::load_or_create(&config.data_dir.join("pki"), &config.server_names)?;
         let tls = tls::server_config(&pki)?;
+        let nodes = proxy::NodeClient::new(&pki)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiServerError::Bind {
@@ -108,6 +110,7 @@ impl ApiServer {
             state: api::ApiState {
                 objects: skep_objects::Objects::new(store),
                 server_address,
+                nodes,
             },
             kubeconfig,
             pki,

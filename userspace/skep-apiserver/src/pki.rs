@@ -56,14 +56,17 @@ pub struct Pki {
     pub server: CertPair,
     /// The admin client certificate (`CN=skep-admin, O=system:masters`).
     pub admin: CertPair,
+    /// The client certificate the API server presents to node agents when
+    /// it streams logs or runs exec (`CN=skep-apiserver-kubelet-client`).
+    pub kubelet_client: CertPair,
 }
 
-use skep_proto::{NODE_USER_PREFIX, NODES_GROUP};
+use skep_proto::{KUBELET_CLIENT_USER, NODE_USER_PREFIX, NODES_GROUP};
 
 /// The admin identity's user name.
 pub const ADMIN_USER: &str = "skep-admin";
 /// The group that is allowed everything, as in Kubernetes.
-pub const MASTERS_GROUP: &str = "system:masters";
+pub const MASTERS_GROUP: &str = skep_proto::MASTERS_GROUP;
 
 impl Pki {
     /// Loads the PKI from `dir`, making whatever is missing. The serving
@@ -100,7 +103,40 @@ impl Pki {
                 ExtendedKeyUsagePurpose::ClientAuth,
             )
         })?;
-        Ok(Self { ca, server, admin })
+        let kubelet_client = load_or(dir, "apiserver-kubelet-client", || {
+            issue(
+                &issuer,
+                KUBELET_CLIENT_USER,
+                &[],
+                &[],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            )
+        })?;
+        Ok(Self {
+            ca,
+            server,
+            admin,
+            kubelet_client,
+        })
+    }
+
+    /// The serving certificate of node `node`'s agent: DNS name `<node>`
+    /// (the API server checks it against the name of the node a pod is
+    /// bound to, whatever address it dials), `CN=system:node:<node>`, made
+    /// on first use and kept in `dir`.
+    pub fn node_serving(&self, dir: &Path, node: &str) -> Result<CertPair, PkiError> {
+        let ca_key = key_pair(&self.ca.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, &ca_key)
+            .map_err(cert_err("parse the CA certificate"))?;
+        load_or(dir, &format!("node-{node}-serving"), || {
+            issue(
+                &issuer,
+                &format!("{NODE_USER_PREFIX}{node}"),
+                &[NODES_GROUP],
+                &[node.to_owned()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            )
+        })
     }
 
     /// The client certificate of node `node` (`CN=system:node:<node>`,

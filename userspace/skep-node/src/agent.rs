@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event, EventSource, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
-    NodeSystemInfo, ObjectReference, Pod, Secret,
+    ConfigMap, DaemonEndpoint, Event, EventSource, Node, NodeAddress, NodeCondition,
+    NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, ObjectReference, Pod, Secret,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -80,6 +80,11 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Where the node server (logs, exec) listens; port 0 picks a free one.
+    /// The port it got is reported in `status.daemonEndpoints`.
+    pub kubelet_listen: std::net::SocketAddr,
+    /// The node server's port as reported (set once it is bound).
+    pub kubelet_port: u16,
 }
 
 impl AgentConfig {
@@ -98,6 +103,11 @@ impl AgentConfig {
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_mins(5),
             insecure_registries: Vec::new(),
+            kubelet_listen: std::net::SocketAddr::from((
+                Ipv4Addr::UNSPECIFIED,
+                skep_proto::DEFAULT_KUBELET_PORT,
+            )),
+            kubelet_port: 0,
         }
     }
 }
@@ -475,6 +485,11 @@ pub fn node_object(cfg: &AgentConfig, node_ip: Ipv4Addr) -> Node {
                 },
             ]),
             conditions: Some(conditions(now(), None)),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(cfg.kubelet_port),
+                }),
+            }),
             node_info: Some(NodeSystemInfo {
                 architecture: arch.into(),
                 operating_system: "linux".into(),
@@ -497,10 +512,36 @@ pub fn node_object(cfg: &AgentConfig, node_ip: Ipv4Addr) -> Node {
 
 /// Opens the node's parts and runs the agent until `shutdown` completes.
 #[tracing::instrument(skip_all, fields(node = %cfg.node_name))]
-pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-    let client = skep_proto::NodeCredentials::from_kubeconfig(&cfg.kubeconfig)
-        .and_then(|c| c.client())
+pub async fn run(
+    mut cfg: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let credentials = skep_proto::NodeCredentials::from_kubeconfig(&cfg.kubeconfig)
         .map_err(|source| AgentError::Client { source })?;
+    let client = credentials
+        .client()
+        .map_err(|source| AgentError::Client { source })?;
+    let node_server = if let Some(serving) = &credentials.serving {
+        let server =
+            crate::server::NodeServer::bind(cfg.kubelet_listen, &credentials.ca_pem, serving)
+                .await
+                .map_err(|e| AgentError::Open {
+                    what: "node server",
+                    source: e.into(),
+                })?;
+        cfg.kubelet_port = server.local_addr().map_or(0, |a| a.port());
+        tracing::info!(
+            port = cfg.kubelet_port,
+            "node server (logs, exec) listening"
+        );
+        Some(server)
+    } else {
+        tracing::warn!(
+            kubeconfig = %cfg.kubeconfig.display(),
+            "the node kubeconfig has no serving certificate: logs and exec are not served"
+        );
+        None
+    };
     let open =
         |what, source: Box<dyn std::error::Error + Send + Sync>| AgentError::Open { what, source };
     for d in ["pods", "run", "ipam"] {
@@ -544,10 +585,14 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
     let sync = tokio::spawn(sync_loop(Arc::clone(&shared)));
     let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
+    let server = node_server.map(|s| tokio::spawn(s.serve(Arc::clone(&shared))));
     shutdown.await;
     heartbeat.abort();
     sync.abort();
     routes.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     tracing::info!("node agent stopped; pods keep running");
     Ok(())
 }
@@ -620,6 +665,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
             status.allocatable = fresh_status.allocatable;
             status.addresses = fresh_status.addresses;
             status.node_info = fresh_status.node_info;
+            status.daemon_endpoints = fresh_status.daemon_endpoints;
             let body = serde_json::to_vec(&node).unwrap_or_default();
             match shared
                 .write(Op::Update, "Node", "", &name, "status", body)

@@ -18,6 +18,8 @@
 //! [`agent`] is the kubelet loop over these parts: node registration and
 //! heartbeat, the node-sync watch, and one [`worker`] per pod ([`podspec`]
 //! turns a container spec into argv, env and mounts; [`probe`] runs probes).
+//! [`server`] is the node's HTTPS endpoint the API server streams logs
+//! ([`logs`]) and runs `kubectl exec` ([`remotecommand`]) through.
 //!
 //! Host roots (`/proc`, `/sys/fs/cgroup`, run and state directories, the
 //! runc and shim binaries, the node's network namespace) are constructor
@@ -31,12 +33,15 @@
 pub mod agent;
 pub mod cleanup;
 pub mod ipam;
+pub mod logs;
 pub mod netns;
 pub mod podspec;
 pub mod probe;
 pub mod quantity;
 pub mod routes;
+pub mod remotecommand;
 pub mod runtime;
 pub mod sandbox;
+pub mod server;
 pub mod shim;
 pub mod worker;

@@ -224,6 +224,52 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// A command started by [`Runtime::exec_process`]: `runc exec` with its
+/// pipes. Dropping it kills the command if it still runs.
+#[derive(Debug)]
+pub struct ExecProcess {
+    /// The `runc exec` process; its pipes are the command's.
+    pub child: tokio::process::Child,
+    pid_file: PathBuf,
+}
+
+impl ExecProcess {
+    /// Whether the command started (runc wrote its pid): false after an
+    /// exit means runc failed and its stderr says why.
+    pub fn started(&self) -> bool {
+        self.pid_file.exists()
+    }
+
+    /// The path runc writes the command's host pid to once it started.
+    pub fn pid_file(&self) -> &Path {
+        &self.pid_file
+    }
+
+    /// Kills the command (runc exec does not pass SIGKILL on) and runc.
+    pub fn kill(&mut self) {
+        if let Some(pid) = fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Drop for ExecProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+        let _ = fs::remove_file(&self.pid_file);
+    }
+}
+
 #[derive(Deserialize)]
 struct RuncState {
     status: String,
@@ -726,6 +772,43 @@ impl Runtime {
             stdout: out.stdout,
             stderr: out.stderr,
         })
+    }
+
+    /// Starts `argv` in the running container with its output piped (and
+    /// its input, if `stdin`), for `kubectl exec`. runc's own errors (a
+    /// command not in the image) arrive on the same stderr before the
+    /// process exists: [`ExecProcess::started`] tells them apart.
+    #[tracing::instrument(skip_all, fields(container = %id))]
+    pub fn exec_process(
+        &self,
+        id: &str,
+        argv: &[String],
+        stdin: bool,
+        stdout: bool,
+    ) -> Result<ExecProcess, RuntimeError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let dir = self.container_dir(id);
+        if !dir.is_dir() {
+            return Err(RuntimeError::NotFound { id: id.to_owned() });
+        }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid_file = dir.join(format!("exec-{}-{n}.pid", std::process::id()));
+        let piped = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
+        let child = Command::new(&self.cfg.runc)
+            .arg("--root")
+            .arg(self.runc_root())
+            .arg("exec")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .args(argv)
+            .stdin(piped(stdin))
+            .stdout(piped(stdout))
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io_err("run runc", &self.cfg.runc))?;
+        Ok(ExecProcess { child, pid_file })
     }
 
     /// Force-removes container `id`: kills it, deletes runc state and its

@@ -488,7 +488,7 @@ pub struct PodFiles {
     pub resolv_conf: PathBuf,
 }
 
-/// Writes `hosts` and `resolv.conf` for a pod into `dir`.
+/// Writes `hosts`, `resolv.conf` and `hostname` for a pod into `dir`.
 pub fn write_pod_files(
     dir: &Path,
     hostname: &str,
@@ -518,6 +518,10 @@ pub fn write_pod_files(
     }
     crate::ipam::write_atomic(&resolv_conf, contents.as_bytes())
         .map_err(io_err("write", &resolv_conf))?;
+    // /etc/hostname, as the kubelet mounts it.
+    let hostname_file = dir.join("hostname");
+    crate::ipam::write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())
+        .map_err(io_err("write", &hostname_file))?;
     Ok(PodFiles { hosts, resolv_conf })
 }
 

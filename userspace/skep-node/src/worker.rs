@@ -603,7 +603,15 @@ impl Worker {
             .iter()
             .map(|a| podspec::expand(a, &env_map))
             .collect();
-        for (file, dest) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+        for (file, dest) in [
+            ("hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+            ("hostname", "/etc/hostname"),
+        ] {
+            // Sandboxes made before /etc/hostname was written lack it.
+            if file == "hostname" && !pod_dir.join(file).is_file() {
+                continue;
+            }
             mounts.push(BindMount {
                 source: pod_dir.join(file),
                 destination: dest.into(),
@@ -621,6 +629,14 @@ impl Worker {
             }
         }
         let attempt = self.ctr(init, i).next_attempt;
+        // Logs of the current and the previous instance are kept (`kubectl
+        // logs --previous`), older ones go, as with the kubelet.
+        let log_dir = pod_dir.join("logs").join(&spec.name);
+        for (old, path) in crate::logs::log_files(&log_dir) {
+            if old + 1 < attempt {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         let cdir = pod_dir
             .join("containers")
             .join(format!("{}-{attempt}", spec.name));

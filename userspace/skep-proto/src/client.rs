@@ -50,6 +50,21 @@ pub struct NodeCredentials {
     pub cert_pem: String,
     /// Its key, PEM.
     pub key_pem: String,
+    /// The node's serving certificate, when the kubeconfig carries one.
+    pub serving: Option<ServingCertificate>,
+}
+
+/// The certificate a node agent serves logs and exec with: issued by the
+/// cluster CA for DNS name `<node name>` (the API server dials the node's
+/// address and checks the certificate names the node the pod is bound to).
+/// It travels in the node kubeconfig as the user extension
+/// [`crate::SERVING_EXTENSION`] with `certificate-data` and `key-data`.
+#[derive(Clone, Debug)]
+pub struct ServingCertificate {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// Its key, PEM.
+    pub key_pem: String,
 }
 
 impl NodeCredentials {
@@ -82,11 +97,22 @@ impl NodeCredentials {
         };
         let cluster = first("clusters", "cluster");
         let user = first("users", "user");
+        let serving = match user["extensions"].as_sequence().and_then(|list| {
+            list.iter()
+                .find(|e| e["name"].as_str() == Some(crate::SERVING_EXTENSION))
+        }) {
+            Some(ext) => Some(ServingCertificate {
+                cert_pem: pem(&ext["extension"], "certificate-data")?,
+                key_pem: pem(&ext["extension"], "key-data")?,
+            }),
+            None => None,
+        };
         Ok(Self {
             server: field(&cluster, "server")?,
             ca_pem: pem(&cluster, "certificate-authority-data")?,
             cert_pem: pem(&user, "client-certificate-data")?,
             key_pem: pem(&user, "client-key-data")?,
+            serving,
         })
     }
 

@@ -4,7 +4,7 @@
 
 mod client;
 
-pub use client::{ClientError, NodeCredentials};
+pub use client::{ClientError, NodeCredentials, ServingCertificate};
 
 /// `skep.node.v1`: the NodeSync service and its messages.
 #[allow(
@@ -24,3 +24,19 @@ pub const NODE_USER_PREFIX: &str = "system:node:";
 
 /// The group every node's certificate carries.
 pub const NODES_GROUP: &str = "system:nodes";
+
+/// The user name in the client certificate the API server presents to node
+/// agents (logs, exec), like kube-apiserver's `kube-apiserver-kubelet-client`.
+/// A node agent serves only this user and the `system:masters` group.
+pub const KUBELET_CLIENT_USER: &str = "skep-apiserver-kubelet-client";
+
+/// The group allowed everything; node agents serve it too.
+pub const MASTERS_GROUP: &str = "system:masters";
+
+/// The name of the kubeconfig user extension that carries a node's serving
+/// certificate (see [`ServingCertificate`]).
+pub const SERVING_EXTENSION: &str = "skep.io/kubelet-serving";
+
+/// The port a node agent serves logs and exec on unless told otherwise
+/// (the kubelet's).
+pub const DEFAULT_KUBELET_PORT: u16 = 10250;

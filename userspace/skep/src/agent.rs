@@ -32,6 +32,10 @@ pub struct AgentFlags {
     /// A registry reached over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Port of the node's HTTPS endpoint for logs and exec (0: any free one;
+    /// the one taken is reported in the Node's status).
+    #[arg(long, default_value_t = skep_proto::DEFAULT_KUBELET_PORT)]
+    pub kubelet_port: u16,
 }
 
 impl AgentFlags {
@@ -54,6 +58,7 @@ impl AgentFlags {
         cfg.runc.clone_from(&self.runc);
         cfg.insecure_registries
             .clone_from(&self.insecure_registries);
+        cfg.kubelet_listen.set_port(self.kubelet_port);
         cfg.shim =
             std::env::current_exe().context("failed to find the skep binary for the shim")?;
         cfg.shim_prefix_args = vec!["shim".into()];
