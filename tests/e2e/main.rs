@@ -5,3 +5,6 @@ mod agent;
 mod cli;
 mod control_plane;
 mod datapath;
+mod scheduling;
+mod services;
+mod workloads;
