@@ -535,7 +535,27 @@ fn replicasets_scale_adopt_release_and_deletes_cascade() -> anyhow::Result<()> {
     server.apply(POOL)?;
     ready_pods(&cluster, "rs", "app=pool", 3)?;
     for n in [10, 2] {
+        if n == 2 {
+            // Scaling down takes the pods that are not ready first.
+            let sick = server.active_pods("rs", "app=pool")?[3]["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            server.kubectl_ok(&[
+                "annotate",
+                "pod",
+                &sick,
+                "-n",
+                "rs",
+                &format!("{READY}=false"),
+            ])?;
+            cluster.wait_for(&format!("{sick} not ready"), LONG, || {
+                let pod = server.json(&["get", "pod", &sick, "-n", "rs"])?;
+                Ok((!pod_ready(&pod)).then_some(()))
+            })?;
+        }
         server.kubectl_ok(&["scale", "rs/pool", "-n", "rs", &format!("--replicas={n}")])?;
+        // (all Ready: with 2 left, the unready one is among those deleted)
         ready_pods(&cluster, "rs", "app=pool", n)?;
         cluster.wait_for(&format!("status of {n} ready replicas"), LONG, || {
             let rs = server.json(&["get", "rs", "pool", "-n", "rs"])?;
@@ -684,13 +704,7 @@ fn namespace_deletion_takes_everything(cluster: &HollowCluster) -> anyhow::Resul
     Ok(())
 }
 
-#[test]
-fn a_dead_node_is_tainted_and_its_pods_move() -> anyhow::Result<()> {
-    let cluster = HollowCluster::start(&three_nodes())?;
-    let server = &cluster.server;
-    server.create_namespace("ha")?;
-    server.apply(
-        r#"apiVersion: apps/v1
+const HA: &str = r#"apiVersion: apps/v1
 kind: Deployment
 metadata: {name: ha, namespace: ha}
 spec:
@@ -704,21 +718,55 @@ spec:
       tolerations:
       - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
       - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              labelSelector:
+                matchLabels: {app: ha}
+              topologyKey: kubernetes.io/hostname
       containers:
       - {name: app, image: registry.example/ha:v1}
-"#,
-    )?;
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: patient, namespace: ha, labels: {app: patient}}
+spec:
+  nodeName: node-a
+  tolerations:
+  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 3600}
+  containers:
+  - {name: app, image: registry.example/patient:v1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: patient, namespace: ha}
+spec:
+  selector: {app: patient}
+  ports:
+  - {port: 80}
+"#;
+
+#[test]
+fn a_dead_node_is_tainted_and_its_pods_move() -> anyhow::Result<()> {
+    let cluster = HollowCluster::start(&three_nodes())?;
+    let server = &cluster.server;
+    server.create_namespace("ha")?;
+    server.apply(HA)?;
     let pods = ready_pods(&cluster, "ha", "app=ha", 3)?;
-    let victim = str_at(&pods[0], &["spec", "nodeName"]).to_owned();
+    ready_pods(&cluster, "ha", "app=patient", 1)?;
+    let victim = "node-a";
     let evicted: BTreeSet<String> = pods
         .iter()
         .filter(|p| str_at(p, &["spec", "nodeName"]) == victim)
         .map(|p| str_at(p, &["metadata", "name"]).to_owned())
         .collect();
+    assert!(!evicted.is_empty(), "anti-affinity left {victim} empty");
 
-    cluster.nodes.kill(&victim)?;
+    cluster.nodes.kill(victim)?;
     cluster.wait_for(&format!("{victim} NotReady and tainted"), LONG, || {
-        let node = server.json(&["get", "node", &victim])?;
+        let node = server.json(&["get", "node", victim])?;
         let unknown = node["status"]["conditions"]
             .as_array()
             .into_iter()
@@ -731,7 +779,7 @@ spec:
             .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute");
         Ok((unknown && tainted).then_some(()))
     })?;
-    let listed = server.kubectl_ok(&["get", "node", &victim, "--no-headers"])?;
+    let listed = server.kubectl_ok(&["get", "node", victim, "--no-headers"])?;
     assert!(listed.contains("NotReady"), "{listed}");
 
     // The pods there are evicted after their 2s toleration, and the
@@ -749,5 +797,22 @@ spec:
     if !events.contains("TaintManagerEviction") {
         bail!("no eviction event:\n{events}");
     }
+
+    // A pod tolerating the taint for an hour stays, marked not ready, and
+    // its Service stops counting it as ready.
+    let patient = cluster.wait_for("patient marked not ready", LONG, || {
+        let pod = server.json(&["get", "pod", "patient", "-n", "ha"])?;
+        Ok((!pod_ready(&pod)).then_some(pod))
+    })?;
+    assert!(
+        patient["metadata"]["deletionTimestamp"].is_null(),
+        "a pod tolerating the taint for 1h was evicted"
+    );
+    let ip = str_at(&patient, &["status", "podIP"]).to_owned();
+    cluster.wait_for("patient's endpoint not ready", LONG, || {
+        let ep = server.json(&["get", "endpoints", "patient", "-n", "ha"])?;
+        let not_ready = ep["subsets"][0]["notReadyAddresses"][0]["ip"] == ip.as_str();
+        Ok((not_ready && ep["subsets"][0]["addresses"].is_null()).then_some(()))
+    })?;
     Ok(())
 }
