@@ -310,7 +310,9 @@ fn check_rollout_and_undo(server: &Server, agent: &Agent, ns: &str) -> anyhow::R
     web_rolled(server, agent, ns, 3, "")?;
     let third: Vec<String> = web_pods(server, ns)?.into_iter().map(|p| p.0).collect();
     assert!(
-        third.iter().all(|p| !second.contains(p) && !first.contains(p)),
+        third
+            .iter()
+            .all(|p| !second.contains(p) && !first.contains(p)),
         "undo did not roll new pods: {second:?} -> {third:?}"
     );
     let history = server.kubectl_ok(&["rollout", "history", "deployment/web", "-n", ns])?;

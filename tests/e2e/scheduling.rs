@@ -54,9 +54,9 @@ fn unschedulable(cluster: &HollowCluster, name: &str, why: &[&str]) -> anyhow::R
                 let out = cluster
                     .server
                     .kubectl_ok(&["describe", "pod", name, "-n", NS])?;
-                let shown = out.lines().any(|l| {
-                    l.contains("FailedScheduling") && why.iter().all(|w| l.contains(w))
-                });
+                let shown = out
+                    .lines()
+                    .any(|l| l.contains("FailedScheduling") && why.iter().all(|w| l.contains(w)));
                 last.clone_from(&out);
                 Ok(shown.then_some(out))
             },
@@ -192,7 +192,10 @@ spec:
         &extra,
         // kube-scheduler names the existing pods' rule or the pod's own
         // (the same here), depending on its version's order of checks.
-        &["0/3 nodes are available: 3 node(s) didn't", "anti-affinity rules"],
+        &[
+            "0/3 nodes are available: 3 node(s) didn't",
+            "anti-affinity rules",
+        ],
     )?;
     server.kubectl_ok(&["scale", "deployment", "spread", "-n", NS, "--replicas=3"])?;
     cluster.wait_for("the waiting replica removed", LONG, || {
@@ -233,7 +236,10 @@ fn cordon_and_resources(cluster: &HollowCluster) -> anyhow::Result<()> {
     )?;
     assert_eq!(scheduled(cluster, "big")?, "zone-c2");
     let described = server.kubectl_ok(&["describe", "pod", "big", "-n", NS])?;
-    for event in ["FailedScheduling", "Successfully assigned sched/big to zone-c2"] {
+    for event in [
+        "FailedScheduling",
+        "Successfully assigned sched/big to zone-c2",
+    ] {
         assert!(described.contains(event), "{event} missing:\n{described}");
     }
     Ok(())

@@ -54,7 +54,9 @@ fn ips(list: &Value) -> BTreeSet<String> {
 }
 
 fn endpoints(cluster: &HollowCluster) -> anyhow::Result<Subsets> {
-    let ep = cluster.server.json(&["get", "endpoints", "web", "-n", "svc"])?;
+    let ep = cluster
+        .server
+        .json(&["get", "endpoints", "web", "-n", "svc"])?;
     let mut subsets: Subsets = ep["subsets"]
         .as_array()
         .into_iter()
@@ -145,10 +147,7 @@ fn endpoints_follow_readiness_and_named_ports() -> anyhow::Result<()> {
     expect(
         &cluster,
         "named ports resolved per pod, c not ready",
-        &vec![
-            (8080, set(&[&a]), set(&[&c])),
-            (9090, set(&[&b]), set(&[])),
-        ],
+        &vec![(8080, set(&[&a]), set(&[&c])), (9090, set(&[&b]), set(&[]))],
     )?;
 
     // c turns ready; a goes away.

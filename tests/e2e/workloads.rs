@@ -92,7 +92,11 @@ fn replica_sets(server: &Server, ns: &str, name: &str) -> anyhow::Result<Vec<Val
 fn revision(rs: &Value) -> u32 {
     str_at(
         rs,
-        &["metadata", "annotations", "deployment.kubernetes.io/revision"],
+        &[
+            "metadata",
+            "annotations",
+            "deployment.kubernetes.io/revision",
+        ],
     )
     .parse()
     .unwrap_or(0)
@@ -149,9 +153,19 @@ fn rolled_out(cluster: &HollowCluster, spec: &Spec, version: &str) -> anyhow::Re
 
 /// `kubectl rollout history`: (revision, change-cause) rows.
 fn history(server: &Server, ns: &str, name: &str) -> anyhow::Result<Vec<(u32, String)>> {
-    let out = server.kubectl_ok(&["rollout", "history", &format!("deployment/{name}"), "-n", ns])?;
+    let out = server.kubectl_ok(&[
+        "rollout",
+        "history",
+        &format!("deployment/{name}"),
+        "-n",
+        ns,
+    ])?;
     let mut rows = Vec::new();
-    for line in out.lines().skip_while(|l| !l.starts_with("REVISION")).skip(1) {
+    for line in out
+        .lines()
+        .skip_while(|l| !l.starts_with("REVISION"))
+        .skip(1)
+    {
         let mut parts = line.split_whitespace();
         let Some(rev) = parts.next().and_then(|r| r.parse().ok()) else {
             continue;
@@ -376,7 +390,12 @@ fn stuck_rollout_surges_and_times_out(
     let spec_counts: Vec<(String, i64)> = rss
         .iter()
         .filter(|rs| replicas(rs) > 0)
-        .map(|rs| (image(&rs["spec"]["template"]["spec"]).to_owned(), replicas(rs)))
+        .map(|rs| {
+            (
+                image(&rs["spec"]["template"]["spec"]).to_owned(),
+                replicas(rs),
+            )
+        })
         .collect();
     assert_eq!(
         spec_counts,
@@ -559,8 +578,7 @@ fn replicasets_scale_adopt_release_and_deletes_cascade() -> anyhow::Result<()> {
         ready_pods(&cluster, "rs", "app=pool", n)?;
         cluster.wait_for(&format!("status of {n} ready replicas"), LONG, || {
             let rs = server.json(&["get", "rs", "pool", "-n", "rs"])?;
-            Ok((rs["status"]["readyReplicas"] == n && rs["status"]["replicas"] == n)
-                .then_some(()))
+            Ok((rs["status"]["readyReplicas"] == n && rs["status"]["replicas"] == n).then_some(()))
         })?;
     }
     let kept = uids(&server.active_pods("rs", "app=pool")?);
@@ -603,7 +621,15 @@ fn replicasets_scale_adopt_release_and_deletes_cascade() -> anyhow::Result<()> {
         .find(|p| str_at(p, &["metadata", "uid"]) == released)
         .map(|p| str_at(p, &["metadata", "name"]).to_owned())
         .context("no name")?;
-    server.kubectl_ok(&["label", "pod", &name, "-n", "rs", "app=debug", "--overwrite"])?;
+    server.kubectl_ok(&[
+        "label",
+        "pod",
+        &name,
+        "-n",
+        "rs",
+        "app=debug",
+        "--overwrite",
+    ])?;
     let pods = ready_pods(&cluster, "rs", "app=pool", 2)?;
     assert!(!uids(&pods).contains(&released));
     cluster.wait_for("the released pod without owner", LONG, || {
@@ -641,7 +667,14 @@ fn cascading_deletes(cluster: &HollowCluster) -> anyhow::Result<()> {
     };
 
     // Background: the Deployment goes at once, the collector follows.
-    server.kubectl_ok(&["delete", "deployment", "bg", "-n", "rs", "--cascade=background"])?;
+    server.kubectl_ok(&[
+        "delete",
+        "deployment",
+        "bg",
+        "-n",
+        "rs",
+        "--cascade=background",
+    ])?;
     cluster.wait_for("bg's ReplicaSet and pods collected", LONG, || {
         Ok((dependents("bg")? == (0, 0)).then_some(()))
     })?;
@@ -668,14 +701,19 @@ fn cascading_deletes(cluster: &HollowCluster) -> anyhow::Result<()> {
     server.kubectl_ok(&["delete", "deployment", "or", "-n", "rs", "--cascade=orphan"])?;
     let rs = cluster.wait_for("or's ReplicaSet orphaned", LONG, || {
         let rss = server.items(&["rs", "-n", "rs", "-l", "app=or"])?;
-        Ok(rss
-            .into_iter()
-            .find(|rs| rs["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty)))
+        Ok(rss.into_iter().find(|rs| {
+            rs["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+        }))
     })?;
     assert_eq!(replicas(&rs), 2);
     ready_pods(cluster, "rs", "app=or", 2)?;
     let gone = server.kubectl(&["get", "deployment", "or", "-n", "rs"])?;
-    assert!(!gone.status.success(), "the orphaning delete kept the owner");
+    assert!(
+        !gone.status.success(),
+        "the orphaning delete kept the owner"
+    );
     Ok(())
 }
 

@@ -99,7 +99,8 @@ impl HollowNode {
     }
 
     fn object(&self, index: usize) -> Value {
-        let resources = json!({"cpu": self.cpu, "memory": self.memory, "pods": self.pods.to_string()});
+        let resources =
+            json!({"cpu": self.cpu, "memory": self.memory, "pods": self.pods.to_string()});
         let now = rfc3339(SystemTime::now());
         json!({
             "apiVersion": "v1",
@@ -384,7 +385,10 @@ async fn sync_pods(api: &Api, state: &Mutex<State>) -> anyhow::Result<()> {
                 .with_context(|| format!("finishing deletion of pod {ns}/{name}"))?;
             continue;
         }
-        if matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+        if matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        ) {
             continue;
         }
         let ready = pod["metadata"]["annotations"][READY].as_str() != Some("false");
@@ -421,9 +425,7 @@ fn pod_status(pod: &Value, ip: &str, host_ip: &str, ready: bool) -> Value {
         .as_str()
         .map_or_else(|| now.clone(), str::to_owned);
     let flag = if ready { "True" } else { "False" };
-    let condition = |type_: &str, status: &str| {
-        json!({"type": type_, "status": status, "lastTransitionTime": now, "lastProbeTime": null})
-    };
+    let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastTransitionTime": now, "lastProbeTime": null});
     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
     let containers: Vec<Value> = pod["spec"]["containers"]
         .as_array()
