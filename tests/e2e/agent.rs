@@ -274,7 +274,7 @@ fn web_rolled(
     assert!(status.contains("successfully rolled out"), "{status}");
     let pods = wait(
         &format!("{count} web pods with MODE={mode:?}"),
-        Duration::from_secs(60),
+        Duration::from_mins(1),
         agent,
         || {
             let all = server.active_pods(ns, "app=web")?;

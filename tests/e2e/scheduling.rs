@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use skep_e2e::cluster::str_at;
 use skep_e2e::hollow::{HollowCluster, HollowNode};
 
-const LONG: Duration = Duration::from_secs(60);
+const LONG: Duration = Duration::from_mins(1);
 const NS: &str = "sched";
 
 /// A pod `name` with `spec` lines (indented two spaces) and one container.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use skep_e2e::cluster::str_at;
 use skep_e2e::hollow::{HollowCluster, HollowNode, READY};
 
-const LONG: Duration = Duration::from_secs(60);
+const LONG: Duration = Duration::from_mins(1);
 
 fn pod(name: &str, port: u16, ready: bool) -> String {
     format!(

@@ -14,7 +14,7 @@ use skep_e2e::cluster::{Server, pod_ready, str_at};
 use skep_e2e::hollow::{HollowCluster, HollowNode, READY};
 
 /// Generous: the machine is small and may be busy.
-const LONG: Duration = Duration::from_secs(60);
+const LONG: Duration = Duration::from_mins(1);
 
 fn three_nodes() -> Vec<HollowNode> {
     ["node-a", "node-b", "node-c"]
@@ -742,7 +742,7 @@ fn namespace_deletion_takes_everything(cluster: &HollowCluster) -> anyhow::Resul
     Ok(())
 }
 
-const HA: &str = r#"apiVersion: apps/v1
+const HA: &str = r"apiVersion: apps/v1
 kind: Deployment
 metadata: {name: ha, namespace: ha}
 spec:
@@ -784,7 +784,7 @@ spec:
   selector: {app: patient}
   ports:
   - {port: 80}
-"#;
+";
 
 #[test]
 fn a_dead_node_is_tainted_and_its_pods_move() -> anyhow::Result<()> {

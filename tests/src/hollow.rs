@@ -76,7 +76,7 @@ impl HollowNode {
         self
     }
 
-    /// Adds a taint (`effect` NoSchedule, PreferNoSchedule or NoExecute).
+    /// Adds a taint (`effect` `NoSchedule`, `PreferNoSchedule` or `NoExecute`).
     #[must_use]
     pub fn taint(mut self, key: &str, value: &str, effect: &str) -> Self {
         self.taints
@@ -169,7 +169,7 @@ pub struct HollowCluster {
     _dir: tempfile::TempDir,
 }
 
-/// The grace period after which a silent node is NotReady, in these clusters.
+/// The grace period after which a silent node is `NotReady`, in these clusters.
 pub const GRACE_PERIOD: &str = "4s";
 
 impl HollowCluster {
@@ -540,12 +540,12 @@ impl Api {
         Self::answer(&format!("GET {path}"), resp).await
     }
 
-    async fn merge_patch(&self, path: &str, patch: &Value) -> anyhow::Result<Value> {
+    async fn merge_patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let resp = self
             .client
             .patch(format!("{}{path}", self.base))
             .header("Content-Type", "application/merge-patch+json")
-            .body(patch.to_string())
+            .body(body.to_string())
             .send()
             .await?;
         Self::answer(&format!("PATCH {path}"), resp).await

@@ -125,7 +125,7 @@ impl NodeLifecycleController {
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                if let Err(err) = controller.monitor().await {
+                if let Err(err) = Box::pin(controller.monitor()).await {
                     tracing::warn!(%err, "node health check failed");
                 }
             }
@@ -203,7 +203,29 @@ impl NodeLifecycleController {
                 )
                 .await;
         }
-        // Taints follow the Ready condition.
+        let node = self.sync_taints(node).await?;
+        let ready = ready_condition(&node).is_some_and(|c| c.status == "True");
+        let has_no_execute = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.effect == "NoExecute");
+        if ready && !has_no_execute {
+            return Ok(());
+        }
+        let mut pods = self.pods_on(&name).await?;
+        if !ready {
+            self.mark_pods_not_ready(&name, &mut pods).await;
+        }
+        self.evict(&node, pods).await
+    }
+
+    /// Sets the `unreachable`/`not-ready` taints the node's Ready condition
+    /// calls for; returns the node as stored.
+    async fn sync_taints(&self, mut node: Node) -> Result<Node, ControllerError> {
+        let name = node.metadata.name.clone().unwrap_or_default();
         let wanted = match ready_condition(&node).map(|c| c.status.as_str()) {
             Some("True") => None,
             Some("False") => Some(NOT_READY),
@@ -240,22 +262,7 @@ impl NodeLifecycleController {
                 .await
                 .map_err(|e| ControllerError::api("taint node", &name, e))?;
         }
-        let ready = ready_condition(&node).is_some_and(|c| c.status == "True");
-        let has_no_execute = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_deref())
-            .unwrap_or_default()
-            .iter()
-            .any(|t| t.effect == "NoExecute");
-        if ready && !has_no_execute {
-            return Ok(());
-        }
-        let mut pods = self.pods_on(&name).await?;
-        if !ready {
-            self.mark_pods_not_ready(&name, &mut pods).await;
-        }
-        self.evict(&node, pods).await
+        Ok(node)
     }
 
     /// The pods bound to node `name`.

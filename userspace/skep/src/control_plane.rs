@@ -23,7 +23,7 @@ pub struct ControlPlaneArgs {
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
     /// How long a node may go without a heartbeat before it is marked
-    /// NotReady and tainted (kube-controller-manager's flag of that name).
+    /// `NotReady` and tainted (kube-controller-manager's flag of that name).
     #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: Duration,
     /// How often node heartbeats are checked.
@@ -139,7 +139,7 @@ mod tests {
     fn durations_parse_like_kubernetes_flags() {
         assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_mins(2)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5d").is_err());
