@@ -6,11 +6,11 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use skep_e2e::agent::{Agent, mounts_below, pod_cgroups};
-use skep_e2e::cluster::Server;
+use skep_e2e::cluster::{Server, str_at};
 use skep_e2e::process::skep;
 use skep_e2e::{require_root, unique_name};
 
@@ -88,26 +88,17 @@ spec:
     )
 }
 
-/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`.
+/// Polls `check` until it returns `Some`, or fails after `timeout` with
+/// the agent's log.
 fn wait<T>(
     what: &str,
     timeout: Duration,
     agent: &Agent,
-    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+    check: impl FnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out waiting for {what}; agent log:\n{}",
-                agent.log_tail()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    skep_e2e::wait::until(what, timeout, check, || {
+        format!("agent log:\n{}", agent.log_tail())
+    })
 }
 
 fn http_get(ip: &str, path: &str) -> anyhow::Result<String> {
@@ -242,6 +233,100 @@ fn check_restart_adopts(
     Ok(())
 }
 
+/// The web Deployment's ready pods: (name, podIP, env `MODE` or "").
+fn web_pods(server: &Server, ns: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+    let pods = server.active_pods(ns, "app=web")?;
+    Ok(pods
+        .iter()
+        .filter(|p| skep_e2e::cluster::pod_ready(p))
+        .map(|p| {
+            let mode = p["spec"]["containers"][0]["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == "MODE")
+                .map(|e| str_at(e, &["value"]).to_owned())
+                .unwrap_or_default();
+            (
+                str_at(p, &["metadata", "name"]).to_owned(),
+                str_at(p, &["status", "podIP"]).to_owned(),
+                mode,
+            )
+        })
+        .collect())
+}
+
+/// Waits until the web Deployment has exactly `count` pods, all ready and
+/// all with `MODE` = `mode`, and each answers HTTP.
+fn web_rolled(
+    server: &Server,
+    agent: &Agent,
+    ns: &str,
+    count: usize,
+    mode: &str,
+) -> anyhow::Result<()> {
+    let status = server.kubectl_ok(&[
+        "rollout",
+        "status",
+        "deployment/web",
+        "-n",
+        ns,
+        "--timeout=90s",
+    ])?;
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let pods = wait(
+        &format!("{count} web pods with MODE={mode:?}"),
+        Duration::from_mins(1),
+        agent,
+        || {
+            let all = server.active_pods(ns, "app=web")?;
+            let ready = web_pods(server, ns)?;
+            Ok((all.len() == count
+                && ready.len() == count
+                && ready.iter().all(|(_, _, m)| m == mode))
+            .then_some(ready))
+        },
+    )?;
+    for (name, ip, _) in &pods {
+        let reply = http_get(ip, "/hosts")?;
+        assert!(reply.contains(" 200 "), "{name} at {ip}: {reply}");
+    }
+    Ok(())
+}
+
+/// On a real agent: scaled to 3, the Deployment rolls to a new template
+/// (`kubectl set env`, real readiness probes gating each step) and `rollout
+/// undo` brings the old template back, with new pods that answer.
+fn check_rollout_and_undo(server: &Server, agent: &Agent, ns: &str) -> anyhow::Result<()> {
+    server.kubectl_ok(&["scale", "deployment", "web", "-n", ns, "--replicas=3"])?;
+    web_rolled(server, agent, ns, 3, "")?;
+    let first: Vec<String> = web_pods(server, ns)?.into_iter().map(|p| p.0).collect();
+    server.kubectl_ok(&["set", "env", "deployment/web", "-n", ns, "MODE=v2"])?;
+    web_rolled(server, agent, ns, 3, "v2")?;
+    let second: Vec<String> = web_pods(server, ns)?.into_iter().map(|p| p.0).collect();
+    assert!(
+        second.iter().all(|p| !first.contains(p)),
+        "pods were not replaced: {first:?} -> {second:?}"
+    );
+    server.kubectl_ok(&["rollout", "undo", "deployment/web", "-n", ns])?;
+    web_rolled(server, agent, ns, 3, "")?;
+    let third: Vec<String> = web_pods(server, ns)?.into_iter().map(|p| p.0).collect();
+    assert!(
+        third
+            .iter()
+            .all(|p| !second.contains(p) && !first.contains(p)),
+        "undo did not roll new pods: {second:?} -> {third:?}"
+    );
+    let history = server.kubectl_ok(&["rollout", "history", "deployment/web", "-n", ns])?;
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|r| r.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    Ok(())
+}
+
 #[test]
 fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
     require_root!();
@@ -308,6 +393,7 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
     }
 
     check_restart_adopts(&server, &mut agent, &ns, &ips)?;
+    check_rollout_and_undo(&server, &agent, &ns)?;
     check_failures_and_config(&server, &agent, &ns)?;
 
     // Deleting everything tears every pod down and leaves nothing behind.

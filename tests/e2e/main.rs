@@ -1,8 +1,15 @@
 //! skep's end-to-end tests: one binary, run serially by `cargo xtask test`
 //! (as root), each test making and removing its own namespaces and pins.
+#![expect(
+    clippy::doc_markdown,
+    reason = "Kubernetes kind names (ReplicaSet, EndpointSlice, …) are plain words in these docs"
+)]
 
 mod agent;
 mod cli;
 mod control_plane;
 mod datapath;
 mod lab;
+mod scheduling;
+mod services;
+mod workloads;

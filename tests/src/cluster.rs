@@ -132,6 +132,62 @@ impl Server {
         check(args, &out)
     }
 
+    /// Applies `manifest` (YAML or JSON) with `kubectl apply -f -`.
+    pub fn apply(&self, manifest: &str) -> anyhow::Result<String> {
+        self.kubectl_ok_with(&["apply", "-f", "-"], manifest)
+    }
+
+    /// Creates namespace `name` (from YAML: `kubectl create namespace`
+    /// sends protobuf, which the server does not decode).
+    pub fn create_namespace(&self, name: &str) -> anyhow::Result<()> {
+        self.kubectl_ok_with(
+            &["create", "-f", "-"],
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"),
+        )?;
+        Ok(())
+    }
+
+    /// The pods of `namespace` matching `selector` that are not being
+    /// deleted.
+    pub fn active_pods(
+        &self,
+        namespace: &str,
+        selector: &str,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut pods = self.items(&["pods", "-n", namespace, "-l", selector])?;
+        pods.retain(|p| p["metadata"]["deletionTimestamp"].is_null());
+        Ok(pods)
+    }
+
+    /// `kubectl ARGS -o json`, parsed.
+    pub fn json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.kubectl_ok(&all)?;
+        serde_json::from_str(&out).with_context(|| format!("kubectl {} -o json", args.join(" ")))
+    }
+
+    /// The `items` of `kubectl get ARGS -o json`.
+    pub fn items(&self, args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut all = vec!["get"];
+        all.extend(args);
+        let list = self.json(&all)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Polls `check` until it returns `Some` (errors count as "not yet"),
+    /// failing after `timeout` with the server's log tail.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl FnMut() -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
+        crate::wait::until(what, timeout, check, || {
+            format!("server log:\n{}", self.log_tail())
+        })
+    }
+
     /// Stops the server: SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
@@ -170,4 +226,23 @@ impl Drop for Server {
             eprintln!("warning: {err:#}");
         }
     }
+}
+
+/// Whether a pod (as JSON) has condition Ready=True.
+#[must_use]
+pub fn pod_ready(pod: &serde_json::Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// The string at `path` (keys) in `value`, or `""`.
+#[must_use]
+pub fn str_at<'a>(value: &'a serde_json::Value, path: &[&str]) -> &'a str {
+    path.iter()
+        .fold(value, |v, key| &v[*key])
+        .as_str()
+        .unwrap_or_default()
 }

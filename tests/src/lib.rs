@@ -1,14 +1,17 @@
 //! The end-to-end test harness: unique names, network namespaces and veths
-//! that remove themselves, running code inside a namespace, and finding the
-//! `skep` binary. Everything a test makes is dropped (and so removed) when the
+//! that remove themselves, running code inside a namespace, finding the
+//! `skep` binary, a `skep server` with the real kubectl, hollow nodes, and
+//! waiting for conditions. Everything a test makes is dropped (and so removed) when the
 //! test ends, on success and on panic alike.
 #![deny(missing_docs)]
 
 pub mod agent;
 pub mod cluster;
+pub mod hollow;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

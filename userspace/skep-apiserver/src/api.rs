@@ -599,13 +599,9 @@ async fn stream_watch(
             None => next.await,
         };
         let (line, last) = match next {
-            Err(_) if bookmarks => (
-                object::watch_event(
-                    WatchEventType::Bookmark,
-                    object::bookmark(info, events.revision()),
-                ),
-                false,
-            ),
+            // (`bookmark` is the whole event: wrapping it again made kubectl
+            // drop the watch at every bookmark.)
+            Err(_) if bookmarks => (object::bookmark(info, events.revision()), false),
             Err(_) => continue,
             Ok(None) => return,
             Ok(Some(Err(err))) => (

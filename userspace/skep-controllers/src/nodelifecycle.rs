@@ -2,8 +2,9 @@
 //! heartbeats (the Ready condition's `lastHeartbeatTime`) for the grace
 //! period gets its Ready condition set to Unknown (`NodeStatusUnknown`)
 //! and the `node.kubernetes.io/unreachable` NoSchedule and NoExecute
-//! taints (`not-ready` when the agent itself says Ready=False); pods on a
-//! NoExecute-tainted node are evicted (deleted) once their toleration
+//! taints (`not-ready` when the agent itself says Ready=False); the pods
+//! of a node that is not Ready are marked Ready=False (Services drop
+//! them), and pods on a NoExecute-tainted node are evicted (deleted) once their toleration
 //! runs out (`tolerationSeconds`, 300s by skep-api's defaulting), so their
 //! owners recreate them elsewhere.
 //!
@@ -124,7 +125,7 @@ impl NodeLifecycleController {
                     () = shutdown.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                if let Err(err) = controller.monitor().await {
+                if let Err(err) = Box::pin(controller.monitor()).await {
                     tracing::warn!(%err, "node health check failed");
                 }
             }
@@ -202,7 +203,29 @@ impl NodeLifecycleController {
                 )
                 .await;
         }
-        // Taints follow the Ready condition.
+        let node = self.sync_taints(node).await?;
+        let ready = ready_condition(&node).is_some_and(|c| c.status == "True");
+        let has_no_execute = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.effect == "NoExecute");
+        if ready && !has_no_execute {
+            return Ok(());
+        }
+        let mut pods = self.pods_on(&name).await?;
+        if !ready {
+            self.mark_pods_not_ready(&name, &mut pods).await;
+        }
+        self.evict(&node, pods).await
+    }
+
+    /// Sets the `unreachable`/`not-ready` taints the node's Ready condition
+    /// calls for; returns the node as stored.
+    async fn sync_taints(&self, mut node: Node) -> Result<Node, ControllerError> {
+        let name = node.metadata.name.clone().unwrap_or_default();
         let wanted = match ready_condition(&node).map(|c| c.status.as_str()) {
             Some("True") => None,
             Some("False") => Some(NOT_READY),
@@ -239,11 +262,78 @@ impl NodeLifecycleController {
                 .await
                 .map_err(|e| ControllerError::api("taint node", &name, e))?;
         }
-        self.evict(&node).await
+        Ok(node)
+    }
+
+    /// The pods bound to node `name`.
+    async fn pods_on(&self, name: &str) -> Result<Vec<Pod>, ControllerError> {
+        let info = registry::by_id(Kind::Pod);
+        let options = ListOptions {
+            filter: Some(
+                Filter::parse(info, "", &format!("spec.nodeName={name}"))
+                    .map_err(|e| ControllerError::api("select pods of node", name, e))?,
+            ),
+            ..ListOptions::default()
+        };
+        let (pods, _) = self
+            .objects
+            .list(info, "", &options)
+            .await
+            .map_err(|e| ControllerError::api("list pods of node", name, e))?;
+        pods.into_iter()
+            .map(|pod| {
+                serde_json::from_value(pod).map_err(|source| ControllerError::Convert {
+                    object: format!("pod on {name}"),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets Ready=False on the pods of a node that is not Ready, so that
+    /// Services stop sending them traffic before they are evicted (what
+    /// kube's `MarkPodsNotReady` does); the node's kubelet, if it comes
+    /// back, reports the truth again.
+    async fn mark_pods_not_ready(&self, node: &str, pods: &mut [Pod]) {
+        for pod in pods.iter_mut() {
+            let Some(ready) = pod
+                .status
+                .as_mut()
+                .and_then(|s| s.conditions.as_mut())
+                .and_then(|c| c.iter_mut().find(|c| c.type_ == "Ready"))
+                .filter(|c| c.status == "True")
+            else {
+                continue;
+            };
+            ready.status = "False".into();
+            ready.last_transition_time = Some(Time(now()));
+            let key = format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            );
+            tracing::info!(%node, pod = %key, "marking pod of a not-ready node not ready");
+            match self.objects.update_typed(&*pod, "status", NAME).await {
+                Ok(updated) => *pod = updated,
+                Err(err) if is_not_found(&err) => continue,
+                Err(err) => {
+                    tracing::warn!(%node, pod = %key, %err, "failed to mark pod not ready");
+                    continue;
+                }
+            }
+            self.events
+                .record(
+                    &object_ref(&*pod),
+                    EventType::Warning,
+                    "NodeNotReady",
+                    "Node is not ready",
+                )
+                .await;
+        }
     }
 
     /// Deletes the pods on `node` whose tolerations of its NoExecute taints ran out.
-    async fn evict(&self, node: &Node) -> Result<(), ControllerError> {
+    async fn evict(&self, node: &Node, pods: Vec<Pod>) -> Result<(), ControllerError> {
         let name = node.metadata.name.clone().unwrap_or_default();
         let taints: Vec<&Taint> = node
             .spec
@@ -261,26 +351,8 @@ impl NodeLifecycleController {
             .filter_map(|t| t.time_added.as_ref().map(|t| t.0))
             .max()
             .unwrap_or_else(now);
-        let info = registry::by_id(Kind::Pod);
-        let options = ListOptions {
-            filter: Some(
-                Filter::parse(info, "", &format!("spec.nodeName={name}"))
-                    .map_err(|e| ControllerError::api("select pods of node", &name, e))?,
-            ),
-            ..ListOptions::default()
-        };
-        let (pods, _) = self
-            .objects
-            .list(info, "", &options)
-            .await
-            .map_err(|e| ControllerError::api("list pods of node", &name, e))?;
         let elapsed = now().as_second() - since.as_second();
         for pod in pods {
-            let pod: Pod =
-                serde_json::from_value(pod).map_err(|source| ControllerError::Convert {
-                    object: format!("pod on {name}"),
-                    source,
-                })?;
             if pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }

@@ -2,7 +2,7 @@
 //! `<data-dir>/store`, the API server on `--listen`, the admin kubeconfig in
 //! `<data-dir>/kubeconfig`, and the scheduler and controllers in-process.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf};
+use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use skep_apiserver::{ApiServer, ApiServerConfig};
@@ -22,6 +22,47 @@ pub struct ControlPlaneArgs {
     /// Extra DNS names or IPs for the API server's certificate.
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    /// How long a node may go without a heartbeat before it is marked
+    /// `NotReady` and tainted (kube-controller-manager's flag of that name).
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How often node heartbeats are checked.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+}
+
+impl ControlPlaneArgs {
+    /// The controllers' settings these flags ask for.
+    fn controller_config(&self) -> ControllerConfig {
+        ControllerConfig {
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            node_monitor_period: self.node_monitor_period,
+            ..ControllerConfig::default()
+        }
+    }
+}
+
+/// A duration the way Kubernetes' flags write one: `500ms`, `40s`, `5m`,
+/// `1h` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 40s or 500ms"))?;
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m or h)")),
+    };
+    if n == 0 {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Ok(Duration::from_millis(n.saturating_mul(millis)))
 }
 
 /// Runs the control plane until `shutdown` completes, then stops the store
@@ -55,7 +96,7 @@ pub async fn run(
     let stop_loops = CancellationToken::new();
     let loops = skep_controllers::run(
         &Objects::new(store.clone()),
-        &ControllerConfig::default(),
+        &args.controller_config(),
         &stop_loops,
     );
     started(&server)?;
@@ -87,4 +128,21 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_like_kubernetes_flags() {
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_mins(2)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
 }
