@@ -6,9 +6,9 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use skep_e2e::agent::{Agent, mounts_below, pod_cgroups};
 use skep_e2e::cluster::{Server, str_at};
 use skep_e2e::process::skep;
