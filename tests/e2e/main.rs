@@ -2,6 +2,7 @@
 //! (as root), each test making and removing its own namespaces and pins.
 
 mod agent;
+mod agent_input;
 mod cli;
 mod control_plane;
 mod datapath;

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod cluster;
 pub mod netns;
 pub mod process;
+pub mod registry;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

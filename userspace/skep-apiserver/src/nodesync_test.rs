@@ -368,3 +368,149 @@ async fn a_node_may_touch_only_what_is_its_own() -> Result<()> {
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_node_receives_its_pods_claims_and_the_volumes_they_are_bound_to() -> Result<()> {
+    let (mut cluster, server) = start().await?;
+    let node_a = NodeCredentials::from_kubeconfig(&server.node_kubeconfig("node-a")?)?;
+    cluster.serve(server);
+    for name in ["pv-data", "pv-other"] {
+        cluster
+            .create(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "hostPath": {"path": format!("/tmp/{name}")}}}))
+            .await?;
+    }
+    for name in ["data", "other"] {
+        cluster
+            .create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}))
+            .await?;
+    }
+    let mut pod = pod("pod-a", Some("node-a"), "cm", "sec");
+    pod["spec"]["volumes"] = json!([{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]);
+    cluster.create(pod).await?;
+
+    let mut client = node_a.client()?;
+    let mut stream = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: 0,
+        })
+        .await?
+        .into_inner();
+    let (snapshot, _) = snapshot(&mut stream).await?;
+    let kinds: BTreeSet<(String, String)> = snapshot
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("Persistent"))
+        .collect();
+    // Unbound: the claim, not yet a volume.
+    assert_eq!(
+        kinds,
+        [("PersistentVolumeClaim".to_owned(), "data".to_owned())]
+            .into_iter()
+            .collect()
+    );
+
+    // Binding the claim brings its volume.
+    let info = registry::by_kind("v1", "PersistentVolumeClaim").ok_or("no pvc kind")?;
+    let old = cluster.objects.get(info, "default", "data").await?;
+    let mut bound = old.clone();
+    bound["spec"]["volumeName"] = json!("pv-data");
+    let written = cluster
+        .objects
+        .replace(
+            info,
+            "",
+            &old,
+            Decoded {
+                value: bound,
+                duplicates: Vec::new(),
+            },
+            &WriteOptions::by("test"),
+        )
+        .await?;
+    let got = collect(&mut stream, 2).await?;
+    assert_eq!(
+        got,
+        [
+            (
+                Type::Modified,
+                "PersistentVolumeClaim".to_owned(),
+                "data".to_owned()
+            ),
+            (
+                Type::Added,
+                "PersistentVolume".to_owned(),
+                "pv-data".to_owned()
+            ),
+        ]
+        .into_iter()
+        .collect()
+    );
+
+    // A resumed stream knows the binding: a change to the volume arrives.
+    drop(stream);
+    let pv_info = registry::by_kind("v1", "PersistentVolume").ok_or("no pv kind")?;
+    let from = skep_api::object::resource_version(&written.object).ok_or("no rv")?;
+    let pv = cluster.objects.get(pv_info, "", "pv-data").await?;
+    let mut labelled = pv.clone();
+    labelled["metadata"]["labels"] = json!({"touched": "yes"});
+    cluster
+        .objects
+        .replace(
+            pv_info,
+            "",
+            &pv,
+            Decoded {
+                value: labelled,
+                duplicates: Vec::new(),
+            },
+            &WriteOptions::by("test"),
+        )
+        .await?;
+    let mut resumed = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: from,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        describe(&next(&mut resumed).await?),
+        (
+            Type::Modified,
+            "PersistentVolume".to_owned(),
+            "pv-data".to_owned()
+        )
+    );
+
+    // The pod goes: its claim and the claim's volume go with it.
+    client
+        .write(WriteRequest {
+            op: Op::Delete.into(),
+            kind: "Pod".into(),
+            namespace: "default".into(),
+            name: "pod-a".into(),
+            subresource: String::new(),
+            object: serde_json::to_vec(&json!({"gracePeriodSeconds": 0}))?,
+        })
+        .await?;
+    // (The pod's env also names ConfigMap "cm", which does not exist.)
+    let got = collect(&mut resumed, 4).await?;
+    for (kind, name) in [
+        ("ConfigMap", "cm"),
+        ("Pod", "pod-a"),
+        ("PersistentVolumeClaim", "data"),
+        ("PersistentVolume", "pv-data"),
+    ] {
+        assert!(
+            got.contains(&(Type::Deleted, kind.to_owned(), name.to_owned())),
+            "{got:?}"
+        );
+    }
+    Ok(())
+}
