@@ -27,7 +27,7 @@ use crate::stats::Sample;
 const PODS: usize = 100;
 const DEMO: &str = "skep/busybox:demo";
 const NAMESPACE: &str = "bench";
-const WAIT: Duration = Duration::from_secs(120);
+const WAIT: Duration = Duration::from_mins(2);
 
 /// The floor: `runc run -d` of prepared bundles (overlayfs rootfs of the
 /// demo image, the OCI spec the agent writes, a fresh network namespace).

@@ -1,10 +1,10 @@
 //! The node agent with bad input and with claims, end to end with the real
 //! kubectl: every broken pod shows the reason the kubelet would give in
 //! `kubectl get pods` and `kubectl describe`, while the node keeps running
-//! the good ones; a pod writes through a PersistentVolumeClaim into the
-//! hostPath directory of the PersistentVolume it is bound to; a pod whose
-//! claim does not exist yet waits in ContainerCreating and runs once the
-//! claim is created and bound.
+//! the good ones; a pod writes through a `PersistentVolumeClaim` into the
+//! `hostPath` directory of the `PersistentVolume` it is bound to; a pod
+//! whose claim does not exist yet waits in `ContainerCreating` and runs
+//! once the claim is created and bound.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,7 +24,7 @@ fn pod(name: &str, body: &str) -> String {
     )
 }
 
-/// A hostPath PersistentVolume named `name` on `path`, and a claim for it.
+/// A `hostPath` `PersistentVolume` named `name` on `path`, and a claim for it.
 fn volume_and_claim(name: &str, claim: &str, path: &str) -> String {
     format!(
         r#"---
@@ -289,7 +289,7 @@ fn check_reasons(server: &Server, agent: &Agent, ns: &str) -> anyhow::Result<()>
 }
 
 /// A pod writes through its claim into the volume's hostPath directory; a
-/// pod whose claim is missing waits with FailedMount, then runs once the
+/// pod whose claim is missing waits with `FailedMount`, then runs once the
 /// claim exists and is bound.
 fn check_claims(
     server: &Server,
@@ -383,7 +383,10 @@ fn agent_mounts_claims_and_reports_bad_input_like_the_kubelet() -> anyhow::Resul
         let s = String::from_utf8_lossy(&out.stdout).into_owned();
         Ok((s.starts_with("True ") && s.len() > 5).then_some(()))
     })?;
-    server.kubectl_ok(&["create", "namespace", &ns])?;
+    server.kubectl_ok_with(
+        &["apply", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+    )?;
     let volumes = dir.path().join("volumes");
     server.kubectl_ok_with(
         &["apply", "-n", &ns, "-f", "-"],
@@ -423,7 +426,7 @@ fn agent_mounts_claims_and_reports_bad_input_like_the_kubelet() -> anyhow::Resul
     })?;
 
     server.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"])?;
-    wait("all pods gone", Duration::from_secs(60), &agent, || {
+    wait("all pods gone", Duration::from_mins(1), &agent, || {
         let out = server.kubectl_ok(&["get", "pods", "-n", &ns, "--no-headers"])?;
         Ok(out.trim().is_empty().then_some(()))
     })?;

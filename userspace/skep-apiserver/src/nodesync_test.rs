@@ -77,6 +77,31 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Replaces core/v1 object `kind` `ns/name` with what `f` makes of it.
+    async fn change(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Result<Value> {
+        let info = registry::by_kind("v1", kind).ok_or("unknown kind")?;
+        let old = self.objects.get(info, ns, name).await?;
+        let mut new = old.clone();
+        f(&mut new);
+        let body = Decoded {
+            value: new,
+            duplicates: Vec::new(),
+        };
+        Ok(self
+            .objects
+            .replace(info, "", &old, body, &WriteOptions::by("test"))
+            .await?
+            .object)
+    }
+}
+
 fn pod(name: &str, node: Option<&str>, configmap: &str, secret: &str) -> Value {
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -146,6 +171,11 @@ async fn snapshot(stream: &mut Streaming<WatchEvent>) -> Result<(BTreeSet<(Strin
             snapshot.insert((kind, name));
         }
     }
+}
+
+/// An event as [`describe`] gives it.
+fn ev(t: Type, kind: &str, name: &str) -> (Type, String, String) {
+    (t, kind.to_owned(), name.to_owned())
 }
 
 /// The next `n` events, described.
@@ -416,61 +446,22 @@ async fn a_node_receives_its_pods_claims_and_the_volumes_they_are_bound_to() -> 
     );
 
     // Binding the claim brings its volume.
-    let info = registry::by_kind("v1", "PersistentVolumeClaim").ok_or("no pvc kind")?;
-    let old = cluster.objects.get(info, "default", "data").await?;
-    let mut bound = old.clone();
-    bound["spec"]["volumeName"] = json!("pv-data");
     let written = cluster
-        .objects
-        .replace(
-            info,
-            "",
-            &old,
-            Decoded {
-                value: bound,
-                duplicates: Vec::new(),
-            },
-            &WriteOptions::by("test"),
-        )
+        .change("PersistentVolumeClaim", "default", "data", |c| {
+            c["spec"]["volumeName"] = json!("pv-data");
+        })
         .await?;
     let got = collect(&mut stream, 2).await?;
-    assert_eq!(
-        got,
-        [
-            (
-                Type::Modified,
-                "PersistentVolumeClaim".to_owned(),
-                "data".to_owned()
-            ),
-            (
-                Type::Added,
-                "PersistentVolume".to_owned(),
-                "pv-data".to_owned()
-            ),
-        ]
-        .into_iter()
-        .collect()
-    );
+    assert!(got.contains(&ev(Type::Modified, "PersistentVolumeClaim", "data")));
+    assert!(got.contains(&ev(Type::Added, "PersistentVolume", "pv-data")));
 
     // A resumed stream knows the binding: a change to the volume arrives.
     drop(stream);
-    let pv_info = registry::by_kind("v1", "PersistentVolume").ok_or("no pv kind")?;
-    let from = skep_api::object::resource_version(&written.object).ok_or("no rv")?;
-    let pv = cluster.objects.get(pv_info, "", "pv-data").await?;
-    let mut labelled = pv.clone();
-    labelled["metadata"]["labels"] = json!({"touched": "yes"});
+    let from = skep_api::object::resource_version(&written).ok_or("no rv")?;
     cluster
-        .objects
-        .replace(
-            pv_info,
-            "",
-            &pv,
-            Decoded {
-                value: labelled,
-                duplicates: Vec::new(),
-            },
-            &WriteOptions::by("test"),
-        )
+        .change("PersistentVolume", "", "pv-data", |v| {
+            v["metadata"]["labels"] = json!({"touched": "yes"});
+        })
         .await?;
     let mut resumed = client
         .watch(WatchRequest {
@@ -481,11 +472,7 @@ async fn a_node_receives_its_pods_claims_and_the_volumes_they_are_bound_to() -> 
         .into_inner();
     assert_eq!(
         describe(&next(&mut resumed).await?),
-        (
-            Type::Modified,
-            "PersistentVolume".to_owned(),
-            "pv-data".to_owned()
-        )
+        ev(Type::Modified, "PersistentVolume", "pv-data")
     );
 
     // The pod goes: its claim and the claim's volume go with it.
@@ -507,10 +494,7 @@ async fn a_node_receives_its_pods_claims_and_the_volumes_they_are_bound_to() -> 
         ("PersistentVolumeClaim", "data"),
         ("PersistentVolume", "pv-data"),
     ] {
-        assert!(
-            got.contains(&(Type::Deleted, kind.to_owned(), name.to_owned())),
-            "{got:?}"
-        );
+        assert!(got.contains(&ev(Type::Deleted, kind, name)), "{got:?}");
     }
     Ok(())
 }
