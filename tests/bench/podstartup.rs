@@ -97,6 +97,9 @@ impl Floor {
     }
 
     fn run_one(&self, id: &str, bundle: &Path) -> anyhow::Result<Duration> {
+        // A file, not a pipe: the detached container keeps its stdio open.
+        let err_path = bundle.join("runc.err");
+        let err = std::fs::File::create(&err_path)?;
         let started = Instant::now();
         let status = Command::new("runc")
             .arg("--root")
@@ -106,12 +109,14 @@ impl Floor {
             .arg(id)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(err)
             .status()?;
+        let took = started.elapsed();
         if !status.success() {
-            bail!("runc run {id} failed: {status}");
+            let detail = std::fs::read_to_string(&err_path).unwrap_or_default();
+            bail!("runc run {id} failed: {status}: {}", detail.trim());
         }
-        Ok(started.elapsed())
+        Ok(took)
     }
 
     /// Every container in turn; each latency is `runc run -d`'s.
