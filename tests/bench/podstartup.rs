@@ -468,6 +468,10 @@ pub async fn run() -> anyhow::Result<()> {
     drop(cluster);
     drop(agent);
     drop(server);
+    if std::env::var_os("SKEP_BENCH_KEEP").is_some() {
+        // For profiling: the agent's and server's logs stay.
+        println!("kept {}", dir.keep().display());
+    }
     Ok(())
 }
 

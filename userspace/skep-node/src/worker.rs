@@ -243,6 +243,7 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Optio
         mount_error: None,
     };
     w.adopt().await;
+    tracing::debug!("worker started");
     loop {
         let pod = rx.borrow_and_update().clone();
         let Some(pod) = pod else {
@@ -345,6 +346,7 @@ impl Worker {
             return false;
         }
         self.ip = Some(ip);
+        tracing::debug!(%ip, "pod sandbox ready");
         true
     }
 
@@ -697,6 +699,7 @@ impl Worker {
                 return;
             }
         };
+        tracing::debug!(container = %spec.name, "rootfs ready");
         let (uid, gid) = podspec::user(pod, &spec, image.config.user.as_deref());
         let resources = spec.resources.clone().unwrap_or_default();
         let q =
@@ -776,6 +779,7 @@ impl Worker {
             self.fail(init, i, "CreateContainerError", err.to_string());
             return;
         }
+        tracing::debug!(container = %spec.name, "container started");
         shared.event(
             pod,
             false,
@@ -970,7 +974,10 @@ impl Worker {
             .write(Op::Update, "Pod", &ns, &name, "status", body)
             .await
         {
-            Ok(_) => self.written = Some(status),
+            Ok(_) => {
+                tracing::debug!(phase = ?status.phase, "pod status written");
+                self.written = Some(status);
+            }
             Err(err) => tracing::debug!(%err, "failed to write pod status; retrying"),
         }
     }
