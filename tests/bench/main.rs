@@ -5,6 +5,8 @@
 //! Built as a harness-less test target so it shares the test build's
 //! dependency graph (no second `RocksDB` build); it asserts nothing.
 
+mod api;
+mod podstartup;
 mod stats;
 mod store;
 
@@ -18,9 +20,12 @@ fn main() -> ExitCode {
         .map(String::as_str);
     let result = match name {
         Some("store") => run(store::run()),
+        Some("pod-startup") => run(podstartup::run()),
         // `cargo test` runs every test target; with no bench named, do nothing.
         None => return ExitCode::SUCCESS,
-        Some(other) => Err(anyhow::anyhow!("unknown benchmark {other:?}; known: store")),
+        Some(other) => Err(anyhow::anyhow!(
+            "unknown benchmark {other:?}; known: store, pod-startup"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -310,19 +310,7 @@ async fn connect_etcd(url: &str) -> anyhow::Result<etcd_client::Client> {
 }
 
 async fn api_client(kubeconfig: &Path, address: &str) -> anyhow::Result<(reqwest::Client, String)> {
-    let kubeconfig: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig)?)?;
-    let b64 = |v: &serde_yaml_ng::Value| -> anyhow::Result<Vec<u8>> {
-        use base64::Engine as _;
-        Ok(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or_default())?)
-    };
-    let ca = b64(&kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])?;
-    let mut identity = b64(&kubeconfig["users"][0]["user"]["client-certificate-data"])?;
-    identity.extend(b64(&kubeconfig["users"][0]["user"]["client-key-data"])?);
-    let client = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca)?])
-        .identity(reqwest::Identity::from_pem(&identity)?)
-        .build()?;
+    let (client, _) = crate::api::tls_client(kubeconfig)?;
     let base = format!("https://{address}");
     let resp = client
         .post(format!("{base}/api/v1/namespaces"))

@@ -14,7 +14,8 @@ use skep_e2e::cluster::{Server, str_at};
 use skep_e2e::process::skep;
 use skep_e2e::{require_root, unique_name};
 
-const DEMO: &str = "skep/busybox:demo";
+/// The demo image `skep image build-demo` imports.
+pub(crate) const DEMO: &str = "skep/busybox:demo";
 
 fn manifests(ns: &str) -> String {
     format!(
@@ -90,7 +91,7 @@ spec:
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with
 /// the agent's log.
-fn wait<T>(
+pub(crate) fn wait<T>(
     what: &str,
     timeout: Duration,
     agent: &Agent,

@@ -6,6 +6,7 @@
 )]
 
 mod agent;
+mod agent_input;
 mod cli;
 mod control_plane;
 mod datapath;

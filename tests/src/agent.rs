@@ -113,7 +113,10 @@ impl Agent {
             .arg(data_dir)
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .env("SKEP_LOG", "info")
+            .env(
+                "SKEP_LOG",
+                std::env::var("SKEP_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -11,6 +11,7 @@ pub mod hollow;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod registry;
 pub mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -17,6 +17,10 @@ pub const BENCHES: &[(&str, &str)] = &[
         "small writes and watch latency: skep store direct, skep HTTPS API, etcd",
     ),
     (
+        "pod-startup",
+        "create -> Running p50/p99 for 100 pods on one node, against `runc run` of the same bundle (root)",
+    ),
+    (
         "scheduler",
         "10,000 pods onto 5,000 nodes: pods/s and p99, against kube-scheduler's 680 pods/s",
     ),
@@ -32,6 +36,23 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
                     .args(["test", "--profile", PROFILE])
                     .args(PACKAGES)
                     .args(["--test", "bench", "--no-run"]),
+            )?;
+            status(
+                cargo()
+                    .args(["test", "--profile", PROFILE])
+                    .args(PACKAGES)
+                    .args(["--test", "bench", "--", name])
+                    .args(args),
+            )
+        }
+        // Starts `skep server` and `skep agent`: build the skep binary next
+        // to the bench binary, as the e2e step does.
+        "pod-startup" => {
+            status(
+                cargo()
+                    .args(["test", "--profile", PROFILE])
+                    .args(PACKAGES)
+                    .args(["--test", "bench", "--test", "cli", "--no-run"]),
             )?;
             status(
                 cargo()

@@ -2,8 +2,10 @@
 //!
 //! A node's watch carries exactly what concerns it: its own Node, every
 //! other Node's routing facts (pod CIDRs and addresses: the agent routes to
-//! other nodes' pods through them), the pods bound to it, the config maps and secrets those pods reference (as the
-//! node authorizer limits kubelets in Kubernetes), and what every node's
+//! other nodes' pods through them), the pods bound to it, the config maps,
+//! secrets and persistent volume claims those pods reference and the
+//! persistent volumes those claims are bound to (as the node authorizer
+//! limits kubelets in Kubernetes), and what every node's
 //! datapath needs (services, endpoint slices, namespaces, network policies).
 //! One store watch over `/registry/` is filtered per node; the reference
 //! table is rebuilt from a list at the revision the stream resumes from, so
@@ -40,6 +42,16 @@ const FEEDS: &[(&str, &str, Feed)] = &[
     ("/registry/core/pods/", "Pod", Feed::BoundPods),
     ("/registry/core/configmaps/", "ConfigMap", Feed::Referenced),
     ("/registry/core/secrets/", "Secret", Feed::Referenced),
+    (
+        "/registry/core/persistentvolumeclaims/",
+        "PersistentVolumeClaim",
+        Feed::Referenced,
+    ),
+    (
+        "/registry/core/persistentvolumes/",
+        "PersistentVolume",
+        Feed::Referenced,
+    ),
     ("/registry/core/services/", "Service", Feed::All),
     (
         "/registry/discovery.k8s.io/endpointslices/",
@@ -229,7 +241,22 @@ async fn write(objects: &Objects, node: &str, req: &WriteRequest) -> Result<Valu
     }
 }
 
-/// The config maps and secrets a pod refers to, as (kind, namespace, name).
+/// The kind of persistent volume claims, as references name it.
+const CLAIM: &str = "PersistentVolumeClaim";
+/// The kind of persistent volumes, as references name it.
+const VOLUME: &str = "PersistentVolume";
+
+/// A (kind, namespace, name) reference; cluster-scoped objects have no namespace.
+type Ref = (&'static str, String, String);
+
+/// The volume a claim is bound to, if any.
+fn claim_volume(claim: &Value) -> Option<String> {
+    object::get_str(claim, &["spec", "volumeName"])
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// The config maps, secrets and claims a pod refers to, as (kind, namespace, name).
 fn references(pod: &Value) -> BTreeSet<(&'static str, String, String)> {
     let ns = object::namespace(pod).to_owned();
     let mut refs = BTreeSet::new();
@@ -241,6 +268,10 @@ fn references(pod: &Value) -> BTreeSet<(&'static str, String, String)> {
     for volume in object::array(pod, &["spec", "volumes"]) {
         add("ConfigMap", object::get_str(volume, &["configMap", "name"]));
         add("Secret", object::get_str(volume, &["secret", "secretName"]));
+        add(
+            CLAIM,
+            object::get_str(volume, &["persistentVolumeClaim", "claimName"]),
+        );
         for source in object::array(volume, &["projected", "sources"]) {
             add("ConfigMap", object::get_str(source, &["configMap", "name"]));
             add("Secret", object::get_str(source, &["secret", "name"]));
@@ -273,11 +304,13 @@ fn references(pod: &Value) -> BTreeSet<(&'static str, String, String)> {
     refs
 }
 
-/// The per-node view: which pods are here and what they reference.
+/// The per-node view: which pods are here and what they reference, and
+/// which volume each referenced claim is bound to.
 struct NodeView {
     node: String,
-    pods: HashMap<String, BTreeSet<(&'static str, String, String)>>,
-    referenced: HashMap<(&'static str, String, String), usize>,
+    pods: HashMap<String, BTreeSet<Ref>>,
+    referenced: HashMap<Ref, usize>,
+    claim_volumes: HashMap<(String, String), String>,
 }
 
 type Sender = tokio::sync::mpsc::Sender<Result<WatchEvent, Status>>;
@@ -326,39 +359,62 @@ impl NodeView {
 
     /// Records that pod `key` is here with `refs` (empty: gone); returns the
     /// references that became used and those that became unused.
-    #[expect(
-        clippy::type_complexity,
-        reason = "two sets of (kind, namespace, name)"
-    )]
-    fn set_pod(
-        &mut self,
-        key: &str,
-        refs: BTreeSet<(&'static str, String, String)>,
-    ) -> (
-        Vec<(&'static str, String, String)>,
-        Vec<(&'static str, String, String)>,
-    ) {
+    fn set_pod(&mut self, key: &str, refs: BTreeSet<Ref>) -> (Vec<Ref>, Vec<Ref>) {
         let old = self.pods.remove(key).unwrap_or_default();
         let mut added = Vec::new();
         let mut removed = Vec::new();
         for r in refs.difference(&old) {
-            let count = self.referenced.entry(r.clone()).or_insert(0);
-            *count += 1;
-            if *count == 1 {
-                added.push(r.clone());
-            }
+            self.hold(r, &mut added);
         }
         for r in old.difference(&refs) {
-            if let Some(count) = self.referenced.get_mut(r) {
-                *count -= 1;
-                if *count == 0 {
-                    self.referenced.remove(r);
-                    removed.push(r.clone());
-                }
-            }
+            self.release(r, &mut removed);
         }
         if !refs.is_empty() {
             self.pods.insert(key.to_owned(), refs);
+        }
+        (added, removed)
+    }
+
+    /// Counts one more holder of `r`; the first one adds it to `added`.
+    fn hold(&mut self, r: &Ref, added: &mut Vec<Ref>) {
+        let count = self.referenced.entry(r.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            added.push(r.clone());
+        }
+    }
+
+    /// Counts one holder of `r` less; the last one adds it to `removed`.
+    fn release(&mut self, r: &Ref, removed: &mut Vec<Ref>) {
+        if let Some(count) = self.referenced.get_mut(r) {
+            *count -= 1;
+            if *count == 0 {
+                self.referenced.remove(r);
+                removed.push(r.clone());
+            }
+        }
+    }
+
+    /// Records that referenced claim `ns/name` is bound to `volume` (`None`:
+    /// unbound, gone, or no longer referenced); returns the volume
+    /// references that became used and unused.
+    fn set_claim_volume(
+        &mut self,
+        ns: &str,
+        name: &str,
+        volume: Option<String>,
+    ) -> (Vec<Ref>, Vec<Ref>) {
+        let key = (ns.to_owned(), name.to_owned());
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        if self.claim_volumes.get(&key) == volume.as_ref() {
+            return (added, removed);
+        }
+        if let Some(old) = self.claim_volumes.remove(&key) {
+            self.release(&(VOLUME, String::new(), old), &mut removed);
+        }
+        if let Some(new) = volume {
+            self.hold(&(VOLUME, String::new(), new.clone()), &mut added);
+            self.claim_volumes.insert(key, new);
         }
         (added, removed)
     }
@@ -402,6 +458,7 @@ async fn feed(objects: &Objects, node: &str, from: u64, tx: &Sender) -> Result<(
         node: node.to_owned(),
         pods: HashMap::new(),
         referenced: HashMap::new(),
+        claim_volumes: HashMap::new(),
     };
     let snapshot = from == 0;
     // The pods here at the start revision decide which references the node holds.
@@ -418,6 +475,22 @@ async fn feed(objects: &Objects, node: &str, from: u64, tx: &Sender) -> Result<(
         if let Some(pod) = parse(kv).filter(|p| view.concerns(Feed::BoundPods, p, "Pod")) {
             let key = String::from_utf8_lossy(&kv.key).into_owned();
             view.set_pod(&key, references(&pod));
+        }
+    }
+    // The claims here at the start revision decide which volumes it holds.
+    let (claims, _) = list_at(
+        objects,
+        "/registry/core/persistentvolumeclaims/",
+        Some(revision),
+    )
+    .await?;
+    for kv in &claims {
+        if let Some(claim) = parse(kv).filter(|c| view.concerns(Feed::Referenced, c, CLAIM)) {
+            view.set_claim_volume(
+                object::namespace(&claim),
+                object::name(&claim),
+                claim_volume(&claim),
+            );
         }
     }
     if snapshot {
@@ -519,7 +592,7 @@ impl NodeView {
                 out.push(event(t, revision, kind, obj));
             }
             (true, false, _) => {
-                let mut last = prev.unwrap_or_default();
+                let mut last = prev.clone().unwrap_or_default();
                 object::set_resource_version(&mut last, revision);
                 out.push(event(EventType::Deleted, revision, kind, &last));
             }
@@ -533,26 +606,70 @@ impl NodeView {
                 .map(references)
                 .unwrap_or_default();
             let (added, removed) = self.set_pod(&key, refs);
-            for (kind, ns, name) in added {
+            self.emit(objects, revision, added, removed, &mut out)
+                .await?;
+        }
+        if kind == CLAIM && (was_here || is_here) {
+            // A referenced claim bound, unbound or gone: its volume follows.
+            let volume = now.as_ref().filter(|_| is_here).and_then(claim_volume);
+            let obj = now.as_ref().or(prev.as_ref());
+            let (ns, name) = obj.map_or(("", ""), |o| (object::namespace(o), object::name(o)));
+            let (added, removed) = self.set_claim_volume(ns, name, volume);
+            self.emit(objects, revision, added, removed, &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// Appends the events for references that became used (the object as
+    /// stored now, if it exists) and unused; a claim brings or takes its
+    /// volume along.
+    async fn emit(
+        &mut self,
+        objects: &Objects,
+        revision: u64,
+        added: Vec<Ref>,
+        removed: Vec<Ref>,
+        out: &mut Vec<WatchEvent>,
+    ) -> Result<(), StoreError> {
+        let (mut added, mut removed) = (added, removed);
+        while !added.is_empty() || !removed.is_empty() {
+            for (kind, ns, name) in std::mem::take(&mut added) {
                 let info = registry::resources()
                     .iter()
                     .find(|r| r.kind == kind)
                     .unwrap_or_else(|| registry::by_id(Kind::ConfigMap));
                 let key = skep_objects::key(info, &ns, &name);
-                if let Some(kv) = objects
+                let Some(obj) = objects
                     .store()
                     .get(key, ReadConsistency::Linearizable)
                     .await?
-                    && let Some(obj) = parse(&kv)
-                {
-                    out.push(event(EventType::Added, revision, kind, &obj));
+                    .as_ref()
+                    .and_then(parse)
+                else {
+                    continue;
+                };
+                if kind == CLAIM {
+                    let (a, r) = self.set_claim_volume(&ns, &name, claim_volume(&obj));
+                    added.extend(a);
+                    removed.extend(r);
                 }
+                out.push(event(EventType::Added, revision, kind, &obj));
             }
-            for (kind, ns, name) in removed {
-                let obj = serde_json::json!({"metadata": {"namespace": ns, "name": name}});
+            for (kind, ns, name) in std::mem::take(&mut removed) {
+                if kind == CLAIM {
+                    let (a, r) = self.set_claim_volume(&ns, &name, None);
+                    added.extend(a);
+                    removed.extend(r);
+                }
+                let obj = if ns.is_empty() {
+                    serde_json::json!({"metadata": {"name": name}})
+                } else {
+                    serde_json::json!({"metadata": {"namespace": ns, "name": name}})
+                };
                 out.push(event(EventType::Deleted, revision, kind, &obj));
             }
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -77,6 +77,31 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Replaces core/v1 object `kind` `ns/name` with what `f` makes of it.
+    async fn change(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Result<Value> {
+        let info = registry::by_kind("v1", kind).ok_or("unknown kind")?;
+        let old = self.objects.get(info, ns, name).await?;
+        let mut new = old.clone();
+        f(&mut new);
+        let body = Decoded {
+            value: new,
+            duplicates: Vec::new(),
+        };
+        Ok(self
+            .objects
+            .replace(info, "", &old, body, &WriteOptions::by("test"))
+            .await?
+            .object)
+    }
+}
+
 fn pod(name: &str, node: Option<&str>, configmap: &str, secret: &str) -> Value {
     let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -146,6 +171,11 @@ async fn snapshot(stream: &mut Streaming<WatchEvent>) -> Result<(BTreeSet<(Strin
             snapshot.insert((kind, name));
         }
     }
+}
+
+/// An event as [`describe`] gives it.
+fn ev(t: Type, kind: &str, name: &str) -> (Type, String, String) {
+    (t, kind.to_owned(), name.to_owned())
 }
 
 /// The next `n` events, described.
@@ -461,5 +491,105 @@ async fn a_node_sees_other_nodes_when_routing_to_them_changes() -> Result<()> {
         describe(&next(&mut stream).await?),
         (Type::Deleted, "Node".to_owned(), "node-b".to_owned())
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_receives_its_pods_claims_and_the_volumes_they_are_bound_to() -> Result<()> {
+    let (mut cluster, server) = start().await?;
+    let node_a = NodeCredentials::from_kubeconfig(&server.node_kubeconfig("node-a")?)?;
+    cluster.serve(server);
+    for name in ["pv-data", "pv-other"] {
+        cluster
+            .create(json!({"apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "hostPath": {"path": format!("/tmp/{name}")}}}))
+            .await?;
+    }
+    for name in ["data", "other"] {
+        cluster
+            .create(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}}}}))
+            .await?;
+    }
+    let mut pod = pod("pod-a", Some("node-a"), "cm", "sec");
+    pod["spec"]["volumes"] = json!([{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]);
+    cluster.create(pod).await?;
+
+    let mut client = node_a.client()?;
+    let mut stream = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: 0,
+        })
+        .await?
+        .into_inner();
+    let (snapshot, _) = snapshot(&mut stream).await?;
+    let kinds: BTreeSet<(String, String)> = snapshot
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("Persistent"))
+        .collect();
+    // Unbound: the claim, not yet a volume.
+    assert_eq!(
+        kinds,
+        [("PersistentVolumeClaim".to_owned(), "data".to_owned())]
+            .into_iter()
+            .collect()
+    );
+
+    // Binding the claim brings its volume.
+    let written = cluster
+        .change("PersistentVolumeClaim", "default", "data", |c| {
+            c["spec"]["volumeName"] = json!("pv-data");
+        })
+        .await?;
+    let got = collect(&mut stream, 2).await?;
+    assert!(got.contains(&ev(Type::Modified, "PersistentVolumeClaim", "data")));
+    assert!(got.contains(&ev(Type::Added, "PersistentVolume", "pv-data")));
+
+    // A resumed stream knows the binding: a change to the volume arrives.
+    drop(stream);
+    let from = skep_api::object::resource_version(&written).ok_or("no rv")?;
+    cluster
+        .change("PersistentVolume", "", "pv-data", |v| {
+            v["metadata"]["labels"] = json!({"touched": "yes"});
+        })
+        .await?;
+    let mut resumed = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: from,
+        })
+        .await?
+        .into_inner();
+    assert_eq!(
+        describe(&next(&mut resumed).await?),
+        ev(Type::Modified, "PersistentVolume", "pv-data")
+    );
+
+    // The pod goes: its claim and the claim's volume go with it.
+    client
+        .write(WriteRequest {
+            op: Op::Delete.into(),
+            kind: "Pod".into(),
+            namespace: "default".into(),
+            name: "pod-a".into(),
+            subresource: String::new(),
+            object: serde_json::to_vec(&json!({"gracePeriodSeconds": 0}))?,
+        })
+        .await?;
+    // (The pod's env also names ConfigMap "cm", which does not exist.)
+    let got = collect(&mut resumed, 4).await?;
+    for (kind, name) in [
+        ("ConfigMap", "cm"),
+        ("Pod", "pod-a"),
+        ("PersistentVolumeClaim", "data"),
+        ("PersistentVolume", "pv-data"),
+    ] {
+        assert!(got.contains(&ev(Type::Deleted, kind, name)), "{got:?}");
+    }
     Ok(())
 }

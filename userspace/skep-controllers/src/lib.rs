@@ -5,7 +5,8 @@
 //! Like kube-controller-manager, each controller is a reconcile function
 //! over a work queue of object keys, fed by informers for the kinds it
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
-//! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`namespace`]
+//! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`persistentvolume`] (claim binding),
+//! [`namespace`]
 //! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
 //! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
@@ -26,6 +27,7 @@ pub mod informer;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduling;
@@ -180,6 +182,9 @@ pub fn run(
         objects, &informers, config, shutdown,
     ));
     tasks.extend(nodeipam::NodeIpamController::start(
+        objects, &informers, config, shutdown,
+    ));
+    tasks.extend(persistentvolume::PersistentVolumeController::start(
         objects, &informers, config, shutdown,
     ));
     tasks.push(nodelifecycle::NodeLifecycleController::start(

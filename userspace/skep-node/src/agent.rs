@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, DaemonEndpoint, Event, EventSource, Node, NodeAddress, NodeCondition,
-    NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, ObjectReference, Pod, Secret,
+    NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, ObjectReference, PersistentVolume,
+    PersistentVolumeClaim, Pod, Secret,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -126,12 +127,23 @@ pub struct View {
     pub config_maps: HashMap<(String, String), ConfigMap>,
     /// Secrets by (namespace, name).
     pub secrets: HashMap<(String, String), Secret>,
+    /// PersistentVolumeClaims the pods here use, by (namespace, name).
+    pub claims: HashMap<(String, String), PersistentVolumeClaim>,
+    /// PersistentVolumes those claims are bound to, by name.
+    pub volumes: HashMap<String, PersistentVolume>,
 }
 
 impl View {
-    /// The ConfigMaps and Secrets of `namespace`.
+    /// The ConfigMaps, Secrets and claims of `namespace`, and the volumes.
     pub fn sources(&self, namespace: &str) -> Sources {
         Sources {
+            claims: self
+                .claims
+                .iter()
+                .filter(|((ns, _), _)| ns == namespace)
+                .map(|((_, n), v)| (n.clone(), v.clone()))
+                .collect(),
+            volumes: self.volumes.clone(),
             config_maps: self
                 .config_maps
                 .iter()
@@ -196,6 +208,26 @@ impl View {
                         self.secrets.remove(&k);
                     } else {
                         self.secrets.insert(k, s);
+                    }
+                }
+            }
+            "PersistentVolumeClaim" => {
+                if let Ok(c) = serde_json::from_slice::<PersistentVolumeClaim>(object) {
+                    let k = key(&c.metadata);
+                    if deleted {
+                        self.claims.remove(&k);
+                    } else {
+                        self.claims.insert(k, c);
+                    }
+                }
+            }
+            "PersistentVolume" => {
+                if let Ok(v) = serde_json::from_slice::<PersistentVolume>(object) {
+                    let k = v.metadata.name.clone().unwrap_or_default();
+                    if deleted {
+                        self.volumes.remove(&k);
+                    } else {
+                        self.volumes.insert(k, v);
                     }
                 }
             }
@@ -270,8 +302,8 @@ impl Shared {
             return Ok(());
         };
         // Stop the containers before their root filesystems go away.
-        if let Ok(list) = self.runtime.list().await {
-            for c in list.iter().filter(|c| c.meta.pod_uid == uid) {
+        if let Ok(list) = self.runtime.list_pod(uid).await {
+            for c in &list {
                 let _ = self.runtime.stop(&c.meta.id, grace).await;
             }
         }
@@ -880,7 +912,18 @@ fn reconcile(shared: &Arc<Shared>, workers: &mut HashMap<String, WorkerHandle>) 
         if let Some(w) = workers.get(uid)
             && !w.task.is_finished()
         {
-            w.tx.send_replace(Some(pod.clone()));
+            // Wake only the workers whose pod changed: every event of the
+            // stream lands here, and a woken worker looks at its containers.
+            w.tx.send_if_modified(|current| {
+                let same = current.as_ref().is_some_and(|c| {
+                    c.metadata.resource_version == pod.metadata.resource_version
+                        && c.metadata.resource_version.is_some()
+                });
+                if !same {
+                    *current = Some(pod.clone());
+                }
+                !same
+            });
             continue;
         }
         if workers.get(uid).is_some_and(|w| w.task.is_finished()) {
@@ -987,8 +1030,30 @@ mod tests {
             false,
             br#"{"metadata":{"name":"c","namespace":"b"}}"#,
         );
+        view.apply(
+            "n1",
+            "PersistentVolumeClaim",
+            false,
+            br#"{"metadata":{"name":"data","namespace":"a"},"spec":{"volumeName":"pv1"}}"#,
+        );
+        view.apply(
+            "n1",
+            "PersistentVolume",
+            false,
+            br#"{"metadata":{"name":"pv1"},"spec":{"hostPath":{"path":"/srv"}}}"#,
+        );
         assert!(view.pods.contains_key("u1"));
         assert_eq!(view.sources("a").config_maps.len(), 1);
+        assert_eq!(view.sources("a").claims.len(), 1);
+        assert!(view.sources("b").claims.is_empty());
+        assert!(view.sources("a").volumes.contains_key("pv1"));
+        view.apply(
+            "n1",
+            "PersistentVolume",
+            true,
+            br#"{"metadata":{"name":"pv1"}}"#,
+        );
+        assert!(view.volumes.is_empty());
         view.apply("n1", "Pod", true, pod);
         assert!(view.pods.is_empty());
     }

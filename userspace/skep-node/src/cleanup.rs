@@ -142,8 +142,8 @@ pub async fn remove_pod(
         uid: uid.to_owned(),
         source: Box::new(source),
     };
-    let containers = node.runtime.list().await.map_err(rt_err)?;
-    for c in containers.iter().filter(|c| c.meta.pod_uid == uid) {
+    let containers = node.runtime.list_pod(uid).await.map_err(rt_err)?;
+    for c in &containers {
         if let Err(err) = node.runtime.stop(&c.meta.id, grace).await {
             tracing::warn!(container = %c.meta.id, %err, "failed to stop container, removing by force");
         }

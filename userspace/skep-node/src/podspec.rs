@@ -1,10 +1,13 @@
 //! Turning a Pod's container spec into what the runtime runs: argv (command
 //! and args merged with the image's Entrypoint/Cmd like Kubernetes), the
 //! environment (literals, ConfigMap/Secret keys, `envFrom`, the downward
-//! API), and the pod's volumes as host directories to bind-mount.
+//! API), and the pod's volumes as host directories to bind-mount
+//! (persistentVolumeClaim volumes: the hostPath or local directory of the
+//! PersistentVolume the claim is bound to).
 //!
 //! Everything here is a pure function of the pod, the image config and the
-//! node's copy of ConfigMaps and Secrets, so it is tested without root.
+//! node's copy of ConfigMaps, Secrets, claims and volumes, so it is tested
+//! without root.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -12,7 +15,9 @@ use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 
 use crate::runtime::BindMount;
 
@@ -25,6 +30,15 @@ pub enum PodSpecError {
     Missing {
         /// `configmap "x"`, `key "k" in secret "y"`.
         what: String,
+    },
+    /// A volume's source is missing or not ready (the kubelet's
+    /// `FailedMount`: the pod waits in ContainerCreating and is retried).
+    #[error("failed to set up volume {volume:?}: {reason}")]
+    Mount {
+        /// The volume name.
+        volume: String,
+        /// What is missing, as the kubelet says it (`configmap "x" not found`).
+        reason: String,
     },
     /// A volume of a kind this node does not support.
     #[error("failed to set up volume {volume:?}: {why}")]
@@ -55,13 +69,18 @@ pub enum PodSpecError {
     },
 }
 
-/// The ConfigMaps and Secrets of a namespace the node knows, by name.
+/// The ConfigMaps, Secrets and PersistentVolumeClaims of a namespace the
+/// node knows, by name, and the PersistentVolumes it knows.
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
     /// ConfigMaps by name.
     pub config_maps: HashMap<String, ConfigMap>,
     /// Secrets by name.
     pub secrets: HashMap<String, Secret>,
+    /// PersistentVolumeClaims by name.
+    pub claims: HashMap<String, PersistentVolumeClaim>,
+    /// PersistentVolumes by name.
+    pub volumes: HashMap<String, PersistentVolume>,
 }
 
 impl Sources {
@@ -330,8 +349,81 @@ fn project(
     }
 }
 
+/// The host directory behind claim `claim_name` of `namespace`: the
+/// hostPath or local path of the PersistentVolume it is bound to. A claim
+/// that is missing, not bound yet, or bound to a volume the node does not
+/// have (yet) is a [`PodSpecError::Mount`], like the kubelet's `FailedMount`.
+pub fn claim_path(
+    volume: &str,
+    claim_name: &str,
+    namespace: &str,
+    sources: &Sources,
+) -> Result<PathBuf, PodSpecError> {
+    let mount = |reason: String| PodSpecError::Mount {
+        volume: volume.to_owned(),
+        reason,
+    };
+    let claim = sources
+        .claims
+        .get(claim_name)
+        .ok_or_else(|| mount(format!("persistentvolumeclaim {claim_name:?} not found")))?;
+    let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref());
+    let pv_name = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.as_deref())
+        .filter(|v| !v.is_empty() && phase == Some("Bound"))
+        .ok_or_else(|| mount(format!("PVC {namespace}/{claim_name} is not bound")))?;
+    let pv = sources
+        .volumes
+        .get(pv_name)
+        .ok_or_else(|| mount(format!("persistentvolume {pv_name:?} not found")))?;
+    let spec = pv.spec.as_ref();
+    let claimed_by_other = spec.and_then(|s| s.claim_ref.as_ref()).is_some_and(|r| {
+        r.uid.is_some() && claim.metadata.uid.is_some() && r.uid != claim.metadata.uid
+    });
+    if claimed_by_other {
+        return Err(mount(format!(
+            "persistentvolume {pv_name:?} is bound to a different claim"
+        )));
+    }
+    if let Some(hp) = spec.and_then(|s| s.host_path.as_ref()) {
+        let path = PathBuf::from(&hp.path);
+        if matches!(hp.type_.as_deref(), Some("DirectoryOrCreate")) {
+            fs::create_dir_all(&path).map_err(|source| PodSpecError::Io {
+                op: "create",
+                path: path.clone(),
+                source,
+            })?;
+        } else if !path.exists() && hp.type_.as_deref().is_some_and(|t| !t.is_empty()) {
+            return Err(mount(format!(
+                "hostPath type check failed: {} does not exist",
+                hp.path
+            )));
+        }
+        return Ok(path);
+    }
+    if let Some(local) = spec.and_then(|s| s.local.as_ref()) {
+        let path = PathBuf::from(&local.path);
+        if !path.is_dir() {
+            return Err(mount(format!(
+                "path {:?} of local volume {pv_name:?} does not exist",
+                local.path
+            )));
+        }
+        return Ok(path);
+    }
+    Err(PodSpecError::Unsupported {
+        volume: volume.to_owned(),
+        why: format!("persistentvolume {pv_name:?} is neither hostPath nor local"),
+    })
+}
+
 /// Makes every volume of `pod` a host directory (under `volumes_dir` for
-/// emptyDir, configMap and secret); returns them by volume name.
+/// emptyDir, configMap and secret; a configMap or secret directory that
+/// exists already is kept as it is, so containers that run with it — after
+/// an agent restart too — keep what they see); returns them by volume name.
+/// A missing source is a [`PodSpecError::Mount`].
 pub fn prepare_volumes(
     pod: &Pod,
     volumes_dir: &Path,
@@ -344,6 +436,10 @@ pub fn prepare_volumes(
     };
     for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let dir = volumes_dir.join(&vol.name);
+        let mount = |reason: &str| PodSpecError::Mount {
+            volume: vol.name.clone(),
+            reason: reason.to_owned(),
+        };
         let path = if vol.empty_dir.is_some() {
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
             dir
@@ -352,34 +448,44 @@ pub fn prepare_volumes(
             if matches!(hp.type_.as_deref(), Some("DirectoryOrCreate")) {
                 fs::create_dir_all(&path).map_err(io_err("create", &path))?;
             } else if !path.exists() && hp.type_.as_deref().is_some_and(|t| !t.is_empty()) {
-                return Err(PodSpecError::Missing {
-                    what: format!("host path {}", hp.path),
-                });
+                return Err(mount(&format!(
+                    "hostPath type check failed: {} does not exist",
+                    hp.path
+                )));
             }
             path
         } else if let Some(cm) = &vol.config_map {
-            let data = match sources.config_map(&cm.name) {
-                Ok(d) => d,
-                Err(_) if cm.optional == Some(true) => BTreeMap::new(),
-                Err(e) => return Err(e),
-            };
-            let files = project(&data, cm.items.as_ref(), cm.default_mode, &vol.name)?;
-            write_files(&dir, &files)?;
+            if !dir.is_dir() {
+                let data = match sources.config_map(&cm.name) {
+                    Ok(d) => d,
+                    Err(_) if cm.optional == Some(true) => BTreeMap::new(),
+                    Err(_) => return Err(mount(&format!("configmap {:?} not found", cm.name))),
+                };
+                let files = project(&data, cm.items.as_ref(), cm.default_mode, &vol.name)
+                    .map_err(|e| mount(&format!("configmap {:?}: {e}", cm.name)))?;
+                write_files(&dir, &files)?;
+            }
             dir
         } else if let Some(s) = &vol.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            let data = match sources.secret(&name) {
-                Ok(d) => d,
-                Err(_) if s.optional == Some(true) => BTreeMap::new(),
-                Err(e) => return Err(e),
-            };
-            let files = project(&data, s.items.as_ref(), s.default_mode, &vol.name)?;
-            write_files(&dir, &files)?;
+            if !dir.is_dir() {
+                let name = s.secret_name.clone().unwrap_or_default();
+                let data = match sources.secret(&name) {
+                    Ok(d) => d,
+                    Err(_) if s.optional == Some(true) => BTreeMap::new(),
+                    Err(_) => return Err(mount(&format!("secret {name:?} not found"))),
+                };
+                let files = project(&data, s.items.as_ref(), s.default_mode, &vol.name)
+                    .map_err(|e| mount(&format!("secret {name:?}: {e}")))?;
+                write_files(&dir, &files)?;
+            }
             dir
+        } else if let Some(pvc) = &vol.persistent_volume_claim {
+            let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+            claim_path(&vol.name, &pvc.claim_name, ns, sources)?
         } else {
             return Err(PodSpecError::Unsupported {
                 volume: vol.name.clone(),
-                why: "only emptyDir, hostPath, configMap and secret volumes are supported".into(),
+                why: "only emptyDir, hostPath, configMap, secret and persistentVolumeClaim volumes are supported".into(),
             });
         };
         out.insert(vol.name.clone(), path);
@@ -658,6 +764,118 @@ mod tests {
         let mounts = volume_mounts(&c, &vols)?;
         assert_eq!(mounts[0].source, dir.path().join("creds"));
         assert!(mounts[0].read_only);
+        Ok(())
+    }
+
+    #[test]
+    fn claims_resolve_to_their_bound_host_path_volume() -> anyhow::Result<()> {
+        use k8s_openapi::api::core::v1::{
+            HostPathVolumeSource, ObjectReference, PersistentVolumeClaimSpec,
+            PersistentVolumeClaimStatus, PersistentVolumeClaimVolumeSource, PersistentVolumeSpec,
+        };
+        let (mut pod, mut sources) = fixture();
+        let host = tempfile::tempdir()?;
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.volumes = Some(vec![Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: "claim".into(),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            }]);
+        }
+        let dir = tempfile::tempdir()?;
+        let reason = |r: Result<HashMap<String, PathBuf>, PodSpecError>| match r {
+            Err(PodSpecError::Mount { reason, .. }) => reason,
+            other => format!("not a mount error: {other:?}"),
+        };
+        assert_eq!(
+            reason(prepare_volumes(&pod, dir.path(), &sources)),
+            "persistentvolumeclaim \"claim\" not found"
+        );
+        let mut claim = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some("claim".into()),
+                namespace: Some("team".into()),
+                uid: Some("c-1".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec::default()),
+            status: Some(PersistentVolumeClaimStatus {
+                phase: Some("Pending".into()),
+                ..PersistentVolumeClaimStatus::default()
+            }),
+        };
+        sources.claims.insert("claim".into(), claim.clone());
+        assert_eq!(
+            reason(prepare_volumes(&pod, dir.path(), &sources)),
+            "PVC team/claim is not bound"
+        );
+        claim.spec = Some(PersistentVolumeClaimSpec {
+            volume_name: Some("pv1".into()),
+            ..PersistentVolumeClaimSpec::default()
+        });
+        claim.status = Some(PersistentVolumeClaimStatus {
+            phase: Some("Bound".into()),
+            ..PersistentVolumeClaimStatus::default()
+        });
+        sources.claims.insert("claim".into(), claim);
+        assert_eq!(
+            reason(prepare_volumes(&pod, dir.path(), &sources)),
+            "persistentvolume \"pv1\" not found"
+        );
+        let mut pv = PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some("pv1".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                host_path: Some(HostPathVolumeSource {
+                    path: host.path().to_string_lossy().into_owned(),
+                    type_: None,
+                }),
+                claim_ref: Some(ObjectReference {
+                    uid: Some("c-1".into()),
+                    ..ObjectReference::default()
+                }),
+                ..PersistentVolumeSpec::default()
+            }),
+            status: None,
+        };
+        sources.volumes.insert("pv1".into(), pv.clone());
+        let vols = prepare_volumes(&pod, dir.path(), &sources)?;
+        assert_eq!(vols.get("data"), Some(&host.path().to_owned()));
+        // A volume claimed by another claim is not mounted.
+        if let Some(r) = pv.spec.as_mut().and_then(|s| s.claim_ref.as_mut()) {
+            r.uid = Some("c-2".into());
+        }
+        sources.volumes.insert("pv1".into(), pv);
+        assert!(reason(prepare_volumes(&pod, dir.path(), &sources)).contains("different claim"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_missing_config_map_volume_is_a_mount_error() -> anyhow::Result<()> {
+        let (mut pod, sources) = fixture();
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.volumes = Some(vec![Volume {
+                name: "conf".into(),
+                config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+                    name: "absent".into(),
+                    ..Default::default()
+                }),
+                ..Volume::default()
+            }]);
+        }
+        let dir = tempfile::tempdir()?;
+        match prepare_volumes(&pod, dir.path(), &sources) {
+            Err(PodSpecError::Mount { volume, reason }) => {
+                assert_eq!(volume, "conf");
+                assert_eq!(reason, "configmap \"absent\" not found");
+            }
+            other => anyhow::bail!("expected a mount error, got {other:?}"),
+        }
         Ok(())
     }
 }

@@ -648,6 +648,11 @@ impl Runtime {
             .map(|n| SystemTime::UNIX_EPOCH + Duration::from_nanos(n));
         let state = if let Some(exit) = self.exit_record(id)? {
             ContainerState::Exited(exit)
+        } else if let Some(pid) = started_at.and_then(|_| self.live_pid(id)) {
+            // Started, no exit recorded, and its init is alive: running. The
+            // shim records every exit, so this needs no `runc state` (a
+            // process spawn per container per look).
+            ContainerState::Running { pid }
         } else {
             match self.runc("state", id, &["state", id]).await {
                 Ok(out) => match serde_json::from_slice::<RuncState>(&out) {
@@ -668,8 +673,40 @@ impl Runtime {
         })
     }
 
+    /// The pid of container `id`'s init, if that process is alive.
+    fn live_pid(&self, id: &str) -> Option<i32> {
+        let pid: i32 = fs::read_to_string(self.container_dir(id).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        // Signal 0 checks existence; a zombie is reaped by the shim soon,
+        // which then writes the exit record.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            .ok()
+            .map(|()| pid)
+    }
+
+    /// The containers of pod `pod_uid` with their status.
+    pub async fn list_pod(&self, pod_uid: &str) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        self.list_matching(|id| id.starts_with(&format!("{pod_uid}-")))
+            .await
+            .map(|all| {
+                all.into_iter()
+                    .filter(|c| c.meta.pod_uid == pod_uid)
+                    .collect()
+            })
+    }
+
     /// Every container in the state directory with its status.
     pub async fn list(&self) -> Result<Vec<ContainerStatus>, RuntimeError> {
+        self.list_matching(|_| true).await
+    }
+
+    async fn list_matching(
+        &self,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ContainerStatus>, RuntimeError> {
         let dir = self.cfg.state_dir.join("containers");
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
@@ -677,6 +714,9 @@ impl Runtime {
             let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
+            if !wanted(&id) {
+                continue;
+            }
             match self.status(&id).await {
                 Ok(s) => out.push(s),
                 // Half-created (no meta yet) or removed meanwhile.
@@ -851,6 +891,23 @@ impl Runtime {
         }
     }
 
+    /// Whether the memory cgroup OOM killer killed a process of container
+    /// `name` of pod `pod_uid` (its cgroup's `oom_kill` count: v1
+    /// `memory.oom_control`, v2 `memory.events`). Only meaningful until the
+    /// container is removed, which removes its cgroup.
+    pub fn oom_killed(&self, pod_uid: &str, name: &str) -> bool {
+        let path = format!("{}/{name}", self.pod_cgroup(pod_uid));
+        let root = &self.cfg.cgroup_root;
+        [
+            root.join("memory").join(&path).join("memory.oom_control"),
+            root.join(&path).join("memory.events"),
+            root.join("unified").join(&path).join("memory.events"),
+        ]
+        .iter()
+        .filter_map(|file| fs::read_to_string(file).ok())
+        .any(|text| oom_kills(&text) > 0)
+    }
+
     /// runc container ids known to runc's state directory.
     pub fn runc_ids(&self) -> Result<Vec<String>, RuntimeError> {
         let root = self.runc_root();
@@ -862,6 +919,14 @@ impl Runtime {
         ids.sort();
         Ok(ids)
     }
+}
+
+/// The `oom_kill N` count of a `memory.oom_control` or `memory.events` file.
+fn oom_kills(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// CPU request in millicores to cgroup v1 shares (kubelet's `MilliCPUToShares`).
@@ -969,6 +1034,38 @@ mod tests {
             runtime(dir.path()).oci_spec(&s),
             Err(RuntimeError::Quantity { what: "memory", .. })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn oom_kills_are_read_from_v1_and_v2_files() -> anyhow::Result<()> {
+        assert_eq!(
+            oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(
+            oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            1
+        );
+        assert_eq!(oom_kills("oom_kill_disable 0\nunder_oom 0\n"), 0);
+        let dir = tempfile::tempdir()?;
+        let mut cfg = runtime(dir.path()).config().clone();
+        cfg.cgroup_root = dir.path().join("cg");
+        cfg.state_dir = dir.path().join("state");
+        let rt = Runtime::new(cfg)?;
+        let leaf = dir.path().join("cg/memory/skep/n1/poduid1/app");
+        fs::create_dir_all(&leaf)?;
+        fs::write(
+            leaf.join("memory.oom_control"),
+            "oom_kill_disable 0\noom_kill 0\n",
+        )?;
+        assert!(!rt.oom_killed("uid1", "app"));
+        fs::write(
+            leaf.join("memory.oom_control"),
+            "oom_kill_disable 0\noom_kill 1\n",
+        )?;
+        assert!(rt.oom_killed("uid1", "app"));
+        assert!(!rt.oom_killed("uid1", "other"));
         Ok(())
     }
 

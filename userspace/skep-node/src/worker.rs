@@ -4,8 +4,9 @@
 //! them per `restartPolicy` with CrashLoopBackOff back-off, runs probes,
 //! reports status when it changed, and tears the pod down on deletion.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +30,9 @@ use crate::sandbox::{DnsConfig, write_pod_files};
 
 /// How often a worker looks at its containers when nothing else happens.
 const TICK: Duration = Duration::from_millis(500);
+
+/// How often the same volume set-up failure is recorded again as an event.
+const MOUNT_EVENT_EVERY: Duration = Duration::from_secs(10);
 
 fn ts(t: SystemTime) -> Time {
     Time(crate::agent::timestamp(t))
@@ -125,10 +129,16 @@ impl Ctr {
             ready: self.ready,
             started: Some(self.started),
             state: Some(state),
-            last_state: self.last_terminated.as_ref().map(|t| K8sState {
-                terminated: Some(t.clone()),
-                ..K8sState::default()
-            }),
+            // Waiting to run again (back-off): the exit it waits after is the last state.
+            last_state: self
+                .exited
+                .as_ref()
+                .filter(|_| self.waiting.is_some())
+                .or(self.last_terminated.as_ref())
+                .map(|t| K8sState {
+                    terminated: Some(t.clone()),
+                    ..K8sState::default()
+                }),
             ..K8sStatus::default()
         }
     }
@@ -201,6 +211,10 @@ struct Worker {
     written: Option<PodStatus>,
     conditions: BTreeMap<String, PodCondition>,
     failed_message: Option<String>,
+    /// The pod's volumes as host directories, once all could be set up.
+    volumes: Option<HashMap<String, PathBuf>>,
+    /// The last volume set-up failure and when it was last recorded.
+    mount_error: Option<(String, Instant)>,
 }
 
 /// Runs pod `uid`'s worker until the pod is deleted or leaves the node.
@@ -225,8 +239,11 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Optio
         written: None,
         conditions: BTreeMap::new(),
         failed_message: None,
+        volumes: None,
+        mount_error: None,
     };
     w.adopt().await;
+    tracing::debug!("worker started");
     loop {
         let pod = rx.borrow_and_update().clone();
         let Some(pod) = pod else {
@@ -263,7 +280,7 @@ impl Worker {
 
     /// Picks up containers and the sandbox an earlier agent left running.
     async fn adopt(&mut self) {
-        let Ok(list) = self.shared.runtime.list().await else {
+        let Ok(list) = self.shared.runtime.list_pod(&self.uid).await else {
             return;
         };
         let uid = self.uid.clone();
@@ -329,12 +346,55 @@ impl Worker {
             return false;
         }
         self.ip = Some(ip);
+        tracing::debug!(%ip, "pod sandbox ready");
         true
     }
 
-    /// One pass over the pod: sandbox, init containers, containers, probes.
+    /// Sets up the pod's volumes (once). Like the kubelet, a volume whose
+    /// source is missing (a ConfigMap, a claim that is not bound) keeps the
+    /// whole pod in ContainerCreating with a `FailedMount` event, and is
+    /// retried until it appears.
+    fn ensure_volumes(&mut self, pod: &Pod) -> bool {
+        if self.volumes.is_some() {
+            return true;
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let sources = crate::agent::lock_view(&self.shared).sources(&ns);
+        let dir = self.shared.pod_dir(&self.uid).join("volumes");
+        match podspec::prepare_volumes(pod, &dir, &sources) {
+            Ok(v) => {
+                self.volumes = Some(v);
+                self.mount_error = None;
+                true
+            }
+            Err(err) => {
+                let message = match &err {
+                    podspec::PodSpecError::Mount { volume, reason } => {
+                        format!("MountVolume.SetUp failed for volume {volume:?} : {reason}")
+                    }
+                    other => format!("MountVolume.SetUp failed: {other}"),
+                };
+                let due = self
+                    .mount_error
+                    .as_ref()
+                    .is_none_or(|(last, at)| *last != message || at.elapsed() >= MOUNT_EVENT_EVERY);
+                if due {
+                    tracing::info!(%message, "pod volumes not ready");
+                    self.shared.event(pod, true, "FailedMount", message.clone());
+                    self.mount_error = Some((message, Instant::now()));
+                }
+                false
+            }
+        }
+    }
+
+    /// One pass over the pod: sandbox, volumes, init containers,
+    /// containers, probes.
     async fn step(&mut self, pod: &Pod) {
         if !self.ensure_sandbox(pod).await {
+            return;
+        }
+        if !self.ensure_volumes(pod) {
             return;
         }
         if self.start_time.is_none() {
@@ -402,15 +462,23 @@ impl Worker {
             }
             ContainerState::Exited(exit) if c.exited.is_none() => {
                 let started = status.started_at.or(c.running_since);
-                let reason = if exit.error.is_some() {
-                    "StartError"
+                // The memory cgroup outlives the process until the next
+                // attempt removes the container: read it now.
+                let oom = shared
+                    .runtime
+                    .oom_killed(&status.meta.pod_uid, &status.meta.name);
+                let (reason, exit_code) = if exit.error.is_some() {
+                    // What containerd reports when the process never ran.
+                    ("StartError", 128)
+                } else if oom {
+                    ("OOMKilled", exit.exit_code)
                 } else if exit.exit_code == 0 {
-                    "Completed"
+                    ("Completed", 0)
                 } else {
-                    "Error"
+                    ("Error", exit.exit_code)
                 };
                 c.exited = Some(ContainerStateTerminated {
-                    exit_code: exit.exit_code,
+                    exit_code,
                     signal: exit.signal,
                     reason: Some(reason.into()),
                     message: exit.error.clone(),
@@ -424,7 +492,7 @@ impl Worker {
                 c.liveness = None;
                 c.readiness = None;
                 c.startup = None;
-                if c.init && exit.exit_code == 0 {
+                if c.init && exit_code == 0 {
                     c.done = true;
                 }
                 // A container that ran for a while starts its back-off over.
@@ -437,7 +505,7 @@ impl Worker {
                     (c.backoff * 2).min(backoff_max)
                 };
                 c.retry_at = Some(Instant::now() + c.backoff);
-                tracing::info!(container = %id, code = exit.exit_code, "container exited");
+                tracing::info!(container = %id, code = exit_code, reason, "container exited");
             }
             _ => {}
         }
@@ -573,6 +641,7 @@ impl Worker {
         let sources = crate::agent::lock_view(&shared).sources(&ns);
         let pod_dir = shared.pod_dir(&self.uid);
         let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
+        let volumes = self.volumes.clone().unwrap_or_default();
         let config = (|| {
             let env = podspec::environment(
                 pod,
@@ -582,7 +651,6 @@ impl Worker {
                 &ip,
                 &shared.node_ip.to_string(),
             )?;
-            let volumes = podspec::prepare_volumes(pod, &pod_dir.join("volumes"), &sources)?;
             let mounts = podspec::volume_mounts(&spec, &volumes)?;
             Ok::<_, podspec::PodSpecError>((env, mounts))
         })();
@@ -647,6 +715,7 @@ impl Worker {
                 return;
             }
         };
+        tracing::debug!(container = %spec.name, "rootfs ready");
         let (uid, gid) = podspec::user(pod, &spec, image.config.user.as_deref());
         let resources = spec.resources.clone().unwrap_or_default();
         let q =
@@ -690,7 +759,26 @@ impl Worker {
             Ok(id) => id,
             Err(err) => {
                 shared.event(pod, true, "Failed", format!("Error: {err}"));
-                self.fail(init, i, "CreateContainerError", err.to_string());
+                // `runc create` ran and the process could not be started
+                // (say, its command is not in the image): the shim recorded
+                // that as the attempt's exit, which the next refresh reports
+                // as a StartError and restarts with back-off, like the
+                // kubelet's RunContainerError.
+                let id = cspec.id();
+                let recorded = matches!(
+                    shared.runtime.status(&id).await.map(|s| s.state),
+                    Ok(ContainerState::Exited(_))
+                );
+                if recorded {
+                    let c = self.ctr(init, i);
+                    c.id = Some(id);
+                    c.image_id = image_id;
+                    c.running_since = None;
+                    c.exited = None;
+                    c.waiting = Some(("RunContainerError".into(), err.to_string()));
+                } else {
+                    self.fail(init, i, "CreateContainerError", err.to_string());
+                }
                 return;
             }
         };
@@ -707,6 +795,7 @@ impl Worker {
             self.fail(init, i, "CreateContainerError", err.to_string());
             return;
         }
+        tracing::debug!(container = %spec.name, "container started");
         shared.event(
             pod,
             false,
@@ -901,7 +990,10 @@ impl Worker {
             .write(Op::Update, "Pod", &ns, &name, "status", body)
             .await
         {
-            Ok(_) => self.written = Some(status),
+            Ok(_) => {
+                tracing::debug!(phase = ?status.phase, "pod status written");
+                self.written = Some(status);
+            }
             Err(err) => tracing::debug!(%err, "failed to write pod status; retrying"),
         }
     }

@@ -1,0 +1,497 @@
+//! `cargo xtask bench pod-startup`: create → Running for 100 pods on one
+//! node with the image cached (the busybox demo image), through the whole
+//! of skep (`skep server` and `skep agent` as processes: API, scheduler,
+//! node sync, sandbox, overlayfs rootfs, shim, runc, status back through the
+//! API, seen on a watch), side by side with the floor: `runc run -d` of the
+//! same image's bundle, started directly. Both one pod at a time and 100 at
+//! once. Needs root; run it alone (it starts a node agent in the host
+//! namespace).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use serde_json::json;
+use skep_e2e::{agent::Agent, cluster::Server, process::skep, unique_name};
+use skep_node::runtime::{ContainerSpec, Resources, Runtime, RuntimeConfig};
+
+use crate::api::tls_client;
+use crate::stats::Sample;
+
+const PODS: usize = 100;
+const DEMO: &str = "skep/busybox:demo";
+const NAMESPACE: &str = "bench";
+const WAIT: Duration = Duration::from_mins(2);
+
+/// The floor: `runc run -d` of prepared bundles (overlayfs rootfs of the
+/// demo image, the OCI spec the agent writes, a fresh network namespace).
+struct Floor {
+    runc_root: PathBuf,
+    bundles: Vec<(String, PathBuf)>,
+    cgroup: String,
+}
+
+impl Floor {
+    fn prepare(dir: &Path, images: &Path) -> anyhow::Result<Self> {
+        let store = skep_image::Store::open(images)?;
+        let reference = skep_image::normalize_reference(DEMO)?;
+        let image = store
+            .image(&reference)?
+            .context("the demo image is not in the store")?;
+        let runtime = Runtime::new(RuntimeConfig {
+            state_dir: dir.join("runtime"),
+            runc: "runc".into(),
+            shim: "/bin/false".into(),
+            shim_prefix_args: Vec::new(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            cgroup_parent: "unused".into(),
+        })?;
+        let cgroup = unique_name("skpf");
+        let mut floor = Self {
+            runc_root: dir.join("runc"),
+            bundles: Vec::new(),
+            cgroup: cgroup.clone(),
+        };
+        for i in 0..PODS {
+            let id = format!("{cgroup}-{i}");
+            let bundle = dir.join(&id);
+            let rootfs = skep_image::prepare_rootfs(&image, &bundle)?.keep();
+            // Registered before anything else can fail, so drop unmounts it.
+            floor.bundles.push((id.clone(), bundle.clone()));
+            let spec = ContainerSpec {
+                pod_uid: id.clone(),
+                name: "c".into(),
+                attempt: 0,
+                rootfs,
+                readonly_rootfs: false,
+                args: vec!["sleep".into(), "3600".into()],
+                env: image.config.env.clone(),
+                cwd: None,
+                uid: 0,
+                gid: 0,
+                hostname: id.clone(),
+                netns: PathBuf::new(),
+                mounts: Vec::new(),
+                resources: Resources::default(),
+                log_path: bundle.join("log"),
+            };
+            let mut oci = serde_json::to_value(runtime.oci_spec(&spec)?)?;
+            // A fresh network namespace (no path) and a cgroup of our own.
+            if let Some(namespaces) = oci["linux"]["namespaces"].as_array_mut() {
+                for ns in namespaces {
+                    if let Some(ns) = ns.as_object_mut() {
+                        ns.remove("path");
+                    }
+                }
+            }
+            oci["linux"]["cgroupsPath"] = json!(format!("/{cgroup}/{id}"));
+            std::fs::write(bundle.join("config.json"), serde_json::to_vec(&oci)?)?;
+        }
+        Ok(floor)
+    }
+
+    fn run_one(&self, id: &str, bundle: &Path) -> anyhow::Result<Duration> {
+        // A file, not a pipe: the detached container keeps its stdio open.
+        let err_path = bundle.join("runc.err");
+        let err = std::fs::File::create(&err_path)?;
+        let started = Instant::now();
+        let status = Command::new("runc")
+            .arg("--root")
+            .arg(&self.runc_root)
+            .args(["run", "-d", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .status()?;
+        let took = started.elapsed();
+        if !status.success() {
+            let detail = std::fs::read_to_string(&err_path).unwrap_or_default();
+            bail!("runc run {id} failed: {status}: {}", detail.trim());
+        }
+        Ok(took)
+    }
+
+    /// Every container in turn; each latency is `runc run -d`'s.
+    fn sequential(&self) -> anyhow::Result<Sample> {
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        for (id, bundle) in &self.bundles {
+            latencies.push(self.run_one(id, bundle)?);
+        }
+        self.stop_all();
+        Ok(Sample {
+            ops: latencies.len(),
+            elapsed: start.elapsed(),
+            latencies,
+        })
+    }
+
+    /// Every container at once; each latency runs from the burst's start.
+    fn burst(self: &Arc<Self>) -> anyhow::Result<Sample> {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..self.bundles.len())
+            .map(|i| {
+                let this = Arc::clone(self);
+                std::thread::spawn(move || {
+                    let (id, bundle) = &this.bundles[i];
+                    this.run_one(id, bundle).map(|_| start.elapsed())
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for h in handles {
+            latencies.push(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("runc thread panicked"))??,
+            );
+        }
+        let elapsed = start.elapsed();
+        self.stop_all();
+        Ok(Sample {
+            ops: latencies.len(),
+            elapsed,
+            latencies,
+        })
+    }
+
+    fn stop_all(&self) {
+        for (id, _) in &self.bundles {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&self.runc_root)
+                .args(["delete", "--force", id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        self.stop_all();
+        for (_, bundle) in &self.bundles {
+            let _ = skep_image::unmount_rootfs(bundle);
+        }
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in entries.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.cgroup));
+            }
+        }
+    }
+}
+
+fn pod(name: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "c", "image": DEMO, "command": ["sleep", "3600"]}]}})
+}
+
+/// skep through its API: creates pods and sees them Running on a watch.
+struct Cluster {
+    client: reqwest::Client,
+    base: String,
+    running: tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    async fn connect(kubeconfig: &Path) -> anyhow::Result<Self> {
+        let (client, base) = tls_client(kubeconfig)?;
+        let resp = client
+            .post(format!("{base}/api/v1/namespaces"))
+            .json(
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+            )
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("creating the bench namespace: {}", resp.status());
+        }
+        let resp = client
+            .get(format!("{base}/api/v1/namespaces/{NAMESPACE}/pods?watch=1"))
+            .send()
+            .await?;
+        let mut body = resp.bytes_stream();
+        let (tx, running) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                let at = Instant::now();
+                buf.extend_from_slice(&chunk);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                        continue;
+                    };
+                    let obj = &event["object"];
+                    if obj["status"]["phase"] == "Running"
+                        && obj["metadata"]["deletionTimestamp"].is_null()
+                    {
+                        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+                        let _ = tx.send((name, at));
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            base,
+            running,
+            watcher,
+        })
+    }
+
+    async fn create(&self, name: &str) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .post(format!("{}/api/v1/namespaces/{NAMESPACE}/pods", self.base))
+            .json(&pod(name))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("creating pod {name}: {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// Waits until every name in `started` was seen Running; returns the latencies.
+    async fn collect(
+        &mut self,
+        started: &HashMap<String, Instant>,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let mut seen: HashMap<String, Duration> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while seen.len() < started.len() {
+            let Ok(Some((name, at))) = tokio::time::timeout_at(deadline, self.running.recv()).await
+            else {
+                bail!(
+                    "{} of {} pods Running after {WAIT:?}",
+                    seen.len(),
+                    started.len()
+                );
+            };
+            if let Some(t0) = started.get(&name) {
+                seen.entry(name)
+                    .or_insert_with(|| at.saturating_duration_since(*t0));
+            }
+        }
+        Ok(seen.into_values().collect())
+    }
+
+    async fn sequential(&mut self, tag: &str) -> anyhow::Result<Sample> {
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        for i in 0..PODS {
+            let name = format!("{tag}-{i}");
+            let started: HashMap<String, Instant> = [(name.clone(), Instant::now())].into();
+            self.create(&name).await?;
+            latencies.extend(self.collect(&started).await?);
+        }
+        Ok(Sample {
+            ops: latencies.len(),
+            elapsed: start.elapsed(),
+            latencies,
+        })
+    }
+
+    async fn burst(&mut self, tag: &str) -> anyhow::Result<Sample> {
+        let start = Instant::now();
+        let names: Vec<String> = (0..PODS).map(|i| format!("{tag}-{i}")).collect();
+        let creates = names.iter().map(|n| self.create(n));
+        for r in futures::future::join_all(creates).await {
+            r?;
+        }
+        let started: HashMap<String, Instant> = names.into_iter().map(|n| (n, start)).collect();
+        let latencies = self.collect(&started).await?;
+        Ok(Sample {
+            ops: latencies.len(),
+            elapsed: start.elapsed(),
+            latencies,
+        })
+    }
+
+    /// Deletes every pod and waits until the node has removed them.
+    async fn delete_all(&self) -> anyhow::Result<()> {
+        let list: serde_json::Value = self
+            .client
+            .get(format!("{}/api/v1/namespaces/{NAMESPACE}/pods", self.base))
+            .send()
+            .await?
+            .json()
+            .await?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            let name = item["metadata"]["name"].as_str().unwrap_or("");
+            self.client
+                .delete(format!(
+                    "{}/api/v1/namespaces/{NAMESPACE}/pods/{name}",
+                    self.base
+                ))
+                .json(&json!({"gracePeriodSeconds": 0}))
+                .send()
+                .await?;
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let list: serde_json::Value = self
+                .client
+                .get(format!("{}/api/v1/namespaces/{NAMESPACE}/pods", self.base))
+                .send()
+                .await?
+                .json()
+                .await?;
+            if list["items"].as_array().is_none_or(Vec::is_empty) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("pods still there after {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn print_pair(title: &str, floor: &Sample, skep: &Sample) {
+    println!("\n{title}");
+    println!("  {:<34} {:>10} {:>10} {:>10}", "", "p50", "p99", "max");
+    for (name, s) in [
+        ("runc run -d, direct (floor)", floor),
+        ("skep: create -> Running (watch)", skep),
+    ] {
+        println!(
+            "  {name:<34} {:>10} {:>10} {:>10}",
+            ms(s.quantile(0.5)),
+            ms(s.quantile(0.99)),
+            ms(s.quantile(1.0))
+        );
+    }
+    let ratio = |q| skep.quantile(q).as_secs_f64() / floor.quantile(q).as_secs_f64().max(1e-9);
+    println!(
+        "  {:<34} {:>9.2}x {:>9.2}x",
+        "skep / floor",
+        ratio(0.5),
+        ratio(0.99)
+    );
+}
+
+/// Runs both workloads on both and prints the tables.
+pub async fn run() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("pod-startup runs containers: run it as root");
+    }
+    skep_apiserver::tls::install_default_provider();
+    let dir = tempfile::tempdir()?;
+    let node = unique_name("bench");
+    let server = Server::start_with(&dir.path().join("cp"), &["--node-kubeconfig", &node])?;
+    let agent_dir = dir.path().join("node");
+    let out = skep(&[
+        "image",
+        "build-demo",
+        "--data-dir",
+        &agent_dir.to_string_lossy(),
+    ])?;
+    if !out.status.success() {
+        bail!("build-demo: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let floor = Arc::new(Floor::prepare(
+        &dir.path().join("floor"),
+        &agent_dir.join("images"),
+    )?);
+    let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
+    let agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
+    wait_ready(&server, &node)?;
+    let mut cluster = Cluster::connect(&server.kubeconfig()).await?;
+
+    println!(
+        "pod startup: {PODS} pods on one node, image cached ({DEMO}, `sleep 3600`); \
+         the floor is `runc run -d` of a prepared bundle of the same image"
+    );
+    // Warm-up: the first pod pays one-time costs on both sides.
+    let floor_one = Floor::run_one(&floor, &floor.bundles[0].0, &floor.bundles[0].1)?;
+    floor.stop_all();
+    let warm: HashMap<String, Instant> = [("warm".to_owned(), Instant::now())].into();
+    cluster.create("warm").await?;
+    let skep_one = cluster.collect(&warm).await?;
+    cluster.delete_all().await?;
+    println!(
+        "warm-up (first start): floor {}, skep {}",
+        ms(floor_one),
+        ms(skep_one.first().copied().unwrap_or_default())
+    );
+
+    let floor_seq = floor.sequential()?;
+    let skep_seq = cluster.sequential("s").await?;
+    cluster.delete_all().await?;
+    let floor_burst = floor.burst()?;
+    let skep_burst = cluster.burst("b").await?;
+    cluster.delete_all().await?;
+
+    print_pair(
+        "one pod at a time (create, wait Running, next)",
+        &floor_seq,
+        &skep_seq,
+    );
+    print_pair(
+        &format!("{PODS} pods at once (latency from the burst's start)"),
+        &floor_burst,
+        &skep_burst,
+    );
+    println!(
+        "\n{PODS} at once took: floor {:.2} s, skep {:.2} s",
+        floor_burst.elapsed.as_secs_f64(),
+        skep_burst.elapsed.as_secs_f64()
+    );
+    println!(
+        "aim: p99 < 1 s and within 2x of the direct runc floor; measured one-at-a-time p99 {} ({:.2}x floor)",
+        ms(skep_seq.quantile(0.99)),
+        skep_seq.quantile(0.99).as_secs_f64() / floor_seq.quantile(0.99).as_secs_f64().max(1e-9)
+    );
+    drop(cluster);
+    drop(agent);
+    drop(server);
+    if std::env::var_os("SKEP_BENCH_KEEP").is_some() {
+        // For profiling: the agent's and server's logs stay.
+        println!("kept {}", dir.keep().display());
+    }
+    Ok(())
+}
+
+fn wait_ready(server: &Server, node: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = server.kubectl(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}",
+        ])?;
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        if s.starts_with("True ") && s.len() > 5 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node {node} not Ready with a pod CIDR after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
