@@ -7,6 +7,7 @@
 
 mod agent;
 mod agent_input;
+mod agent_registry;
 mod cli;
 mod control_plane;
 mod datapath;
