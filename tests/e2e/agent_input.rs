@@ -285,6 +285,7 @@ fn check_reasons(server: &Server, agent: &Agent, ns: &str) -> anyhow::Result<()>
         "{.status.containerStatuses[0].state.terminated.reason} {.status.containerStatuses[0].state.terminated.exitCode}",
     )?;
     assert_eq!(oom, "OOMKilled 137", "oom container state");
+    eprintln!("{}", server.kubectl_ok(&["get", "pods", "-n", ns])?);
     Ok(())
 }
 
