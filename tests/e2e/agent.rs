@@ -225,10 +225,13 @@ fn check_restart_adopts(
         "agent restart changed containers"
     );
     for ip in ips {
-        assert!(
-            http_get(ip, "/hosts")?.contains(" 200 "),
-            "{ip} stopped answering"
-        );
+        let reply = http_get(ip, "/hosts").with_context(|| {
+            format!(
+                "{ip} after the agent restart; agent log:\n{}",
+                agent.log_tail()
+            )
+        })?;
+        assert!(reply.contains(" 200 "), "{ip} stopped answering");
     }
 
     Ok(())
@@ -266,14 +269,21 @@ fn web_rolled(
     count: usize,
     mode: &str,
 ) -> anyhow::Result<()> {
-    let status = server.kubectl_ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        ns,
-        "--timeout=90s",
-    ])?;
+    let status = server
+        .kubectl_ok(&[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            ns,
+            "--timeout=90s",
+        ])
+        .with_context(|| {
+            let pods = server
+                .kubectl_ok(&["get", "deploy,rs,pods", "-n", ns, "-o", "wide"])
+                .unwrap_or_else(|e| e.to_string());
+            format!("{pods}\nagent log:\n{}", agent.log_tail())
+        })?;
     assert!(status.contains("successfully rolled out"), "{status}");
     let pods = wait(
         &format!("{count} web pods with MODE={mode:?}"),

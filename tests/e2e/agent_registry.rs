@@ -142,7 +142,10 @@ fn agent_pulls_from_a_local_registry_and_liveness_failures_restart() -> anyhow::
         write!(s, "GET /hostname HTTP/1.0\r\n\r\n")?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
-        assert!(out.starts_with("HTTP/1.0 200"), "{out}");
+        assert!(
+            out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
+            "{out}"
+        );
     }
     let events = server.kubectl_ok(&["get", "events", "-n", &ns])?;
     assert!(

@@ -294,12 +294,21 @@ impl Worker {
                 c.next_attempt = s.meta.attempt + 1;
                 c.restarts = i32::try_from(s.meta.attempt).unwrap_or(i32::MAX);
                 c.waiting = None;
+                // Probes start over, as they do when a kubelet restarts: a
+                // ready container is ready again at its next probe.
+                arm_probes(c, Instant::now());
                 tracing::info!(container = %s.meta.id, "adopted container");
             }
         }
+        if !self.shared.sandboxes.netns_path(&self.uid).exists() {
+            return;
+        }
+        // A restarted agent learns its pod CIDR (and so opens its IPAM) a
+        // moment after the first pods arrive: wait for it, or the running
+        // sandbox would look missing and be built again over the live one.
+        wait_for_ipam(&self.shared).await;
         if let Some(ipam) = self.shared.ipam.get()
             && let Ok(Some(ip)) = ipam.get(&self.uid)
-            && self.shared.sandboxes.netns_path(&self.uid).exists()
         {
             self.ip = Some(ip);
         }
@@ -809,23 +818,7 @@ impl Worker {
         c.waiting = None;
         c.exited = None;
         c.running_since = Some(SystemTime::now());
-        c.started = spec.startup_probe.is_none();
-        c.ready = false;
-        c.liveness = spec
-            .liveness_probe
-            .as_ref()
-            .map(|p| ProbeState::new(p, now, true));
-        c.readiness = spec
-            .readiness_probe
-            .as_ref()
-            .map(|p| ProbeState::new(p, now, false));
-        c.startup = spec
-            .startup_probe
-            .as_ref()
-            .map(|p| ProbeState::new(p, now, false));
-        if c.readiness.is_none() && !c.init {
-            c.ready = c.started;
-        }
+        arm_probes(c, now);
     }
 
     /// Runs the due probes of running container `i`.
@@ -1038,6 +1031,30 @@ impl Worker {
             }
         }
         tracing::info!(pod = %format!("{ns}/{name}"), "pod deleted");
+    }
+}
+
+/// Sets up `c`'s probes for a container that just started (or was just
+/// adopted): not ready until its readiness probe passes, not started until
+/// its startup probe does.
+fn arm_probes(c: &mut Ctr, now: Instant) {
+    let spec = &c.spec;
+    c.started = spec.startup_probe.is_none();
+    c.ready = false;
+    c.liveness = spec
+        .liveness_probe
+        .as_ref()
+        .map(|p| ProbeState::new(p, now, true));
+    c.readiness = spec
+        .readiness_probe
+        .as_ref()
+        .map(|p| ProbeState::new(p, now, false));
+    c.startup = spec
+        .startup_probe
+        .as_ref()
+        .map(|p| ProbeState::new(p, now, false));
+    if c.readiness.is_none() && !c.init {
+        c.ready = c.started;
     }
 }
 
