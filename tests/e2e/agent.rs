@@ -291,7 +291,8 @@ fn web_rolled(
         Duration::from_mins(1),
         agent,
         || {
-            let all = server.active_pods(ns, "app=web")?;
+            // Terminating pods count too: the old ones must be gone.
+            let all = server.items(&["pods", "-n", ns, "-l", "app=web"])?;
             let ready = web_pods(server, ns)?;
             Ok((all.len() == count
                 && ready.len() == count
