@@ -9,9 +9,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use skep_e2e::agent::{Agent, mounts_below, pod_cgroups};
+use skep_e2e::agent::{Agent, mounts_below, pod_cgroups, start_single_node, wait_node_ready};
 use skep_e2e::cluster::{Server, str_at};
-use skep_e2e::process::skep;
 use skep_e2e::{require_root, unique_name};
 
 /// The demo image `skep image build-demo` imports.
@@ -102,7 +101,7 @@ pub(crate) fn wait<T>(
     })
 }
 
-fn http_get(ip: &str, path: &str) -> anyhow::Result<String> {
+pub(crate) fn http_get(ip: &str, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect_timeout(&format!("{ip}:8080").parse()?, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
@@ -352,33 +351,8 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let node = unique_name("ag");
     let ns = unique_name("ns");
-    let server = Server::start_with(&dir.path().join("cp"), &["--node-kubeconfig", &node])?;
-    let agent_dir = dir.path().join("node");
-    let out = skep(&[
-        "image",
-        "build-demo",
-        "--data-dir",
-        &agent_dir.to_string_lossy(),
-    ])?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
-    let mut agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
-
-    wait("node Ready", Duration::from_secs(15), &agent, || {
-        let out = server.kubectl(&[
-            "get",
-            "node",
-            &node,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}",
-        ])?;
-        let s = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ok((s.starts_with("True ") && s.len() > 5).then_some(()))
-    })?;
+    let (server, mut agent) = start_single_node(dir.path(), &node, true)?;
+    wait_node_ready(&server, &agent)?;
 
     server.kubectl_ok_with(&["apply", "-f", "-"], &manifests(&ns))?;
 
@@ -688,21 +662,7 @@ fn kubectl_logs_and_exec_through_the_agent() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let node = unique_name("lg");
     let ns = unique_name("ns");
-    let server = Server::start_with(&dir.path().join("cp"), &["--node-kubeconfig", &node])?;
-    let agent_dir = dir.path().join("node");
-    let out = skep(&[
-        "image",
-        "build-demo",
-        "--data-dir",
-        &agent_dir.to_string_lossy(),
-    ])?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
-    let agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
+    let (server, agent) = start_single_node(dir.path(), &node, true)?;
     let ctl_dir = dir.path().join("ctl");
     std::fs::create_dir_all(&ctl_dir)?;
 

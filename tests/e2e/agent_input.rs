@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use skep_e2e::agent::Agent;
+use skep_e2e::agent::{Agent, start_single_node, wait_node_ready};
 use skep_e2e::cluster::Server;
-use skep_e2e::process::skep;
 use skep_e2e::registry::{self, Registry};
 use skep_e2e::{require_root, unique_name};
 
@@ -358,32 +357,8 @@ fn agent_mounts_claims_and_reports_bad_input_like_the_kubelet() -> anyhow::Resul
     let ns = unique_name("ns");
     let plain = Registry::start(false)?;
     let auth = Registry::start(true)?;
-    let server = Server::start_with(&dir.path().join("cp"), &["--node-kubeconfig", &node])?;
-    let agent_dir = dir.path().join("node");
-    let out = skep(&[
-        "image",
-        "build-demo",
-        "--data-dir",
-        &agent_dir.to_string_lossy(),
-    ])?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
-    let agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
-    wait("node Ready", Duration::from_secs(15), &agent, || {
-        let out = server.kubectl(&[
-            "get",
-            "node",
-            &node,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}",
-        ])?;
-        let s = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ok((s.starts_with("True ") && s.len() > 5).then_some(()))
-    })?;
+    let (server, agent) = start_single_node(dir.path(), &node, true)?;
+    wait_node_ready(&server, &agent)?;
     server.kubectl_ok_with(
         &["apply", "-f", "-"],
         &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),

@@ -2,13 +2,11 @@
 //! `docker-registry` on 127.0.0.1) with `imagePullPolicy: Always`, and a
 //! failing liveness probe restarting a container, all seen through kubectl.
 
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
-use skep_e2e::agent::Agent;
+use skep_e2e::agent::start_single_node;
 use skep_e2e::cluster::Server;
 use skep_e2e::registry::Registry;
 use skep_e2e::{require_root, unique_name};
@@ -111,9 +109,7 @@ fn agent_pulls_from_a_local_registry_and_liveness_failures_restart() -> anyhow::
         &image,
     )?;
 
-    let server = Server::start_with(&dir.path().join("cp"), &["--node-kubeconfig", &node])?;
-    let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
-    let agent = Agent::start(&dir.path().join("node"), &kubeconfig, &node)?;
+    let (server, agent) = start_single_node(dir.path(), &node, false)?;
     let log = || format!("agent log:\n{}", agent.log_tail());
     server.kubectl_ok_with(&["apply", "-f", "-"], &manifests(&ns, &image))?;
 
@@ -136,12 +132,7 @@ fn agent_pulls_from_a_local_registry_and_liveness_failures_restart() -> anyhow::
     let ips: Vec<&str> = ips.split_whitespace().collect();
     assert_eq!(ips.len(), 2, "{ips:?}");
     for ip in ips {
-        let mut s =
-            TcpStream::connect_timeout(&format!("{ip}:8080").parse()?, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        write!(s, "GET /hostname HTTP/1.0\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
+        let out = crate::agent::http_get(ip, "/hostname")?;
         assert!(
             out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200"),
             "{out}"

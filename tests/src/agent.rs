@@ -211,3 +211,51 @@ impl Drop for Agent {
         self.clean_host();
     }
 }
+
+/// Starts a `skep server` (state in `dir/cp`) and one agent for `node` on
+/// this host (state in `dir/node`), with the busybox demo image built into
+/// the node's store first when `demo` is set.
+pub fn start_single_node(
+    dir: &Path,
+    node: &str,
+    demo: bool,
+) -> anyhow::Result<(crate::cluster::Server, Agent)> {
+    let server = crate::cluster::Server::start_with(&dir.join("cp"), &["--node-kubeconfig", node])?;
+    let agent_dir = dir.join("node");
+    if demo {
+        let out = crate::process::skep(&[
+            "image",
+            "build-demo",
+            "--data-dir",
+            &agent_dir.to_string_lossy(),
+        ])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "skep image build-demo failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let kubeconfig = dir.join(format!("cp/nodes/{node}.kubeconfig"));
+    let agent = Agent::start(&agent_dir, &kubeconfig, node)?;
+    Ok((server, agent))
+}
+
+/// Waits until `agent`'s Node is Ready and has a pod CIDR.
+pub fn wait_node_ready(server: &crate::cluster::Server, agent: &Agent) -> anyhow::Result<()> {
+    crate::wait::until(
+        "node Ready",
+        Duration::from_secs(15),
+        || {
+            let out = server.kubectl(&[
+                "get",
+                "node",
+                &agent.node,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.spec.podCIDR}",
+            ])?;
+            let s = String::from_utf8_lossy(&out.stdout).into_owned();
+            Ok((s.starts_with("True ") && s.len() > 5).then_some(()))
+        },
+        || format!("agent log:\n{}", agent.log_tail()),
+    )
+}
