@@ -15,8 +15,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{
     ConfigMap, DaemonEndpoint, Event, EventSource, Node, NodeAddress, NodeCondition,
     NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, ObjectReference, PersistentVolume,
-    PersistentVolumeClaim, Pod, Secret,
+    PersistentVolumeClaim, Pod, Secret, Service,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -131,6 +133,36 @@ pub struct View {
     pub claims: HashMap<(String, String), PersistentVolumeClaim>,
     /// PersistentVolumes those claims are bound to, by name.
     pub volumes: HashMap<String, PersistentVolume>,
+    /// Every Service, by (namespace, name): the datapath and DNS serve them.
+    pub services: HashMap<(String, String), Service>,
+    /// Every EndpointSlice, by (namespace, name).
+    pub endpoint_slices: HashMap<(String, String), EndpointSlice>,
+    /// Every Namespace, by name (policy selects namespaces by label).
+    pub namespaces: HashMap<String, k8s_openapi::api::core::v1::Namespace>,
+    /// Every NetworkPolicy, by (namespace, name).
+    pub network_policies: HashMap<(String, String), NetworkPolicy>,
+}
+
+/// Inserts or removes one namespaced object of a kind the view keys by
+/// (namespace, name); bodies that do not parse are ignored.
+fn apply_namespaced<T: serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>>(
+    map: &mut HashMap<(String, String), T>,
+    deleted: bool,
+    object: &[u8],
+) {
+    let Ok(o) = serde_json::from_slice::<T>(object) else {
+        return;
+    };
+    let m = o.metadata();
+    let k = (
+        m.namespace.clone().unwrap_or_default(),
+        m.name.clone().unwrap_or_default(),
+    );
+    if deleted {
+        map.remove(&k);
+    } else {
+        map.insert(k, o);
+    }
 }
 
 impl View {
@@ -161,12 +193,6 @@ impl View {
 
     /// Applies one node-sync event; `own` is this node's name.
     fn apply(&mut self, own: &str, kind: &str, deleted: bool, object: &[u8]) {
-        fn key(m: &ObjectMeta) -> (String, String) {
-            (
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-            )
-        }
         match kind {
             "Node" => {
                 if let Ok(n) = serde_json::from_slice::<Node>(object) {
@@ -191,33 +217,21 @@ impl View {
                     }
                 }
             }
-            "ConfigMap" => {
-                if let Ok(c) = serde_json::from_slice::<ConfigMap>(object) {
-                    let k = key(&c.metadata);
+            "ConfigMap" => apply_namespaced(&mut self.config_maps, deleted, object),
+            "Secret" => apply_namespaced(&mut self.secrets, deleted, object),
+            "PersistentVolumeClaim" => apply_namespaced(&mut self.claims, deleted, object),
+            "Service" => apply_namespaced(&mut self.services, deleted, object),
+            "EndpointSlice" => apply_namespaced(&mut self.endpoint_slices, deleted, object),
+            "NetworkPolicy" => apply_namespaced(&mut self.network_policies, deleted, object),
+            "Namespace" => {
+                if let Ok(n) =
+                    serde_json::from_slice::<k8s_openapi::api::core::v1::Namespace>(object)
+                {
+                    let k = n.metadata.name.clone().unwrap_or_default();
                     if deleted {
-                        self.config_maps.remove(&k);
+                        self.namespaces.remove(&k);
                     } else {
-                        self.config_maps.insert(k, c);
-                    }
-                }
-            }
-            "Secret" => {
-                if let Ok(s) = serde_json::from_slice::<Secret>(object) {
-                    let k = key(&s.metadata);
-                    if deleted {
-                        self.secrets.remove(&k);
-                    } else {
-                        self.secrets.insert(k, s);
-                    }
-                }
-            }
-            "PersistentVolumeClaim" => {
-                if let Ok(c) = serde_json::from_slice::<PersistentVolumeClaim>(object) {
-                    let k = key(&c.metadata);
-                    if deleted {
-                        self.claims.remove(&k);
-                    } else {
-                        self.claims.insert(k, c);
+                        self.namespaces.insert(k, n);
                     }
                 }
             }
@@ -258,6 +272,10 @@ pub struct Shared {
     pub node: Mutex<Option<Node>>,
     /// Woken when a Node changed: the routes to other nodes are re-synced.
     pub nodes_changed: tokio::sync::Notify,
+    /// Sends the store revision after every change to a Service,
+    /// EndpointSlice, Namespace, NetworkPolicy or local Pod (and after each
+    /// snapshot): the datapath and DNS re-read the view when it moves.
+    pub cluster_changed: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -612,6 +630,7 @@ pub async fn run(
         node_ip,
         node: Mutex::new(None),
         nodes_changed: tokio::sync::Notify::new(),
+        cluster_changed: watch::Sender::new(0),
     });
     tracing::info!(%node_ip, "node agent starting");
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
@@ -772,6 +791,7 @@ async fn sync_loop(shared: Arc<Shared>) {
                             }
                             tracing::info!(revision, "node view synced");
                             shared.nodes_changed.notify_one();
+                            shared.cluster_changed.send_replace(revision);
                             if !synced_once || snapshot {
                                 tokio::spawn(remove_orphans(Arc::clone(&shared)));
                                 synced_once = true;
@@ -796,6 +816,12 @@ async fn sync_loop(shared: Arc<Shared>) {
                             }
                             if ev.kind == "Node" {
                                 shared.nodes_changed.notify_one();
+                            }
+                            if matches!(
+                                ev.kind.as_str(),
+                                "Service" | "EndpointSlice" | "Namespace" | "NetworkPolicy" | "Pod"
+                            ) {
+                                shared.cluster_changed.send_replace(revision);
                             }
                             reconcile(&shared, &mut workers);
                         }
@@ -1011,6 +1037,34 @@ mod tests {
         view.apply("n1", "Node", true, n2);
         assert!(view.node.is_some());
         assert_eq!(view.nodes.keys().collect::<Vec<_>>(), ["n1"]);
+    }
+
+    #[test]
+    fn view_tracks_the_cluster_wide_kinds() {
+        let mut view = View::default();
+        let svc = br#"{"metadata":{"name":"web","namespace":"a"},"spec":{"ports":[{"port":80}]}}"#;
+        view.apply("n1", "Service", false, svc);
+        view.apply(
+            "n1",
+            "EndpointSlice",
+            false,
+            br#"{"metadata":{"name":"web-x","namespace":"a"},"addressType":"IPv4","endpoints":[]}"#,
+        );
+        view.apply("n1", "Namespace", false, br#"{"metadata":{"name":"a"}}"#);
+        view.apply(
+            "n1",
+            "NetworkPolicy",
+            false,
+            br#"{"metadata":{"name":"deny","namespace":"a"},"spec":{"podSelector":{}}}"#,
+        );
+        view.apply("n1", "Service", false, b"not json");
+        let key = ("a".to_owned(), "web".to_owned());
+        assert!(view.services.contains_key(&key));
+        assert_eq!(view.endpoint_slices.len(), 1);
+        assert!(view.namespaces.contains_key("a"));
+        assert_eq!(view.network_policies.len(), 1);
+        view.apply("n1", "Service", true, svc);
+        assert!(view.services.is_empty());
     }
 
     #[test]
