@@ -272,9 +272,87 @@ pub fn read_route_counters(
     Ok(out)
 }
 
+/// The endpoints as a table, one pod per line, with each host veth's name
+/// from `interface_name` (for `skep bpf routes`).
+#[must_use]
+pub fn format_endpoints(endpoints: &[Endpoint], interface_name: impl Fn(u32) -> String) -> String {
+    use fmt::Write as _;
+    let mut out = format!(
+        "{:<40} {:<16} {:<24} {:<18} {}\n",
+        "ENDPOINT", "IP", "INTERFACE", "POD MAC", "HOST MAC"
+    );
+    for e in endpoints {
+        let interface = format!("{} ({})", interface_name(e.host_ifindex), e.host_ifindex);
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{:<40} {:<16} {:<24} {:<18} {}",
+            if e.name.is_empty() { "?" } else { &e.name },
+            e.ip.to_string(),
+            interface,
+            Mac(e.pod_mac).to_string(),
+            Mac(e.host_mac)
+        );
+    }
+    out
+}
+
+/// The routing counters as a table (for `skep bpf routes`).
+#[must_use]
+pub fn format_route_counters(counters: &[(RouteAction, MetricsValue)]) -> String {
+    use fmt::Write as _;
+    let mut out = format!("{:<45} {:>12} {:>14}\n", "ACTION", "PACKETS", "BYTES");
+    for (action, value) in counters {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{:<45} {:>12} {:>14}",
+            action.name(),
+            value.packets,
+            value.bytes
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_name_each_endpoint_and_action() {
+        let endpoint = Endpoint {
+            name: "default/web-0".into(),
+            ip: Ipv4Addr::new(10, 244, 1, 7),
+            host_ifindex: 12,
+            pod_mac: [2, 0, 0, 0, 0, 1],
+            host_mac: [2, 0, 0, 0, 0, 2],
+        };
+        let table = format_endpoints(&[endpoint], |i| format!("skep{i}"));
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(
+            lines[1].starts_with("default/web-0")
+                && lines[1].contains("10.244.1.7")
+                && lines[1].contains("skep12 (12)")
+                && lines[1].contains("02:00:00:00:00:01")
+                && lines[1].ends_with("02:00:00:00:00:02"),
+            "{}",
+            lines[1]
+        );
+        let counters = format_route_counters(&[(
+            RouteAction::PodToRemote,
+            MetricsValue {
+                packets: 3,
+                bytes: 180,
+            },
+        )]);
+        let row = counters.lines().nth(1).unwrap_or_default();
+        assert!(
+            row.starts_with("pod-to-remote") && row.ends_with("3            180"),
+            "{row}"
+        );
+    }
 
     #[test]
     fn keys_hold_the_address_as_on_the_wire() {
