@@ -380,6 +380,8 @@ impl Shared {
             }
         }
         unmount_rootfs_all(&self.pod_dir(uid));
+        let ip = parts.ipam.get(uid).ok().flatten();
+        crate::endpoints::remove(self, uid, ip);
         cleanup::remove_pod(parts, uid, grace).await
     }
 
@@ -690,6 +692,7 @@ pub async fn run(
         dns_addr: OnceLock::new(),
     });
     tracing::info!(%node_ip, "node agent starting");
+    crate::endpoints::attach_underlay(&shared, node_ip);
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
     let sync = tokio::spawn(sync_loop(Arc::clone(&shared)));
     let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
@@ -989,6 +992,12 @@ async fn remove_orphans(shared: Arc<Shared>) {
         if let Err(err) = shared.remove_pod(&uid, Duration::from_secs(2)).await {
             tracing::warn!(pod_uid = %uid, %err, "failed to remove orphaned pod");
         }
+    }
+    // The routing datapath keeps only the pods that are left.
+    if let Some(ipam) = shared.ipam.get()
+        && let Ok(ips) = ipam.allocated()
+    {
+        crate::endpoints::reconcile(&shared, &ips.into_iter().collect());
     }
 }
 
