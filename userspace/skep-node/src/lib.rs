@@ -35,6 +35,7 @@ pub mod cleanup;
 pub mod ipam;
 pub mod logs;
 pub mod netns;
+pub mod pod_dns;
 pub mod podspec;
 pub mod probe;
 pub mod quantity;
