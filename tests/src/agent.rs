@@ -109,6 +109,8 @@ impl Agent {
             .args(["--restart-backoff-ms", "1000", "--node-ip", "127.0.0.1"])
             // Logs and exec on a free port (reported in the Node's status).
             .args(["--kubelet-port", "0"])
+            // Cluster DNS on a free port: several test agents share 127.0.0.1.
+            .args(["--dns-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--kubeconfig")

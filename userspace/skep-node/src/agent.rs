@@ -121,6 +121,11 @@ pub struct AgentConfig {
     /// The cluster DNS Service address pods' resolv.conf names (kubelet's
     /// `--cluster-dns`).
     pub cluster_dns: Ipv4Addr,
+    /// The cluster domain DNS answers for (kubelet's `--cluster-domain`).
+    pub cluster_domain: String,
+    /// Where the node's DNS server listens (UDP and TCP); `None` is
+    /// `<node IP>:53`, port 0 picks a free one.
+    pub dns_listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -149,6 +154,8 @@ impl AgentConfig {
             socket_lb_cgroup: PathBuf::from("/sys/fs/cgroup/unified/skep").join(node_name),
             service_cidr: DEFAULT_SERVICE_CIDR,
             cluster_dns: DEFAULT_CLUSTER_DNS,
+            cluster_domain: "cluster.local".into(),
+            dns_listen: None,
         }
     }
 }
@@ -696,11 +703,13 @@ pub async fn run(
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
     let sync = tokio::spawn(sync_loop(Arc::clone(&shared)));
     let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
+    let dns = tokio::spawn(crate::dns::run(Arc::clone(&shared)));
     let server = node_server.map(|s| tokio::spawn(s.serve(Arc::clone(&shared))));
     shutdown.await;
     heartbeat.abort();
     sync.abort();
     routes.abort();
+    dns.abort();
     if let Some(server) = server {
         server.abort();
     }

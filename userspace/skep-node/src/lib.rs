@@ -32,10 +32,12 @@
 
 pub mod agent;
 pub mod cleanup;
+pub mod dns;
 pub mod endpoints;
 pub mod ipam;
 pub mod logs;
 pub mod netns;
+pub mod pod_dns;
 pub mod podspec;
 pub mod probe;
 pub mod quantity;

@@ -27,7 +27,7 @@ use crate::endpoints;
 use crate::podspec;
 use crate::probe::{ProbeResult, ProbeState};
 use crate::runtime::{BindMount, ContainerSpec, ContainerState, Resources};
-use crate::sandbox::{DnsConfig, write_pod_files};
+use crate::sandbox::write_pod_files;
 
 /// How often a worker looks at its containers when nothing else happens.
 const TICK: Duration = Duration::from_millis(500);
@@ -191,16 +191,6 @@ fn credentials(shared: &Shared, pod: &Pod) -> RegistryCredentials {
     creds
 }
 
-/// The nameservers of the node's own resolv.conf.
-fn node_nameservers() -> Vec<IpAddr> {
-    std::fs::read_to_string("/etc/resolv.conf")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.strip_prefix("nameserver"))
-        .filter_map(|ip| ip.trim().parse().ok())
-        .collect()
-}
-
 /// One pod's worker state.
 struct Worker {
     shared: Arc<Shared>,
@@ -349,16 +339,14 @@ impl Worker {
                 return false;
             }
         }
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let dns = DnsConfig {
-            nameservers: node_nameservers(),
-            searches: vec![
-                format!("{ns}.svc.cluster.local"),
-                "svc.cluster.local".into(),
-                "cluster.local".into(),
-            ],
-            options: vec!["ndots:5".into()],
-        };
+        let dns = crate::pod_dns::pod_dns(
+            pod,
+            &skep_dns::ResolvConf::read(std::path::Path::new(crate::dns::NODE_RESOLV_CONF)),
+            &crate::pod_dns::ClusterDns {
+                nameservers: vec![IpAddr::V4(self.shared.cfg.cluster_dns)],
+                domain: self.shared.cfg.cluster_domain.clone(),
+            },
+        );
         let hostname = pod.metadata.name.clone().unwrap_or_default();
         if let Err(err) = write_pod_files(&self.shared.pod_dir(&self.uid), &hostname, ip, &dns) {
             tracing::warn!(%err, "failed to write pod files");

@@ -52,6 +52,19 @@ pub struct AgentFlags {
     /// The cluster DNS Service address pods resolve through.
     #[arg(long, default_value_t = skep_node::agent::DEFAULT_CLUSTER_DNS)]
     pub cluster_dns: Ipv4Addr,
+    /// The cluster domain the node's DNS answers for.
+    #[arg(long, default_value = "cluster.local", value_parser = parse_domain)]
+    pub cluster_domain: String,
+    /// Where the node's DNS server listens, UDP and TCP (default:
+    /// `<node IP>:53`; port 0 picks a free one).
+    #[arg(long)]
+    pub dns_listen: Option<std::net::SocketAddr>,
+}
+
+fn parse_domain(s: &str) -> Result<String, String> {
+    skep_dns::Records::build(s, [], [])
+        .map(|_| s.trim_end_matches('.').to_owned())
+        .map_err(|err| format!("not a DNS domain name ({err}): {s}"))
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
@@ -94,6 +107,8 @@ impl AgentFlags {
         };
         cfg.service_cidr = self.service_cidr;
         cfg.cluster_dns = self.cluster_dns;
+        cfg.cluster_domain.clone_from(&self.cluster_domain);
+        cfg.dns_listen = self.dns_listen;
         Ok(cfg)
     }
 }
