@@ -21,6 +21,13 @@ pub mod program {
     pub const SOCK_RECVMSG4: &str = "skep_sock_recvmsg4";
     /// cgroup `getpeername4`: shows the service address as the peer.
     pub const SOCK_GETPEERNAME4: &str = "skep_sock_getpeername4";
+    /// TC ingress on the underlay device: `NodePort`/`externalIPs` DNAT (and
+    /// SNAT to the node for backends elsewhere), and the reverse translation
+    /// of replies that come back to the node's SNAT address.
+    pub const NODEPORT_INGRESS: &str = "skep_nodeport_ingress";
+    /// TC ingress on a pod's host-side veth: reverse translation of a local
+    /// backend's replies to `NodePort` clients.
+    pub const NODEPORT_REPLY: &str = "skep_nodeport_reply";
     /// The socket-level load-balancing programs, attached to the node's cgroup.
     pub const SOCK_LB: &[&str] = &[
         SOCK_CONNECT4,
@@ -36,6 +43,8 @@ pub mod program {
         SOCK_SENDMSG4,
         SOCK_RECVMSG4,
         SOCK_GETPEERNAME4,
+        NODEPORT_INGRESS,
+        NODEPORT_REPLY,
     ];
 }
 
@@ -58,8 +67,15 @@ pub mod map {
     /// Service names for introspection: rev-NAT id → [`crate::ServiceName`].
     /// Only userspace reads it.
     pub const SERVICE_NAMES: &str = "SKEP_SERVICE_NAMES";
+    /// Packet-level conntrack (LRU): [`crate::CtKey`] → [`crate::CtValue`].
+    pub const CT: &str = "SKEP_CT";
+    /// What the datapath treats as this node: an array of one [`crate::NodeConfig`].
+    pub const NODE_CONFIG: &str = "SKEP_NODE_CONFIG";
+    /// Session affinity for external clients (LRU):
+    /// [`crate::ExternalAffinityKey`] → [`crate::AffinityValue`].
+    pub const EXTERNAL_AFFINITY: &str = "SKEP_EXTERNAL_AFFINITY";
     /// The LRU maps, sized at load time from memory (or configuration).
-    pub const LRU: &[&str] = &[SOCK_REVNAT, AFFINITY];
+    pub const LRU: &[&str] = &[SOCK_REVNAT, AFFINITY, CT, EXTERNAL_AFFINITY];
     /// Every map the object must contain.
     pub const ALL: &[&str] = &[
         METRICS,
@@ -69,6 +85,9 @@ pub mod map {
         SOCK_REVNAT,
         AFFINITY,
         SERVICE_NAMES,
+        CT,
+        NODE_CONFIG,
+        EXTERNAL_AFFINITY,
     ];
 }
 
@@ -150,7 +169,9 @@ pub struct MetricsValue {
     pub bytes: u64,
 }
 
+pub mod ct;
 pub mod service;
+pub use ct::*;
 pub use service::*;
 
 #[cfg(feature = "user")]

@@ -12,7 +12,9 @@
     reason = "helpers are inlined into each program: fewer BPF-to-BPF calls, simpler verification"
 )]
 
+mod conntrack;
 mod metrics;
+mod nodeport;
 mod packet;
 mod sock_lb;
 
@@ -35,6 +37,20 @@ pub fn skep_metrics_ingress(ctx: TcContext) -> i32 {
 pub fn skep_metrics_egress(ctx: TcContext) -> i32 {
     metrics::count(&ctx, Direction::Egress);
     TC_ACT_OK
+}
+
+/// Underlay ingress: `NodePort`/`externalIPs` DNAT (+ SNAT for backends on
+/// other nodes) and the reverse translation of tracked flows' packets.
+#[classifier]
+pub fn skep_nodeport_ingress(mut ctx: TcContext) -> i32 {
+    nodeport::try_ingress(&mut ctx).unwrap_or_else(|ret| ret)
+}
+
+/// Pod veth ingress: reverse translation of a local backend's replies to
+/// `NodePort` clients.
+#[classifier]
+pub fn skep_nodeport_reply(mut ctx: TcContext) -> i32 {
+    nodeport::try_reply(&mut ctx).unwrap_or_else(|ret| ret)
 }
 
 /// Sends a connection to a service address to one of its backends instead.

@@ -3,10 +3,13 @@
 //! and reading the maps they pin.
 #![deny(missing_docs)]
 
+pub mod conntrack;
 mod error;
 mod link;
 mod loader;
 pub mod metrics;
+pub mod nodeport;
+mod pinned;
 pub mod preflight;
 pub mod service;
 

@@ -22,7 +22,8 @@ pub struct DatapathConfig {
     pub pin_dir: PathBuf,
     /// Kernel BTF to use instead of `/sys/kernel/btf/vmlinux`.
     pub btf: Option<PathBuf>,
-    /// Entries of each LRU map (per-socket reverse NAT, affinity); `None`
+    /// Entries of each LRU map (per-socket reverse NAT, affinity, conntrack,
+    /// external affinity); `None`
     /// sizes them from the machine's memory ([`lru_entries_for_memory`]).
     /// Only applies when the maps are created, not when pinned ones are reused.
     pub lru_entries: Option<u32>,
@@ -72,15 +73,31 @@ pub enum TcHook {
     MetricsIngress,
     /// Count packets leaving an interface.
     MetricsEgress,
+    /// `NodePort`/`externalIPs` translation on the node's underlay device
+    /// (ingress).
+    NodePortIngress,
+    /// Reverse translation of `NodePort` replies on a pod's host-side veth
+    /// (ingress).
+    NodePortReply,
 }
 
 impl TcHook {
+    /// Every TC hook; each program is loaded once at start.
+    pub const ALL: [Self; 4] = [
+        Self::MetricsIngress,
+        Self::MetricsEgress,
+        Self::NodePortIngress,
+        Self::NodePortReply,
+    ];
+
     /// The program's name in the object.
     #[must_use]
     pub const fn program(self) -> &'static str {
         match self {
             Self::MetricsIngress => program::METRICS_INGRESS,
             Self::MetricsEgress => program::METRICS_EGRESS,
+            Self::NodePortIngress => program::NODEPORT_INGRESS,
+            Self::NodePortReply => program::NODEPORT_REPLY,
         }
     }
 
@@ -88,7 +105,9 @@ impl TcHook {
     #[must_use]
     pub const fn attach_type(self) -> TcAttachType {
         match self {
-            Self::MetricsIngress => TcAttachType::Ingress,
+            Self::MetricsIngress | Self::NodePortIngress | Self::NodePortReply => {
+                TcAttachType::Ingress
+            }
             Self::MetricsEgress => TcAttachType::Egress,
         }
     }
@@ -97,7 +116,7 @@ impl TcHook {
     #[must_use]
     pub const fn hook_name(self) -> &'static str {
         match self {
-            Self::MetricsIngress => "tc ingress",
+            Self::MetricsIngress | Self::NodePortIngress | Self::NodePortReply => "tc ingress",
             Self::MetricsEgress => "tc egress",
         }
     }
@@ -148,7 +167,7 @@ impl Datapath {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|err| DatapathError::Load(Box::new(err)))?;
-        for hook in [TcHook::MetricsIngress, TcHook::MetricsEgress] {
+        for hook in TcHook::ALL {
             let prog = classifier(&mut ebpf, hook)?;
             prog.load().map_err(|source| DatapathError::ProgramLoad {
                 name: hook.program(),
