@@ -21,9 +21,9 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 use skep_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, BackendId, Family, RevNatKey, RevNatValue,
-    SERVICE_FLAG_AFFINITY, SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_LOCAL_ONLY, SERVICE_NAME_LEN,
-    ServiceKey, ServiceName, ServiceValue, map,
+    AffinityKey, AffinityValue, Backend, BackendId, ExternalAffinityKey, Family, RevNatKey,
+    RevNatValue, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_LOCAL_ONLY,
+    SERVICE_NAME_LEN, ServiceKey, ServiceName, ServiceValue, map,
 };
 
 /// Why a service-map operation failed.
@@ -230,6 +230,7 @@ pub struct ServiceMap {
     backends_map: BpfHashMap<MapData, BackendId, Backend>,
     revnat_map: BpfHashMap<MapData, RevNatKey, RevNatValue>,
     affinity_map: BpfHashMap<MapData, AffinityKey, AffinityValue>,
+    external_affinity_map: BpfHashMap<MapData, ExternalAffinityKey, AffinityValue>,
     names_map: BpfHashMap<MapData, RevNatKey, ServiceName>,
     services: BTreeMap<Frontend, ServiceState>,
     backend_ids: HashMap<BackendAddr, BackendId>,
@@ -273,7 +274,7 @@ fn open_hash<K: aya::Pod, V: aya::Pod>(
         return Err(ServiceMapError::MissingMap { name, path });
     }
     let data = MapData::from_pin(&path).map_err(map_err(name, "open pinned map"))?;
-    let map = if name == map::AFFINITY || name == map::SOCK_REVNAT {
+    let map = if map::LRU.contains(&name) {
         Map::LruHashMap(data)
     } else {
         Map::HashMap(data)
@@ -303,6 +304,7 @@ impl ServiceMap {
             backends_map: open_hash(pin_dir, map::BACKENDS)?,
             revnat_map: open_hash(pin_dir, map::REVNAT)?,
             affinity_map: open_hash(pin_dir, map::AFFINITY)?,
+            external_affinity_map: open_hash(pin_dir, map::EXTERNAL_AFFINITY)?,
             names_map: open_hash(pin_dir, map::SERVICE_NAMES)?,
             services: BTreeMap::new(),
             backend_ids: HashMap::new(),
@@ -692,19 +694,35 @@ impl ServiceMap {
         rev_nat_id: u16,
         matches: impl Fn(BackendId) -> bool,
     ) -> Result<(), ServiceMapError> {
-        let mut stale = Vec::new();
-        for item in self.affinity_map.iter() {
-            let (key, value) = item.map_err(map_err(map::AFFINITY, "read"))?;
-            if key.rev_nat_id == rev_nat_id && matches(value.backend_id) {
-                stale.push(key);
-            }
-        }
-        for key in stale {
-            ignore_missing(self.affinity_map.remove(&key))
-                .map_err(map_err(map::AFFINITY, "delete"))?;
-        }
-        Ok(())
+        forget_in(&mut self.affinity_map, map::AFFINITY, |key, value| {
+            key.rev_nat_id == rev_nat_id && matches(value.backend_id)
+        })?;
+        // External clients (NodePort, externalIPs) stick by client IP.
+        forget_in(
+            &mut self.external_affinity_map,
+            map::EXTERNAL_AFFINITY,
+            |key, value| key.rev_nat_id == rev_nat_id && matches(value.backend_id),
+        )
     }
+}
+
+/// Deletes the entries of an affinity map that `stale` picks.
+fn forget_in<K: aya::Pod>(
+    affinity: &mut BpfHashMap<MapData, K, AffinityValue>,
+    name: &'static str,
+    stale: impl Fn(&K, &AffinityValue) -> bool,
+) -> Result<(), ServiceMapError> {
+    let mut keys = Vec::new();
+    for item in affinity.iter() {
+        let (key, value) = item.map_err(map_err(name, "read"))?;
+        if stale(&key, &value) {
+            keys.push(key);
+        }
+    }
+    for key in keys {
+        ignore_missing(affinity.remove(&key)).map_err(map_err(name, "delete"))?;
+    }
+    Ok(())
 }
 
 /// The service map as a table, one service per line (like `cilium bpf lb

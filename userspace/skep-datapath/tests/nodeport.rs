@@ -612,6 +612,30 @@ fn spreading_and_session_affinity(lab: &Lab) {
         .map(|e| *e.backend.ip())
         .collect();
     assert_eq!(sticky.len(), 1, "one backend for the client: {sticky:?}");
+    // The chosen backend leaves: the client sticks to the other one, and
+    // stays with it once the first comes back.
+    let chosen = *sticky.first().expect("one backend");
+    let other = if chosen == POD1 { POD2 } else { POD1 };
+    let backends_of = |lab: &Lab| -> BTreeSet<Ipv4Addr> {
+        client(lab, Protocol::Tcp, frontend, 10)
+            .iter()
+            .map(|e| *e.backend.ip())
+            .collect()
+    };
+    let both = spec.backends.clone();
+    spec.backends.retain(|addr| *addr.ip() != chosen);
+    services
+        .upsert_service(&spec)
+        .expect("remove the chosen backend");
+    assert_eq!(backends_of(lab), BTreeSet::from([other]));
+    spec.backends = both;
+    services.upsert_service(&spec).expect("add it back");
+    let after = backends_of(lab);
+    assert_eq!(
+        after,
+        BTreeSet::from([other]),
+        "sticks to the backend that stayed"
+    );
 }
 
 fn pod_names() -> BTreeMap<Ipv4Addr, String> {
