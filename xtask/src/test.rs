@@ -116,6 +116,7 @@ fn unit(filter: Option<&str>) -> anyhow::Result<()> {
 /// sandboxes and runc, socket load-balancing on a real cgroup).
 const PRIVILEGED_TESTS: &[&str] = &[
     "--test", "e2e", "--test", "image", "--test", "node", "--test", "sock_lb", "--test", "route",
+    "--test", "nodeport",
 ];
 
 fn e2e(filter: Option<&str>) -> anyhow::Result<()> {

@@ -74,8 +74,15 @@ pub mod map {
     /// Per-CPU counters of what the routing programs did, indexed by
     /// [`crate::RouteAction`].
     pub const ROUTE_COUNTERS: &str = "SKEP_ROUTE_COUNTERS";
+    /// Packet-level conntrack (LRU): [`crate::CtKey`] → [`crate::CtValue`].
+    pub const CT: &str = "SKEP_CT";
+    /// What the datapath treats as this node: an array of one [`crate::NodeConfig`].
+    pub const NODE_CONFIG: &str = "SKEP_NODE_CONFIG";
+    /// Session affinity for external clients (LRU):
+    /// [`crate::ExternalAffinityKey`] → [`crate::AffinityValue`].
+    pub const EXTERNAL_AFFINITY: &str = "SKEP_EXTERNAL_AFFINITY";
     /// The LRU maps, sized at load time from memory (or configuration).
-    pub const LRU: &[&str] = &[SOCK_REVNAT, AFFINITY];
+    pub const LRU: &[&str] = &[SOCK_REVNAT, AFFINITY, CT, EXTERNAL_AFFINITY];
     /// Every map the object must contain.
     pub const ALL: &[&str] = &[
         METRICS,
@@ -88,6 +95,9 @@ pub mod map {
         ENDPOINTS,
         ENDPOINT_NAMES,
         ROUTE_COUNTERS,
+        CT,
+        NODE_CONFIG,
+        EXTERNAL_AFFINITY,
     ];
 }
 
@@ -169,8 +179,10 @@ pub struct MetricsValue {
     pub bytes: u64,
 }
 
+pub mod ct;
 pub mod endpoint;
 pub mod service;
+pub use ct::*;
 pub use endpoint::*;
 pub use service::*;
 

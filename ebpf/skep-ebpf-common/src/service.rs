@@ -25,6 +25,12 @@ pub const SERVICE_NAME_LEN: usize = 192;
 
 /// [`ServiceValue::flags`]: the service has `sessionAffinity: ClientIP`.
 pub const SERVICE_FLAG_AFFINITY: u8 = 1;
+/// [`ServiceValue::flags`]: the frontend takes traffic from outside the node
+/// (a `NodePort` on a node address, or an `externalIPs` address).
+pub const SERVICE_FLAG_EXTERNAL: u8 = 2;
+/// [`ServiceValue::flags`]: `externalTrafficPolicy: Local`; the backends
+/// listed are only this node's, and the client's address is kept.
+pub const SERVICE_FLAG_LOCAL_ONLY: u8 = 4;
 
 /// Key of the services map. Slot 0 is the service itself; slots `1..=count`
 /// hold its backends. 12 bytes, no padding.

@@ -12,7 +12,9 @@
     reason = "helpers are inlined into each program: fewer BPF-to-BPF calls, simpler verification"
 )]
 
+mod conntrack;
 mod metrics;
+mod nodeport;
 mod packet;
 mod route;
 mod sock_lb;
@@ -38,15 +40,17 @@ pub fn skep_metrics_egress(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
-/// Routes a packet a pod sends (TC ingress on its host-side veth): straight
-/// into a pod on this node, or out by the node's routes, or to the stack.
+/// Routes a packet a pod sends (TC ingress on its host-side veth): a local
+/// `NodePort` backend's reply translated back, else straight into a pod on
+/// this node, or out by the node's routes, or to the stack.
 #[classifier]
 pub fn skep_pod_ingress(mut ctx: TcContext) -> i32 {
     route::pod_ingress(&mut ctx)
 }
 
-/// Delivers a packet arriving on the node's underlay device straight into a
-/// pod on this node; anything else goes to the stack.
+/// A packet arriving on the node's underlay device: `NodePort`/`externalIPs`
+/// DNAT (+ SNAT for backends elsewhere) and tracked replies, else straight
+/// into a pod on this node, else the stack.
 #[classifier]
 pub fn skep_underlay_ingress(mut ctx: TcContext) -> i32 {
     route::underlay_ingress(&mut ctx)

@@ -111,6 +111,9 @@ impl Ipv4 {
 /// `skep_pod_ingress`: a packet leaving a pod (TC ingress on its host veth).
 #[inline(always)]
 pub fn pod_ingress(ctx: &mut TcContext) -> i32 {
+    if let Some(verdict) = crate::nodeport::try_reply(ctx) {
+        return verdict;
+    }
     let Some(ip) = Ipv4::read(ctx) else {
         return pass(ctx, RouteAction::PodToStack);
     };
@@ -123,6 +126,9 @@ pub fn pod_ingress(ctx: &mut TcContext) -> i32 {
 /// `skep_underlay_ingress`: a packet arriving on the node's underlay device.
 #[inline(always)]
 pub fn underlay_ingress(ctx: &mut TcContext) -> i32 {
+    if let Some(verdict) = crate::nodeport::try_ingress(ctx) {
+        return verdict;
+    }
     let Some(ip) = Ipv4::read(ctx) else {
         return pass(ctx, RouteAction::UnderlayToStack);
     };

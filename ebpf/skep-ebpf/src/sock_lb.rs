@@ -31,11 +31,12 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 
 /// Services and their backend slots.
 #[map(name = "SKEP_SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(SERVICES_MAP_ENTRIES, 0);
+pub(crate) static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(SERVICES_MAP_ENTRIES, 0);
 
 /// Backends by id.
 #[map(name = "SKEP_BACKENDS")]
-static BACKENDS: HashMap<BackendId, Backend> = HashMap::pinned(BACKENDS_MAP_ENTRIES, 0);
+pub(crate) static BACKENDS: HashMap<BackendId, Backend> = HashMap::pinned(BACKENDS_MAP_ENTRIES, 0);
 
 /// Service address by rev-NAT id: lets the reverse path check the service still exists.
 #[map(name = "SKEP_REVNAT")]

@@ -3,11 +3,14 @@
 //! and reading the maps they pin.
 #![deny(missing_docs)]
 
+pub mod conntrack;
 pub mod endpoint;
 mod error;
 mod link;
 mod loader;
 pub mod metrics;
+pub mod nodeport;
+mod pinned;
 pub mod preflight;
 pub mod routing;
 pub mod service;

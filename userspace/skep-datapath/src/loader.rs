@@ -22,7 +22,8 @@ pub struct DatapathConfig {
     pub pin_dir: PathBuf,
     /// Kernel BTF to use instead of `/sys/kernel/btf/vmlinux`.
     pub btf: Option<PathBuf>,
-    /// Entries of each LRU map (per-socket reverse NAT, affinity); `None`
+    /// Entries of each LRU map (per-socket reverse NAT, affinity, conntrack,
+    /// external affinity); `None`
     /// sizes them from the machine's memory ([`lru_entries_for_memory`]).
     /// Only applies when the maps are created, not when pinned ones are reused.
     pub lru_entries: Option<u32>,
@@ -75,6 +76,9 @@ pub enum TcHook {
 }
 
 impl TcHook {
+    /// Every TC hook; each program is loaded once at start.
+    pub const ALL: [Self; 2] = [Self::MetricsIngress, Self::MetricsEgress];
+
     /// The program's name in the object.
     #[must_use]
     pub const fn program(self) -> &'static str {
@@ -148,7 +152,7 @@ impl Datapath {
         let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|err| DatapathError::Load(Box::new(err)))?;
-        for hook in [TcHook::MetricsIngress, TcHook::MetricsEgress] {
+        for hook in TcHook::ALL {
             let prog = classifier(&mut ebpf, hook)?;
             prog.load().map_err(|source| DatapathError::ProgramLoad {
                 name: hook.program(),

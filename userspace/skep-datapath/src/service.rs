@@ -21,8 +21,9 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 use skep_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, BackendId, Family, RevNatKey, RevNatValue,
-    SERVICE_FLAG_AFFINITY, SERVICE_NAME_LEN, ServiceKey, ServiceName, ServiceValue, map,
+    AffinityKey, AffinityValue, Backend, BackendId, ExternalAffinityKey, Family, RevNatKey,
+    RevNatValue, SERVICE_FLAG_AFFINITY, SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_LOCAL_ONLY,
+    SERVICE_NAME_LEN, ServiceKey, ServiceName, ServiceValue, map,
 };
 
 /// Why a service-map operation failed.
@@ -132,6 +133,12 @@ pub struct ServiceSpec {
     pub backends: Vec<SocketAddrV4>,
     /// `sessionAffinity: ClientIP` with this timeout in seconds.
     pub affinity_timeout: Option<u32>,
+    /// The frontend takes traffic from outside the node: a `NodePort` on a
+    /// node address or an `externalIPs` address (`SERVICE_FLAG_EXTERNAL`).
+    pub external: bool,
+    /// `externalTrafficPolicy: Local`: `backends` are only this node's, and
+    /// the client's address is kept (`SERVICE_FLAG_LOCAL_ONLY`).
+    pub local_only: bool,
 }
 
 impl ServiceSpec {
@@ -184,6 +191,25 @@ struct ServiceState {
     /// `slots[i]` is the backend in slot `i + 1`.
     slots: Vec<BackendId>,
     affinity_timeout: Option<u32>,
+    external: bool,
+    local_only: bool,
+}
+
+impl ServiceState {
+    /// The `SERVICE_FLAG_*` bits of the service entry.
+    fn flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.affinity_timeout.is_some() {
+            flags |= SERVICE_FLAG_AFFINITY;
+        }
+        if self.external {
+            flags |= SERVICE_FLAG_EXTERNAL;
+        }
+        if self.local_only {
+            flags |= SERVICE_FLAG_LOCAL_ONLY;
+        }
+        flags
+    }
 }
 
 /// Whether opening the maps may remove what an unfinished update left.
@@ -204,6 +230,7 @@ pub struct ServiceMap {
     backends_map: BpfHashMap<MapData, BackendId, Backend>,
     revnat_map: BpfHashMap<MapData, RevNatKey, RevNatValue>,
     affinity_map: BpfHashMap<MapData, AffinityKey, AffinityValue>,
+    external_affinity_map: BpfHashMap<MapData, ExternalAffinityKey, AffinityValue>,
     names_map: BpfHashMap<MapData, RevNatKey, ServiceName>,
     services: BTreeMap<Frontend, ServiceState>,
     backend_ids: HashMap<BackendAddr, BackendId>,
@@ -247,7 +274,7 @@ fn open_hash<K: aya::Pod, V: aya::Pod>(
         return Err(ServiceMapError::MissingMap { name, path });
     }
     let data = MapData::from_pin(&path).map_err(map_err(name, "open pinned map"))?;
-    let map = if name == map::AFFINITY || name == map::SOCK_REVNAT {
+    let map = if map::LRU.contains(&name) {
         Map::LruHashMap(data)
     } else {
         Map::HashMap(data)
@@ -277,6 +304,7 @@ impl ServiceMap {
             backends_map: open_hash(pin_dir, map::BACKENDS)?,
             revnat_map: open_hash(pin_dir, map::REVNAT)?,
             affinity_map: open_hash(pin_dir, map::AFFINITY)?,
+            external_affinity_map: open_hash(pin_dir, map::EXTERNAL_AFFINITY)?,
             names_map: open_hash(pin_dir, map::SERVICE_NAMES)?,
             services: BTreeMap::new(),
             backend_ids: HashMap::new(),
@@ -349,6 +377,8 @@ impl ServiceMap {
                     rev_nat_id: value.rev_nat_id,
                     slots: vec![0; usize::from(value.count)],
                     affinity_timeout,
+                    external: value.flags & SERVICE_FLAG_EXTERNAL != 0,
+                    local_only: value.flags & SERVICE_FLAG_LOCAL_ONLY != 0,
                 },
             );
         }
@@ -403,6 +433,8 @@ impl ServiceMap {
                     .filter_map(|id| self.backend_addrs.get(id).map(|(addr, _)| *addr))
                     .collect(),
                 affinity_timeout: state.affinity_timeout,
+                external: state.external,
+                local_only: state.local_only,
             })
             .collect()
     }
@@ -461,20 +493,27 @@ impl ServiceMap {
         let old_count = old_slots.len();
         let new_count = new_slots.len();
 
+        let state = ServiceState {
+            name: spec.name.clone(),
+            rev_nat_id,
+            slots: new_slots,
+            affinity_timeout: spec.affinity_timeout,
+            external: spec.external,
+            local_only: spec.local_only,
+        };
+        let new_slots = &state.slots;
         let service_value = ServiceValue {
             backend_id: 0,
             count,
             rev_nat_id,
             affinity_timeout: spec.affinity_timeout.unwrap_or(0),
-            flags: if spec.affinity_timeout.is_some() {
-                SERVICE_FLAG_AFFINITY
-            } else {
-                0
-            },
+            flags: state.flags(),
             pad: [0; 3],
         };
         let service_changed = existing.as_ref().is_none_or(|s| {
-            s.slots.len() != new_count || s.affinity_timeout != spec.affinity_timeout
+            s.slots.len() != new_count
+                || s.affinity_timeout != spec.affinity_timeout
+                || s.flags() != state.flags()
         });
         // 3. A shrinking service hides its surplus slots first.
         if new_count < old_count {
@@ -505,7 +544,7 @@ impl ServiceMap {
 
         // 7. Account: new references first, then release the old ones (a
         //    backend that moved slots is never dropped in between).
-        for id in &new_slots {
+        for id in new_slots {
             *self.backend_refs.entry(*id).or_default() += 1;
         }
         let removed: Vec<BackendId> = old_slots
@@ -520,15 +559,7 @@ impl ServiceMap {
             self.forget_affinity(rev_nat_id, |id| removed.contains(&id))?;
         }
         tracing::debug!(backends = new_count, "service programmed");
-        self.services.insert(
-            frontend,
-            ServiceState {
-                name: spec.name.clone(),
-                rev_nat_id,
-                slots: new_slots,
-                affinity_timeout: spec.affinity_timeout,
-            },
-        );
+        self.services.insert(frontend, state);
         Ok(())
     }
 
@@ -663,19 +694,35 @@ impl ServiceMap {
         rev_nat_id: u16,
         matches: impl Fn(BackendId) -> bool,
     ) -> Result<(), ServiceMapError> {
-        let mut stale = Vec::new();
-        for item in self.affinity_map.iter() {
-            let (key, value) = item.map_err(map_err(map::AFFINITY, "read"))?;
-            if key.rev_nat_id == rev_nat_id && matches(value.backend_id) {
-                stale.push(key);
-            }
-        }
-        for key in stale {
-            ignore_missing(self.affinity_map.remove(&key))
-                .map_err(map_err(map::AFFINITY, "delete"))?;
-        }
-        Ok(())
+        forget_in(&mut self.affinity_map, map::AFFINITY, |key, value| {
+            key.rev_nat_id == rev_nat_id && matches(value.backend_id)
+        })?;
+        // External clients (NodePort, externalIPs) stick by client IP.
+        forget_in(
+            &mut self.external_affinity_map,
+            map::EXTERNAL_AFFINITY,
+            |key, value| key.rev_nat_id == rev_nat_id && matches(value.backend_id),
+        )
     }
+}
+
+/// Deletes the entries of an affinity map that `stale` picks.
+fn forget_in<K: aya::Pod>(
+    affinity: &mut BpfHashMap<MapData, K, AffinityValue>,
+    name: &'static str,
+    stale: impl Fn(&K, &AffinityValue) -> bool,
+) -> Result<(), ServiceMapError> {
+    let mut keys = Vec::new();
+    for item in affinity.iter() {
+        let (key, value) = item.map_err(map_err(name, "read"))?;
+        if stale(&key, &value) {
+            keys.push(key);
+        }
+    }
+    for key in keys {
+        ignore_missing(affinity.remove(&key)).map_err(map_err(name, "delete"))?;
+    }
+    Ok(())
 }
 
 /// The service map as a table, one service per line (like `cilium bpf lb
@@ -844,6 +891,8 @@ mod tests {
             proto: Protocol::Tcp,
             backends: vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 5), 8080)],
             affinity_timeout: Some(10800),
+            external: false,
+            local_only: false,
         };
         let empty = ServiceSpec {
             name: "default/none:53".into(),

@@ -683,6 +683,12 @@ pub async fn run(
         .or_else(first_ipv4)
         .unwrap_or(Ipv4Addr::LOCALHOST);
     let datapath = load_datapath(&cfg)?;
+    skep_datapath::nodeport::set_node_address(&cfg.bpf_pin_dir, Some(node_ip)).map_err(
+        |source| AgentError::Datapath {
+            pin_dir: cfg.bpf_pin_dir.clone(),
+            source,
+        },
+    )?;
     let shared = Arc::new(Shared {
         cfg,
         client,

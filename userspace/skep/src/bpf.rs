@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use skep_datapath::{EndpointMap, ServiceMap, endpoint, format_table, metrics, routing};
+use skep_datapath::{EndpointMap, ServiceMap, conntrack, endpoint, format_table, metrics, routing};
 use skep_ebpf_common::{Direction, Family};
 use skep_node::routes::{NetlinkRoutes, ROUTE_PROTOCOL, RouteTable as _};
 
@@ -27,6 +27,21 @@ pub enum BpfCommand {
     /// Service load-balancing maps.
     #[command(subcommand)]
     Lb(LbCommand),
+    /// The packet-level conntrack (`NodePort`, `externalIPs`).
+    #[command(subcommand)]
+    Ct(CtCommand),
+}
+
+/// Subcommands of `skep bpf ct`.
+#[derive(Debug, clap::Subcommand)]
+pub enum CtCommand {
+    /// Every tracked flow direction: tuple, translated tuple, service, TCP
+    /// state and remaining time, like `cilium bpf ct list global`.
+    List {
+        /// Directory the node pinned its maps in.
+        #[arg(long, default_value = "/sys/fs/bpf/skep/local")]
+        pin_dir: PathBuf,
+    },
 }
 
 /// Subcommands of `skep bpf lb`.
@@ -47,7 +62,23 @@ pub fn run(cmd: &BpfCommand) -> anyhow::Result<()> {
         BpfCommand::Metrics { pin_dir } => print_metrics(pin_dir),
         BpfCommand::Lb(LbCommand::List { pin_dir }) => print_services(pin_dir),
         BpfCommand::Routes { pin_dir } => print_routes(pin_dir),
+        BpfCommand::Ct(CtCommand::List { pin_dir }) => print_conntrack(pin_dir),
     }
+}
+
+fn print_conntrack(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let entries = conntrack::list_pinned(pin_dir).with_context(|| {
+        format!(
+            "failed to read the conntrack pinned in {}",
+            pin_dir.display()
+        )
+    })?;
+    // Pod names need the API; the node's pinned maps know services only.
+    print!(
+        "{}",
+        conntrack::format_table(&entries, &std::collections::BTreeMap::new())
+    );
+    Ok(())
 }
 
 fn print_services(pin_dir: &std::path::Path) -> anyhow::Result<()> {

@@ -37,3 +37,17 @@ fn bad_command_line_exits_2() {
     let out = skep(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn ct_list_without_a_datapath_says_so_in_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pin_dir = dir.path().join("no-node");
+    let pin_dir = pin_dir.to_str().expect("utf-8 path");
+    let out = skep(&["bpf", "ct", "list", "--pin-dir", pin_dir]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed to read the conntrack pinned in") && stderr.contains("SKEP_CT"),
+        "{stderr}"
+    );
+}
