@@ -25,6 +25,12 @@ pub const SERVICE_NAME_LEN: usize = 192;
 
 /// [`ServiceValue::flags`]: the service has `sessionAffinity: ClientIP`.
 pub const SERVICE_FLAG_AFFINITY: u8 = 1;
+/// [`ServiceValue::flags`]: a frontend for traffic from outside the node
+/// (`NodePort` at a node address, or an `externalIP`), not a `ClusterIP`.
+pub const SERVICE_FLAG_EXTERNAL: u8 = 2;
+/// [`ServiceValue::flags`]: `externalTrafficPolicy: Local`; the backends are
+/// only this node's endpoints, and the client's source is preserved.
+pub const SERVICE_FLAG_LOCAL_ONLY: u8 = 4;
 
 /// Key of the services map. Slot 0 is the service itself; slots `1..=count`
 /// hold its backends. 12 bytes, no padding.

@@ -22,7 +22,8 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 use skep_ebpf_common::{
     AffinityKey, AffinityValue, Backend, BackendId, Family, RevNatKey, RevNatValue,
-    SERVICE_FLAG_AFFINITY, SERVICE_NAME_LEN, ServiceKey, ServiceName, ServiceValue, map,
+    SERVICE_FLAG_AFFINITY, SERVICE_FLAG_EXTERNAL, SERVICE_FLAG_LOCAL_ONLY, SERVICE_NAME_LEN,
+    ServiceKey, ServiceName, ServiceValue, map,
 };
 
 /// Why a service-map operation failed.
@@ -132,9 +133,31 @@ pub struct ServiceSpec {
     pub backends: Vec<SocketAddrV4>,
     /// `sessionAffinity: ClientIP` with this timeout in seconds.
     pub affinity_timeout: Option<u32>,
+    /// A frontend for traffic from outside the node (`NodePort` at a node
+    /// address, or an `externalIP`) rather than a `ClusterIP`.
+    pub external: bool,
+    /// `externalTrafficPolicy: Local`: `backends` are this node's endpoints
+    /// only, and the client's source address is kept.
+    pub local_only: bool,
 }
 
 impl ServiceSpec {
+    /// The `SERVICE_FLAG_*` bits this spec sets on its service entry.
+    #[must_use]
+    pub const fn flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.affinity_timeout.is_some() {
+            flags |= SERVICE_FLAG_AFFINITY;
+        }
+        if self.external {
+            flags |= SERVICE_FLAG_EXTERNAL;
+        }
+        if self.local_only {
+            flags |= SERVICE_FLAG_LOCAL_ONLY;
+        }
+        flags
+    }
+
     /// The frontend this spec programs.
     #[must_use]
     pub const fn frontend(&self) -> Frontend {
@@ -184,6 +207,8 @@ struct ServiceState {
     /// `slots[i]` is the backend in slot `i + 1`.
     slots: Vec<BackendId>,
     affinity_timeout: Option<u32>,
+    /// `SERVICE_FLAG_*` bits of the service entry.
+    flags: u8,
 }
 
 /// Whether opening the maps may remove what an unfinished update left.
@@ -349,6 +374,7 @@ impl ServiceMap {
                     rev_nat_id: value.rev_nat_id,
                     slots: vec![0; usize::from(value.count)],
                     affinity_timeout,
+                    flags: value.flags,
                 },
             );
         }
@@ -403,6 +429,8 @@ impl ServiceMap {
                     .filter_map(|id| self.backend_addrs.get(id).map(|(addr, _)| *addr))
                     .collect(),
                 affinity_timeout: state.affinity_timeout,
+                external: state.flags & SERVICE_FLAG_EXTERNAL != 0,
+                local_only: state.flags & SERVICE_FLAG_LOCAL_ONLY != 0,
             })
             .collect()
     }
@@ -466,15 +494,13 @@ impl ServiceMap {
             count,
             rev_nat_id,
             affinity_timeout: spec.affinity_timeout.unwrap_or(0),
-            flags: if spec.affinity_timeout.is_some() {
-                SERVICE_FLAG_AFFINITY
-            } else {
-                0
-            },
+            flags: spec.flags(),
             pad: [0; 3],
         };
         let service_changed = existing.as_ref().is_none_or(|s| {
-            s.slots.len() != new_count || s.affinity_timeout != spec.affinity_timeout
+            s.slots.len() != new_count
+                || s.affinity_timeout != spec.affinity_timeout
+                || s.flags != spec.flags()
         });
         // 3. A shrinking service hides its surplus slots first.
         if new_count < old_count {
@@ -527,6 +553,7 @@ impl ServiceMap {
                 rev_nat_id,
                 slots: new_slots,
                 affinity_timeout: spec.affinity_timeout,
+                flags: spec.flags(),
             },
         );
         Ok(())
@@ -678,15 +705,15 @@ impl ServiceMap {
     }
 }
 
-/// The service map as a table, one service per line (like `cilium bpf lb
-/// list`): name, frontend, affinity, backends in slot order. For `skep bpf lb
-/// list`.
+/// The service map as a table, one frontend per line (like `cilium bpf lb
+/// list`): name, frontend, kind (`ClusterIP`, `External`, `External/Local`),
+/// affinity, backends in slot order. For `skep bpf lb list`.
 #[must_use]
 pub fn format_table(services: &[ServiceSpec]) -> String {
     use fmt::Write as _;
     let mut out = format!(
-        "{:<40} {:<24} {:<9} {}\n",
-        "SERVICE", "FRONTEND", "AFFINITY", "BACKENDS"
+        "{:<40} {:<24} {:<14} {:<9} {}\n",
+        "SERVICE", "FRONTEND", "KIND", "AFFINITY", "BACKENDS"
     );
     for spec in services {
         let backends = if spec.backends.is_empty() {
@@ -701,12 +728,18 @@ pub fn format_table(services: &[ServiceSpec]) -> String {
         let affinity = spec
             .affinity_timeout
             .map_or_else(|| "-".to_owned(), |t| format!("{t}s"));
+        let kind = match (spec.external, spec.local_only) {
+            (false, _) => "ClusterIP",
+            (true, false) => "External",
+            (true, true) => "External/Local",
+        };
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "{:<40} {:<24} {:<9} {backends}",
+            "{:<40} {:<24} {:<14} {:<9} {backends}",
             spec.name,
             spec.frontend().to_string(),
+            kind,
             affinity
         );
     }
@@ -844,6 +877,8 @@ mod tests {
             proto: Protocol::Tcp,
             backends: vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 5), 8080)],
             affinity_timeout: Some(10800),
+            external: false,
+            local_only: false,
         };
         let empty = ServiceSpec {
             name: "default/none:53".into(),
@@ -852,9 +887,17 @@ mod tests {
             affinity_timeout: None,
             ..spec.clone()
         };
-        let table = format_table(&[spec, empty]);
+        let node_port = ServiceSpec {
+            name: "default/web:http".into(),
+            vip: Ipv4Addr::new(10, 99, 1, 11),
+            port: 30080,
+            external: true,
+            local_only: true,
+            ..spec.clone()
+        };
+        let table = format_table(&[spec, empty, node_port]);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3, "{table}");
+        assert_eq!(lines.len(), 4, "{table}");
         assert!(lines[0].starts_with("SERVICE"));
         assert!(
             lines[1].contains("default/web:http")
@@ -865,6 +908,12 @@ mod tests {
             lines[1]
         );
         assert!(lines[2].contains("10.96.0.10:80/UDP") && lines[2].contains("refused"));
+        assert!(lines[1].contains(" ClusterIP "), "{}", lines[1]);
+        assert!(
+            lines[3].contains("10.99.1.11:30080/TCP") && lines[3].contains(" External/Local "),
+            "{}",
+            lines[3]
+        );
     }
 
     #[test]

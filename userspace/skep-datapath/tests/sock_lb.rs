@@ -240,6 +240,8 @@ fn spec(
         proto,
         backends: backends.to_vec(),
         affinity_timeout: None,
+        external: false,
+        local_only: false,
     }
 }
 
