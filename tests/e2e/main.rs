@@ -12,6 +12,7 @@ mod cli;
 mod control_plane;
 mod datapath;
 mod lab;
+mod lab_services;
 mod scheduling;
 mod services;
 mod workloads;
