@@ -12,6 +12,8 @@ mod cli;
 mod control_plane;
 mod datapath;
 mod lab;
+mod lab_dns;
+mod lab_services;
 mod scheduling;
 mod services;
 mod workloads;

@@ -186,8 +186,13 @@ impl Agent {
         for cg in pod_cgroups(&self.node) {
             remove_cgroup(&cg);
         }
-        // The datapath's pinned maps and socket load-balancer links.
+        // The datapath's pinned maps and socket load-balancer links, and the
+        // Service CIDR's route the agent installed in this namespace.
         let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf/skep").join(&self.node));
+        let _ = Command::new("ip")
+            .args(["route", "del", "unreachable", "10.96.0.0/12", "proto", "83"])
+            .stderr(Stdio::null())
+            .status();
         for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
             if let Ok(entries) = std::fs::read_dir(root) {
                 for h in entries.flatten() {

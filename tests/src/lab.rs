@@ -210,6 +210,9 @@ impl Lab {
             .as_array()
             .into_iter()
             .flatten()
+            // Routes to other nodes have a next hop; the Service CIDR's
+            // `unreachable` route (also proto 83) has none.
+            .filter(|r| r["gateway"].is_string())
             .map(|r| {
                 (
                     r["dst"].as_str().unwrap_or_default().to_owned(),
@@ -227,6 +230,44 @@ impl Lab {
         let pid = node.agent_pid.context("the node has no agent")?;
         kill(Pid::from_raw(pid), Signal::SIGTERM)?;
         Ok(())
+    }
+
+    /// Kills node `node`'s agent with SIGKILL, as a crash would: no cleanup
+    /// runs; pods, routes and the pinned datapath stay.
+    pub fn kill_agent(&self, node: &LabNode) -> anyhow::Result<()> {
+        let pid = node.agent_pid.context("the node has no agent")?;
+        kill(Pid::from_raw(pid), Signal::SIGKILL)?;
+        Ok(())
+    }
+
+    /// Starts node `node`'s agent again with `skep lab restart-agent` (the
+    /// lab's own process code) and returns the node with its new pid.
+    pub fn restart_agent(&mut self, node: &str) -> anyhow::Result<LabNode> {
+        let out = skep(&[
+            "lab",
+            "restart-agent",
+            "--data-dir",
+            &self.data_dir.display().to_string(),
+            "--node",
+            node,
+            "--heartbeat-seconds",
+            "2",
+        ])?;
+        if !out.status.success() {
+            bail!(
+                "skep lab restart-agent failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        // `read` gives a value that is not up: dropping it runs no `down`.
+        let mut fresh = Self::read(&self.data_dir)?;
+        self.nodes = std::mem::take(&mut fresh.nodes);
+        self.nodes
+            .iter()
+            .find(|n| n.name == node)
+            .cloned()
+            .with_context(|| format!("no node {node} in lab.json"))
     }
 
     /// Runs `skep lab down`.

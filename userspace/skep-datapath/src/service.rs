@@ -142,6 +142,22 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// The `SERVICE_FLAG_*` bits this spec sets on its service entry.
+    #[must_use]
+    pub const fn flags(&self) -> u8 {
+        let mut flags = 0;
+        if self.affinity_timeout.is_some() {
+            flags |= SERVICE_FLAG_AFFINITY;
+        }
+        if self.external {
+            flags |= SERVICE_FLAG_EXTERNAL;
+        }
+        if self.local_only {
+            flags |= SERVICE_FLAG_LOCAL_ONLY;
+        }
+        flags
+    }
+
     /// The frontend this spec programs.
     #[must_use]
     pub const fn frontend(&self) -> Frontend {
@@ -725,15 +741,15 @@ fn forget_in<K: aya::Pod>(
     Ok(())
 }
 
-/// The service map as a table, one service per line (like `cilium bpf lb
-/// list`): name, frontend, affinity, backends in slot order. For `skep bpf lb
-/// list`.
+/// The service map as a table, one frontend per line (like `cilium bpf lb
+/// list`): name, frontend, kind (`ClusterIP`, `External`, `External/Local`),
+/// affinity, backends in slot order. For `skep bpf lb list`.
 #[must_use]
 pub fn format_table(services: &[ServiceSpec]) -> String {
     use fmt::Write as _;
     let mut out = format!(
-        "{:<40} {:<24} {:<9} {}\n",
-        "SERVICE", "FRONTEND", "AFFINITY", "BACKENDS"
+        "{:<40} {:<24} {:<14} {:<9} {}\n",
+        "SERVICE", "FRONTEND", "KIND", "AFFINITY", "BACKENDS"
     );
     for spec in services {
         let backends = if spec.backends.is_empty() {
@@ -748,12 +764,18 @@ pub fn format_table(services: &[ServiceSpec]) -> String {
         let affinity = spec
             .affinity_timeout
             .map_or_else(|| "-".to_owned(), |t| format!("{t}s"));
+        let kind = match (spec.external, spec.local_only) {
+            (false, _) => "ClusterIP",
+            (true, false) => "External",
+            (true, true) => "External/Local",
+        };
         // Writing to a String cannot fail.
         let _ = writeln!(
             out,
-            "{:<40} {:<24} {:<9} {backends}",
+            "{:<40} {:<24} {:<14} {:<9} {backends}",
             spec.name,
             spec.frontend().to_string(),
+            kind,
             affinity
         );
     }
@@ -901,9 +923,17 @@ mod tests {
             affinity_timeout: None,
             ..spec.clone()
         };
-        let table = format_table(&[spec, empty]);
+        let node_port = ServiceSpec {
+            name: "default/web:http".into(),
+            vip: Ipv4Addr::new(10, 99, 1, 11),
+            port: 30080,
+            external: true,
+            local_only: true,
+            ..spec.clone()
+        };
+        let table = format_table(&[spec, empty, node_port]);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3, "{table}");
+        assert_eq!(lines.len(), 4, "{table}");
         assert!(lines[0].starts_with("SERVICE"));
         assert!(
             lines[1].contains("default/web:http")
@@ -914,6 +944,12 @@ mod tests {
             lines[1]
         );
         assert!(lines[2].contains("10.96.0.10:80/UDP") && lines[2].contains("refused"));
+        assert!(lines[1].contains(" ClusterIP "), "{}", lines[1]);
+        assert!(
+            lines[3].contains("10.99.1.11:30080/TCP") && lines[3].contains(" External/Local "),
+            "{}",
+            lines[3]
+        );
     }
 
     #[test]

@@ -710,12 +710,14 @@ pub async fn run(
     let sync = tokio::spawn(sync_loop(Arc::clone(&shared)));
     let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
     let dns = tokio::spawn(crate::dns::run(Arc::clone(&shared)));
+    let services = tokio::spawn(crate::services::sync_loop(Arc::clone(&shared)));
     let server = node_server.map(|s| tokio::spawn(s.serve(Arc::clone(&shared))));
     shutdown.await;
     heartbeat.abort();
     sync.abort();
     routes.abort();
     dns.abort();
+    services.abort();
     if let Some(server) = server {
         server.abort();
     }
@@ -941,7 +943,8 @@ async fn sync_loop(shared: Arc<Shared>) {
 
 /// Keeps the routes to other nodes' pod CIDRs ([`crate::routes`]) in step
 /// with the Nodes in the view: after every Node change, and every 30 s
-/// against routes someone else removed. Turns on IPv4 forwarding first.
+/// against routes someone else removed; the Service CIDR's `unreachable`
+/// route likewise. Turns on IPv4 forwarding first.
 async fn route_loop(shared: Arc<Shared>) {
     const RESYNC: Duration = Duration::from_secs(30);
     const RETRY: Duration = Duration::from_secs(2);
@@ -962,6 +965,10 @@ async fn route_loop(shared: Arc<Shared>) {
     }
     let mut wait = RESYNC;
     loop {
+        let service_cidr = shared.cfg.service_cidr;
+        if let Err(err) = table.replace_unreachable(service_cidr).await {
+            tracing::error!(?err, %service_cidr, "failed to route the service CIDR unreachable");
+        }
         let _ = tokio::time::timeout(wait, shared.nodes_changed.notified()).await;
         let desired = {
             let view = lock(&shared.view);

@@ -60,6 +60,8 @@ pub async fn run(shared: Arc<Shared>) {
     let addr = server.local_addr();
     if let SocketAddr::V4(v4) = addr {
         let _ = shared.dns_addr.set(v4);
+        // The service sync points the cluster DNS address here: nudge it now.
+        shared.cluster_changed.send_modify(|_| ());
     }
     tracing::info!(%addr, domain = %cfg.cluster_domain, ?upstreams, "cluster DNS listening");
     let handle = server.records();

@@ -46,5 +46,6 @@ pub mod routes;
 pub mod runtime;
 pub mod sandbox;
 pub mod server;
+pub mod services;
 pub mod shim;
 pub mod worker;

@@ -23,7 +23,7 @@ use std::net::Ipv4Addr;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Node;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
 
@@ -187,6 +187,29 @@ impl NetlinkRoutes {
         tokio::spawn(conn);
         Ok(Self { handle })
     }
+
+    /// Installs (or keeps) `unreachable <cidr> proto 83`: the node's route
+    /// for the Service CIDR, so a virtual IP the socket load-balancer did not
+    /// translate fails at once (`EHOSTUNREACH`) instead of leaving the node.
+    /// [`sync`] never lists or removes it (it has no next hop).
+    pub async fn replace_unreachable(&self, cidr: Cidr) -> Result<(), RouteError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(cidr.addr, cidr.prefix)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .kind(RouteType::Unreachable)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| RouteError::Netlink {
+                op: "install unreachable",
+                cidr: cidr.to_string(),
+                source,
+            })
+    }
 }
 
 fn route_message(cidr: Cidr, via: Option<Ipv4Addr>) -> RouteMessage {
@@ -204,6 +227,7 @@ fn parse_route(msg: &RouteMessage) -> Option<(Cidr, Ipv4Addr)> {
     let header = &msg.header;
     if header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
         || header.table != RouteHeader::RT_TABLE_MAIN
+        || header.kind != RouteType::Unicast
     {
         return None;
     }

@@ -41,6 +41,19 @@ pub enum LabCommand {
     /// Images on every lab node.
     #[command(subcommand)]
     Image(LabImageCommand),
+    /// Start a node's agent again (stopping it first if it still runs), as
+    /// after a crash: its pods and pinned datapath are kept.
+    RestartAgent {
+        /// The lab's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The node.
+        #[arg(long)]
+        node: String,
+        /// Seconds between node heartbeats.
+        #[arg(long, default_value_t = 10)]
+        heartbeat_seconds: u64,
+    },
 }
 
 /// `skep lab image` subcommands.
@@ -81,6 +94,11 @@ pub fn run(cmd: &LabCommand) -> anyhow::Result<()> {
         LabCommand::Up(args) => up(args),
         LabCommand::Down { data_dir } => down(data_dir),
         LabCommand::Image(LabImageCommand::Import { data_dir, file }) => import(data_dir, file),
+        LabCommand::RestartAgent {
+            data_dir,
+            node,
+            heartbeat_seconds,
+        } => restart_agent(data_dir, node, *heartbeat_seconds),
     }
 }
 
@@ -190,37 +208,65 @@ async fn build(state: &mut LabState, args: &UpArgs) -> anyhow::Result<()> {
     wait_for_files(state, server, args.timeout_seconds).await?;
 
     for i in 0..state.nodes.len() {
-        let node = &state.nodes[i];
-        let agent_args: Vec<String> = vec![
-            "agent".into(),
-            "--data-dir".into(),
-            path_arg(&node.data_dir),
-            "--kubeconfig".into(),
-            path_arg(&state.node_kubeconfig(&node.name)),
-            "--node-name".into(),
-            node.name.clone(),
-            "--node-ip".into(),
-            node.ip.to_string(),
-            "--heartbeat-seconds".into(),
-            args.heartbeat_seconds.to_string(),
-            "--bpf-pin-dir".into(),
-            path_arg(&node.pin_dir),
-            "--socket-lb-cgroup".into(),
-            path_arg(&node.cgroup),
-        ];
-        let agent_cgroup = node.cgroup.join("agent");
-        let agent = process::spawn(
-            &agent_args,
-            &state.log_dir().join(format!("{}.log", node.name)),
-            &Placement {
-                netns: Some(&node.netns),
-                cgroup: Some(&agent_cgroup),
-            },
-        )?;
+        let agent = start_agent(state, &state.nodes[i], args.heartbeat_seconds)?;
         state.nodes[i].agent = Some(agent);
         state.save()?;
     }
     wait_for_ready(state, args.timeout_seconds).await
+}
+
+/// Starts `node`'s agent inside its namespace, in its cgroup's `agent` leaf,
+/// logging to `<logs>/<node>.log` (appended).
+fn start_agent(state: &LabState, node: &plan::LabNode, heartbeat: u64) -> anyhow::Result<Proc> {
+    let agent_args: Vec<String> = vec![
+        "agent".into(),
+        "--data-dir".into(),
+        path_arg(&node.data_dir),
+        "--kubeconfig".into(),
+        path_arg(&state.node_kubeconfig(&node.name)),
+        "--node-name".into(),
+        node.name.clone(),
+        "--node-ip".into(),
+        node.ip.to_string(),
+        "--heartbeat-seconds".into(),
+        heartbeat.to_string(),
+        "--bpf-pin-dir".into(),
+        path_arg(&node.pin_dir),
+        "--socket-lb-cgroup".into(),
+        path_arg(&node.cgroup),
+    ];
+    let agent_cgroup = node.cgroup.join("agent");
+    process::spawn(
+        &agent_args,
+        &state.log_dir().join(format!("{}.log", node.name)),
+        &Placement {
+            netns: Some(&node.netns),
+            cgroup: Some(&agent_cgroup),
+        },
+    )
+}
+
+/// `skep lab restart-agent`: stops the node's agent if it still runs and
+/// starts a new one, recorded in the state file.
+fn restart_agent(data_dir: &Path, name: &str, heartbeat: u64) -> anyhow::Result<()> {
+    let dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("no lab in {}", data_dir.display()))?;
+    let mut state = LabState::load(&dir)?
+        .with_context(|| format!("no lab in {} (no {})", dir.display(), plan::STATE_FILE))?;
+    let i = state
+        .nodes
+        .iter()
+        .position(|n| n.name == name)
+        .with_context(|| format!("no node {name} in the lab in {}", dir.display()))?;
+    if let Some(old) = state.nodes[i].agent {
+        process::stop(old, Duration::from_secs(10));
+    }
+    let agent = start_agent(&state, &state.nodes[i], heartbeat)?;
+    state.nodes[i].agent = Some(agent);
+    state.save()?;
+    println!("{name}: agent started (pid {})", agent.pid);
+    Ok(())
 }
 
 fn path_arg(path: &Path) -> String {

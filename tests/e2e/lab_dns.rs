@@ -1,0 +1,172 @@
+//! Cluster DNS on a 3-node lab: a pod resolves a Service by its short name,
+//! `<svc>.<ns>` and its FQDN, a headless Service to its pods' IPs, an SRV
+//! record, and a Service in another namespace; an unknown name fails (and
+//! fails fast: the lab has no route out). The pod asks the nameserver its
+//! resolv.conf names, the cluster DNS address, which the socket
+//! load-balancer sends to its own node agent's DNS server.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use skep_e2e::lab::Lab;
+use skep_e2e::require_root;
+
+const IMAGE: &str = "lab/busybox:dns";
+
+fn apply(lab: &Lab, yaml: &str) -> anyhow::Result<()> {
+    lab.kubectl_ok_with(&["apply", "-f", "-"], yaml).map(|_| ())
+}
+
+/// A pod on `node` that sleeps, labelled `app={app}`.
+fn pod(name: &str, ns: &str, node: &str, app: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {IMAGE}\n    imagePullPolicy: Never\n    command: [sh, -c, 'exec sleep 100000']\n"
+    )
+}
+
+fn wait<T>(
+    what: &str,
+    lab: &Lab,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        if let Some(v) = check()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "timed out waiting for {what}; lab logs:\n{}",
+                Lab::logs(&lab.data_dir)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<String> {
+    wait(&format!("pod {name} running"), lab, || {
+        let out = lab.kubectl_ok(&[
+            "get",
+            "pod",
+            name,
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.phase} {.status.podIP}",
+        ])?;
+        Ok(
+            match out.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["Running", ip] => Some((*ip).to_owned()),
+                _ => None,
+            },
+        )
+    })
+}
+
+#[test]
+fn lab_pods_resolve_services_through_their_node() -> anyhow::Result<()> {
+    require_root!();
+    let dir = tempfile::tempdir()?;
+    let mut lab = Lab::up(dir.path(), 3)?;
+    let tar = dir.path().join("image.tar");
+    skep_image::busybox_image(IMAGE, &["sh"])?.write_oci_tarball(&tar)?;
+    lab.image_import(&tar)?;
+    let [n1, n2, n3] = [&lab.nodes[0], &lab.nodes[1], &lab.nodes[2]];
+
+    eprintln!("--- services in two namespaces, a headless one with pods on two nodes");
+    for ns in ["dnsa", "dnsb"] {
+        apply(
+            &lab,
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        )?;
+    }
+    apply(
+        &lab,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: dnsa}\nspec:\n  clusterIP: 10.96.53.1\n  ports: [{name: http, port: 80, protocol: TCP}]\n",
+    )?;
+    apply(
+        &lab,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: dnsb}\nspec:\n  clusterIP: 10.96.53.2\n  ports: [{port: 81}]\n",
+    )?;
+    apply(
+        &lab,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: dnsa}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432}]\n",
+    )?;
+    apply(&lab, &pod("db-1", "dnsa", &n1.name, "db"))?;
+    apply(&lab, &pod("db-3", "dnsa", &n3.name, "db"))?;
+    apply(&lab, &pod("client", "dnsa", &n2.name, "client"))?;
+    let db1 = pod_ip(&lab, "dnsa", "db-1")?;
+    let db3 = pod_ip(&lab, "dnsa", "db-3")?;
+    pod_ip(&lab, "dnsa", "client")?;
+    let lookup = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let mut argv = vec!["exec", "-n", "dnsa", "client", "--", "nslookup"];
+        argv.extend_from_slice(args);
+        let out = lab.kubectl(&argv)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    };
+
+    eprintln!("--- the client's resolv.conf names the cluster DNS with the Kubernetes search path");
+    let resolv = lab.kubectl_ok(&[
+        "exec",
+        "-n",
+        "dnsa",
+        "client",
+        "--",
+        "cat",
+        "/etc/resolv.conf",
+    ])?;
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search dnsa.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+
+    eprintln!("--- short name, <svc>.<ns>, FQDN, another namespace");
+    for name in ["web", "web.dnsa", "web.dnsa.svc.cluster.local"] {
+        let (ok, out) = lookup(&[name])?;
+        assert!(
+            ok && out.contains("Address: 10.96.53.1"),
+            "nslookup {name}:\n{out}"
+        );
+    }
+    let (ok, out) = lookup(&["api.dnsb"])?;
+    assert!(
+        ok && out.contains("Address: 10.96.53.2"),
+        "nslookup api.dnsb:\n{out}"
+    );
+
+    eprintln!("--- headless: every ready pod's IP; SRV per pod");
+    let (ok, out) = wait("both db endpoints in DNS", &lab, || {
+        let (ok, out) = lookup(&["db.dnsa.svc.cluster.local"])?;
+        Ok((out.contains(&db1) && out.contains(&db3)).then_some((ok, out)))
+    })?;
+    assert!(ok, "{out}");
+    let (ok, out) = lookup(&["-type=srv", "_pg._tcp.db.dnsa.svc.cluster.local"])?;
+    assert!(ok, "{out}");
+    for ip in [&db1, &db3] {
+        let label = ip.replace('.', "-");
+        assert!(
+            out.contains(&format!("5432 {label}.db.dnsa.svc.cluster.local")),
+            "SRV:\n{out}"
+        );
+    }
+
+    eprintln!("--- an unknown name fails, and fast");
+    let started = Instant::now();
+    let (ok, out) = lookup(&["nothing-here.dnsa.svc.cluster.local"])?;
+    eprintln!("unknown name answered in {:?}", started.elapsed());
+    assert!(!ok, "{out}");
+    assert!(out.contains("NXDOMAIN"), "{out}");
+
+    lab.down()?;
+    let left = lab.leftovers();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    Ok(())
+}
