@@ -279,11 +279,15 @@ async fn a_full_range_fails_clearly_and_a_release_is_reused() -> Result<()> {
     create(
         &objects,
         "n0",
-        &json!({"type": "NodePort", "clusterIP": "None", "ports": [{"port": 80}]}),
+        &json!({"type": "NodePort", "ports": [{"port": 80}]}),
     )
     .await
     .err()
     .ok_or("a full IP range fails a NodePort too")?;
+    assert!(
+        reserved(&objects, NODE_PORT_PREFIX).await?.is_empty(),
+        "and reserves no node port"
+    );
     delete(&objects, "s0").await?;
     create(&objects, "n1", &json!({"type": "NodePort", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]})).await?;
     delete(&objects, "s1").await?;
