@@ -13,5 +13,6 @@ mod control_plane;
 mod datapath;
 mod lab;
 mod scheduling;
+mod service_alloc;
 mod services;
 mod workloads;
