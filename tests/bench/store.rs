@@ -338,6 +338,7 @@ pub async fn run() -> anyhow::Result<()> {
             data_dir: dir.path().join("api"),
             listen: "127.0.0.1:0".parse()?,
             server_names: Vec::new(),
+            service_ranges: skep_apiserver::ServiceRanges::default(),
         },
         api_store.clone(),
     )

@@ -16,5 +16,6 @@ mod lab_dns;
 mod lab_nodeport;
 mod lab_services;
 mod scheduling;
+mod service_alloc;
 mod services;
 mod workloads;

@@ -323,6 +323,8 @@ fn carry_server_fields(info: &ResourceInfo, new: &mut Value, old: &Value) {
                 spec.insert(key.into(), v.clone());
             }
         }
+        crate::service_alloc::keep_allocated_node_ports(new, old);
+        crate::service_alloc::drop_type_dependent_fields(new, old);
     }
 }
 

@@ -40,6 +40,7 @@ pub mod patch;
 pub mod protobuf;
 pub mod registry;
 pub mod selector;
+pub mod service_alloc;
 pub mod status;
 pub mod table;
 pub mod typed;

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod builtin_services;
 pub mod kubeconfig;
 pub mod nodesync;
 pub mod openapi;
@@ -19,6 +20,7 @@ mod nodesync_test;
 use std::{future::Future, net::SocketAddr, path::PathBuf};
 
 use serde_json::json;
+pub use skep_api::service_alloc::{Ipv4Cidr, PortRange, ServiceRanges};
 use skep_api::{Kind, admission, decode::Decoded, registry};
 use skep_store::Store;
 
@@ -40,6 +42,13 @@ pub enum ApiServerError {
         #[source]
         source: std::io::Error,
     },
+    /// Creating the built-in Services failed.
+    #[error("failed to create the built-in Services")]
+    BuiltinServices {
+        /// What the API answered.
+        #[source]
+        source: skep_api::ApiError,
+    },
     /// Creating the built-in namespaces failed.
     #[error("failed to create the built-in namespace {name}: {message}")]
     Bootstrap {
@@ -59,6 +68,9 @@ pub struct ApiServerConfig {
     pub listen: SocketAddr,
     /// Extra names/IPs for the serving certificate.
     pub server_names: Vec<String>,
+    /// Where Services get cluster IPs and node ports
+    /// (`--service-cluster-ip-range`, `--service-node-port-range`).
+    pub service_ranges: ServiceRanges,
 }
 
 /// A bound, ready API server: call [`ApiServer::serve`] to run it.
@@ -69,6 +81,8 @@ pub struct ApiServer {
     kubeconfig: PathBuf,
     pki: pki::Pki,
     data_dir: PathBuf,
+    /// The IP and port the `kubernetes` Service's endpoints name.
+    advertise: (String, u16),
 }
 
 /// The namespaces every cluster has.
@@ -103,18 +117,23 @@ impl ApiServer {
         let kubeconfig = config.data_dir.join("kubeconfig");
         kubeconfig::write_admin(&kubeconfig, &format!("https://{server_address}"), &pki)?;
         bootstrap_namespaces(&store).await?;
+        let objects = skep_objects::Objects::with_service_ranges(store, config.service_ranges);
+        builtin_services::ensure(&objects, &host, local.port())
+            .await
+            .map_err(|source| ApiServerError::BuiltinServices { source })?;
         tracing::info!(%server_address, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(Self {
             listener,
             tls,
             state: api::ApiState {
-                objects: skep_objects::Objects::new(store),
+                objects,
                 server_address,
                 nodes,
             },
             kubeconfig,
             pki,
             data_dir: config.data_dir.clone(),
+            advertise: (host, local.port()),
         })
     }
 
@@ -154,7 +173,13 @@ impl ApiServer {
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let keeper = tokio::spawn(builtin_services::keep(
+            self.state.objects.clone(),
+            self.advertise.0,
+            self.advertise.1,
+        ));
         server::serve(self.listener, self.tls, api::router(self.state), shutdown).await;
+        keeper.abort();
     }
 }
 

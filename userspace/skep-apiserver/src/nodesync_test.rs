@@ -32,6 +32,7 @@ async fn start() -> Result<(Cluster, ApiServer)> {
             data_dir: dir.path().to_owned(),
             listen: "127.0.0.1:0".parse()?,
             server_names: Vec::new(),
+            service_ranges: crate::ServiceRanges::default(),
         },
         store,
     )
@@ -190,6 +191,14 @@ async fn collect(
     Ok(got)
 }
 
+/// What the API server creates itself; every node gets every Service and
+/// `EndpointSlice`.
+const BUILT_IN: [(&str, &str); 3] = [
+    ("Service", "kubernetes"),
+    ("Service", "kube-dns"),
+    ("EndpointSlice", "kubernetes"),
+];
+
 #[tokio::test]
 async fn a_node_receives_exactly_what_concerns_it_and_resumes() -> Result<()> {
     let (mut cluster, server) = start().await?;
@@ -230,6 +239,7 @@ async fn a_node_receives_exactly_what_concerns_it_and_resumes() -> Result<()> {
         ("Service", "web"),
     ]
     .iter()
+    .chain(&BUILT_IN)
     .map(|(k, n)| ((*k).to_owned(), (*n).to_owned()))
     .collect();
     assert_eq!(snapshot, expected);

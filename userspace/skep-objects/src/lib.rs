@@ -11,17 +11,20 @@
 
 mod keys;
 mod list;
+mod services;
 mod typed;
 mod watch;
 mod write;
 
 pub use keys::{key, prefix};
 pub use list::{ListOptions, decode_continue, encode_continue};
+pub use services::{CLUSTER_IP_PREFIX, NODE_PORT_PREFIX};
 pub use typed::{Typed, TypedEvent, TypedWatch, info_of};
 pub use watch::{Filter, ObjectWatch};
 pub use write::{Deleted, WriteOptions, Written};
 
 use serde_json::Value;
+use skep_api::service_alloc::ServiceRanges;
 use skep_api::{ApiError, ResourceInfo, object};
 use skep_store::{KeyValue, ReadConsistency, Store, StoreError};
 
@@ -29,12 +32,21 @@ use skep_store::{KeyValue, ReadConsistency, Store, StoreError};
 #[derive(Clone)]
 pub struct Objects {
     store: Store,
+    service_ranges: ServiceRanges,
 }
 
 impl Objects {
-    /// Objects kept in `store`.
+    /// Objects kept in `store`, Services allocated from the default ranges.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self::with_service_ranges(store, ServiceRanges::default())
+    }
+
+    /// Objects kept in `store`, Services allocated from `service_ranges`.
+    pub fn with_service_ranges(store: Store, service_ranges: ServiceRanges) -> Self {
+        Self {
+            store,
+            service_ranges,
+        }
     }
 
     /// The store underneath, for what is not about one object (revisions).
@@ -106,3 +118,5 @@ fn stored_bytes(obj: &Value) -> Result<Vec<u8>, ApiError> {
 
 #[cfg(test)]
 mod objects_test;
+#[cfg(test)]
+mod services_test;

@@ -13,6 +13,7 @@ use skep_api::{
 
 use skep_store::StoreError;
 
+use crate::services::TxnFailed;
 use crate::{Objects, key, output, store_error, stored_bytes};
 
 /// How a write is made.
@@ -95,6 +96,13 @@ impl Objects {
         let ns = object::namespace(&obj).to_owned();
         if info.namespaced {
             self.ensure_namespace_active(&ns).await?;
+        }
+        if info.id == Kind::Service {
+            let object = Box::pin(self.create_service(info, &obj, dry_run)).await?;
+            if !dry_run {
+                tracing::info!(kind = info.kind, namespace = %ns, %name, "created");
+            }
+            return Ok(Written { object, warnings });
         }
         if dry_run {
             return Ok(Written {
@@ -186,18 +194,31 @@ impl Objects {
         let expected = precondition.or_else(|| object::resource_version(old));
         let key = key(info, object::namespace(old), name);
         if deletion::ready_to_remove(info, &new) {
-            let deleted = self
-                .store()
-                .delete(key, expected)
-                .await
-                .map_err(|e| store_error(info, name, e))?;
+            let revision = if info.id == Kind::Service {
+                Box::pin(self.delete_service(info, old, expected))
+                    .await
+                    .map_err(|e| match e {
+                        TxnFailed::Object(e) => store_error(info, name, e),
+                        TxnFailed::Api(e) => e,
+                    })?
+            } else {
+                self.store()
+                    .delete(key, expected)
+                    .await
+                    .map_err(|e| store_error(info, name, e))?
+                    .revision
+            };
             tracing::info!(kind = info.kind, %name, "finalized and deleted");
             let mut obj = new;
-            object::set_resource_version(&mut obj, deleted.revision);
+            object::set_resource_version(&mut obj, revision);
             return Ok(Written {
                 object: obj,
                 warnings,
             });
+        }
+        if info.id == Kind::Service {
+            let object = Box::pin(self.replace_service(info, old, &new, expected)).await?;
+            return Ok(Written { object, warnings });
         }
         let kv = self
             .store()
@@ -290,6 +311,17 @@ impl Objects {
             other => DeleteRace::Failed(store_error(info, name, other)),
         };
         match outcome {
+            DeleteOutcome::Remove if info.id == Kind::Service => {
+                let deleted =
+                    self.delete_service(info, &obj, revision)
+                        .await
+                        .map_err(|e| match e {
+                            TxnFailed::Object(e) => lost(e),
+                            TxnFailed::Api(e) => DeleteRace::Failed(e),
+                        })?;
+                tracing::info!(kind = info.kind, revision = deleted, "deleted");
+                Ok(Deleted::Removed(obj))
+            }
             DeleteOutcome::Remove => {
                 let deleted = self.store().delete(key, revision).await.map_err(lost)?;
                 tracing::info!(kind = info.kind, revision = deleted.revision, "deleted");

@@ -307,10 +307,49 @@ impl Pending {
                     prev: current,
                 })
             }
+            Request::Txn(ops) => self.apply_txn(db, ops),
             Request::Compact { .. } | Request::Batch(_) => {
                 Ok(Response::Failed(WriteFailure::NotBatchable))
             }
         }
+    }
+
+    /// Checks every op of a transaction before writing any: the keys are
+    /// distinct, so one op's outcome does not depend on another's.
+    fn apply_txn(&mut self, db: &DB, ops: Vec<Request>) -> Result<Response, StoreError> {
+        let mut keys = std::collections::HashSet::new();
+        for (index, op) in ops.iter().enumerate() {
+            let failure = match op {
+                Request::Create { key, .. } if keys.insert(key) => {
+                    self.current(db, key)?.map(|_| WriteFailure::AlreadyExists)
+                }
+                Request::Update {
+                    key,
+                    expected_mod_revision,
+                    ..
+                }
+                | Request::Delete {
+                    key,
+                    expected_mod_revision,
+                } if keys.insert(key) => {
+                    check(self.current(db, key)?, *expected_mod_revision).err()
+                }
+                Request::Create { .. } | Request::Update { .. } | Request::Delete { .. } => {
+                    Some(WriteFailure::DuplicateKey)
+                }
+                Request::Compact { .. } | Request::Batch(_) | Request::Txn(_) => {
+                    Some(WriteFailure::NotBatchable)
+                }
+            };
+            if let Some(failure) = failure {
+                return Ok(Response::TxnFailed { index, failure });
+            }
+        }
+        let responses = ops
+            .into_iter()
+            .map(|op| self.apply(db, op))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::Batch(responses))
     }
 
     fn put(

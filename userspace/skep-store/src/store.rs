@@ -347,6 +347,39 @@ impl Store {
         }
     }
 
+    /// Applies `ops` (creates, updates and deletes of distinct keys) all or
+    /// nothing; returns each op's outcome, or the failure of the first op
+    /// whose precondition does not hold (its key names it), having written
+    /// nothing.
+    pub async fn txn(&self, ops: Vec<Request>) -> Result<Vec<Response>, StoreError> {
+        let preconditions: Vec<(Bytes, Option<u64>)> = ops
+            .iter()
+            .map(|op| match op {
+                Request::Update {
+                    key,
+                    expected_mod_revision,
+                    ..
+                }
+                | Request::Delete {
+                    key,
+                    expected_mod_revision,
+                } => (key.clone(), *expected_mod_revision),
+                Request::Create { key, .. } => (key.clone(), None),
+                Request::Compact { .. } | Request::Batch(_) | Request::Txn(_) => {
+                    (Bytes::new(), None)
+                }
+            })
+            .collect();
+        match self.write(Request::Txn(ops)).await? {
+            Response::Batch(responses) => Ok(responses),
+            Response::TxnFailed { index, failure } => {
+                let (key, expected) = preconditions.get(index).cloned().unwrap_or_default();
+                Err(failure_expecting(&key, Response::Failed(failure), expected))
+            }
+            other => Err(failure(b"", other)),
+        }
+    }
+
     /// Compacts history at and before `revision` on every replica; returns
     /// the compaction point afterwards.
     pub async fn compact(&self, revision: u64) -> Result<u64, StoreError> {

@@ -514,3 +514,75 @@ async fn concurrent_writers_share_log_entries_but_get_their_own_results() -> Res
     store.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_writes_all_of_its_ops_or_none() -> Result<()> {
+    init_tracing();
+    let dir = TempDir::new()?;
+    let store = open(&dir).await?;
+    let taken = store.create("/ip/10.96.0.5", "a").await?;
+    let create = |key: &'static str| crate::Request::Create {
+        key: Bytes::from_static(key.as_bytes()),
+        value: Bytes::from_static(b"v"),
+    };
+
+    tracing::info!("--- a txn whose second op fails writes nothing");
+    let before = store.current_revision();
+    let err = store
+        .txn(vec![create("/svc/a"), create("/ip/10.96.0.5")])
+        .await
+        .err()
+        .context("a txn creating a taken key must fail")?;
+    ensure!(
+        matches!(&err, StoreError::AlreadyExists { key } if key == "/ip/10.96.0.5"),
+        "the failure names the taken key: {err}"
+    );
+    ensure!(store.current_revision() == before, "no revision taken");
+    ensure!(
+        store.get("/svc/a", L).await?.is_none(),
+        "first op not written"
+    );
+
+    tracing::info!("--- a stale expected revision fails the whole txn");
+    let err = store
+        .txn(vec![
+            create("/svc/b"),
+            crate::Request::Delete {
+                key: Bytes::from_static(b"/ip/10.96.0.5"),
+                expected_mod_revision: Some(taken.mod_revision + 100),
+            },
+        ])
+        .await
+        .err()
+        .context("a stale delete must fail")?;
+    ensure!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    ensure!(store.get("/svc/b", L).await?.is_none());
+
+    tracing::info!("--- a key twice is refused");
+    ensure!(
+        store
+            .txn(vec![create("/svc/c"), create("/svc/c")])
+            .await
+            .is_err()
+    );
+    ensure!(store.get("/svc/c", L).await?.is_none());
+
+    tracing::info!("--- a good txn applies every op, each with its own revision");
+    let responses = store
+        .txn(vec![
+            create("/svc/a"),
+            crate::Request::Delete {
+                key: Bytes::from_static(b"/ip/10.96.0.5"),
+                expected_mod_revision: Some(taken.mod_revision),
+            },
+            create("/ip/10.96.0.6"),
+        ])
+        .await?;
+    ensure!(responses.len() == 3);
+    ensure!(store.current_revision() == before + 3);
+    ensure!(store.get("/svc/a", L).await?.is_some());
+    ensure!(store.get("/ip/10.96.0.5", L).await?.is_none());
+    ensure!(store.get("/ip/10.96.0.6", L).await?.is_some());
+    store.shutdown().await?;
+    Ok(())
+}

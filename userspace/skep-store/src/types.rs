@@ -65,6 +65,13 @@ pub enum Request {
     /// revision; a failed precondition fails only its own op. A nested
     /// `Batch` or `Compact` fails with [`WriteFailure::NotBatchable`].
     Batch(Vec<Request>),
+    /// Creates, updates and deletes of distinct keys, all or nothing: every
+    /// precondition is checked first and, if one fails, nothing is written
+    /// ([`Response::TxnFailed`] names the op). Otherwise each op applies in
+    /// order with its own revision, answered by [`Response::Batch`]. Used to
+    /// write an object together with the keys that reserve what it holds
+    /// (a Service's cluster IP and node ports).
+    Txn(Vec<Request>),
 }
 
 impl Request {
@@ -76,6 +83,7 @@ impl Request {
             Request::Delete { .. } => "delete",
             Request::Compact { .. } => "compact",
             Request::Batch(_) => "batch",
+            Request::Txn(_) => "txn",
         }
     }
 }
@@ -107,8 +115,16 @@ pub enum Response {
     },
     /// A precondition failed; nothing was written.
     Failed(WriteFailure),
-    /// The outcomes of a [`Request::Batch`], one per op, in order.
+    /// The outcomes of a [`Request::Batch`] or a successful
+    /// [`Request::Txn`], one per op, in order.
     Batch(Vec<Response>),
+    /// A [`Request::Txn`] wrote nothing: the op at `index` failed.
+    TxnFailed {
+        /// The position of the failing op in the transaction.
+        index: usize,
+        /// Why it failed.
+        failure: WriteFailure,
+    },
 }
 
 /// Why a write changed nothing.
@@ -128,8 +144,11 @@ pub enum WriteFailure {
         /// The current revision.
         current: u64,
     },
-    /// A `Batch` or `Compact` inside a `Batch`.
+    /// A `Batch` or `Compact` inside a `Batch`, or anything but a create,
+    /// update or delete inside a `Txn`.
     NotBatchable,
+    /// A key written twice in one `Txn`.
+    DuplicateKey,
 }
 
 /// What a watch event did to its key.

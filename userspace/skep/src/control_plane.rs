@@ -6,6 +6,7 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use skep_apiserver::{ApiServer, ApiServerConfig};
+use skep_apiserver::{Ipv4Cidr, PortRange, ServiceRanges};
 use skep_controllers::{CancellationToken, ControllerConfig};
 use skep_objects::Objects;
 use skep_store::{Store, StoreConfig};
@@ -29,9 +30,26 @@ pub struct ControlPlaneArgs {
     /// How often node heartbeats are checked.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub node_monitor_period: Duration,
+    /// The block Service cluster IPs come from (kube-apiserver's flag of
+    /// that name); the first IP is the `kubernetes` Service's, the tenth
+    /// the cluster DNS's.
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: Ipv4Cidr,
+    /// The range `NodePort` Services' node ports come from (kube-apiserver's
+    /// flag of that name).
+    #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767")]
+    pub service_node_port_range: PortRange,
 }
 
 impl ControlPlaneArgs {
+    /// The Service IP and node port ranges these flags ask for.
+    fn service_ranges(&self) -> ServiceRanges {
+        ServiceRanges {
+            cluster_ip: self.service_cluster_ip_range,
+            node_ports: self.service_node_port_range,
+        }
+    }
+
     /// The controllers' settings these flags ask for.
     fn controller_config(&self) -> ControllerConfig {
         ControllerConfig {
@@ -83,6 +101,7 @@ pub async fn run(
             data_dir: args.data_dir.clone(),
             listen: args.listen,
             server_names: args.tls_sans.clone(),
+            service_ranges: args.service_ranges(),
         },
         store.clone(),
     )
@@ -95,7 +114,7 @@ pub async fn run(
     );
     let stop_loops = CancellationToken::new();
     let loops = skep_controllers::run(
-        &Objects::new(store.clone()),
+        &Objects::with_service_ranges(store.clone(), args.service_ranges()),
         &args.controller_config(),
         &stop_loops,
     );
