@@ -42,8 +42,43 @@ const BACKENDS: usize = 10;
 /// Lab nodes.
 const NODES: u8 = 3;
 
-/// One mode's result at one N: what it measured, or why it could not run.
-type ModeResult = Result<(Duration, Outcome), String>;
+/// One mode at one N, measured interleaved with the floor (see
+/// [`client::Client::run`]), so its ratio to that floor holds even when the
+/// machine's load changes between modes.
+struct Measured {
+    /// The time to program N services.
+    program: Duration,
+    /// The mode's traffic.
+    mode: Outcome,
+    /// The floor, measured in turns with it.
+    floor: Outcome,
+}
+
+/// What a mode measured at one N, or why it could not run.
+type ModeResult = Result<Measured, String>;
+
+/// Measures `targets` in turns with the floor (`backends`).
+async fn paired(
+    client: &Client,
+    label: &str,
+    backends: &[SocketAddrV4],
+    targets: &[SocketAddrV4],
+    params: &Params,
+    program: Duration,
+) -> anyhow::Result<Measured> {
+    let mut both = client
+        .run(label, &[backends, targets], params)
+        .await?
+        .into_iter();
+    match (both.next(), both.next()) {
+        (Some(floor), Some(mode)) => Ok(Measured {
+            program,
+            mode,
+            floor,
+        }),
+        _ => bail!("client ({label}) measured less than asked"),
+    }
+}
 
 /// Everything measured at one N.
 struct Round {
@@ -64,6 +99,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         seconds: if quick { 1.0 } else { 5.0 },
         threads: 4,
         requests: if quick { 500 } else { 10_000 },
+        backends: BACKENDS,
     };
     skep_apiserver::tls::install_default_provider();
     let dir = tempfile::Builder::new().prefix("skep-bench-dp").tempdir()?;
@@ -132,12 +168,13 @@ async fn measure(
     let skep_maps = skep_lb::check_maps(&pin_dirs).map_err(|e| format!("{e:#}"));
     let backend_count = u16::try_from(BACKENDS)?;
 
+    // The first seconds after the pods start, the agents and the API server
+    // are still busy with them: one floor run, thrown away, lets them settle.
+    eprintln!("--- warm-up");
+    client.run("warm-up", &[&backends.addrs], params).await?;
     eprintln!("--- floor and skep (no netfilter in the client's namespace)");
     let mut rounds = BTreeMap::new();
     for (round, &n) in counts.iter().enumerate() {
-        let floor = client
-            .run(&format!("floor-{n}"), &backends.addrs, params)
-            .await?;
         let skep = match &skep_maps {
             Err(why) => Err(why.clone()),
             Ok(()) => async {
@@ -155,11 +192,28 @@ async fn measure(
                     ms(programmed.writes),
                     ms(programmed.ready)
                 ));
-                let outcome = client.run(&format!("skep-{n}"), &vips, params).await?;
-                anyhow::Ok((programmed.ready, outcome))
+                let label = format!("skep-{n}");
+                paired(
+                    &client,
+                    &label,
+                    &backends.addrs,
+                    &vips,
+                    params,
+                    programmed.ready,
+                )
+                .await
             }
             .await
             .map_err(|e| format!("{e:#}")),
+        };
+        // The floor column: measured in turns with skep, or alone without it.
+        let floor = if let Ok(m) = &skep {
+            m.floor.clone()
+        } else {
+            let mut alone = client
+                .run(&format!("floor-{n}"), &[&backends.addrs], params)
+                .await?;
+            alone.pop().context("the client measured nothing")?
         };
         rounds.insert(
             n,
@@ -173,28 +227,7 @@ async fn measure(
     }
 
     eprintln!("--- kube-proxy iptables mode");
-    let vip_route = format!("{}/16", kube_proxy::IPTABLES_VIPS);
-    // kube-proxy's nodes reach ClusterIPs by their default route; the lab
-    // has none, so the VIP range gets one (DNAT rewrites every packet first).
-    run_cmd(
-        "ip",
-        &["-n", &node.name, "route", "add", &vip_route, "dev", "eth0"],
-    )?;
-    for &n in counts {
-        let rules = kube_proxy::iptables_rules(n, 80, &backends.addrs);
-        let result = match kube_proxy::run_in(&node.netns, "iptables-restore", &[], &rules) {
-            Err(e) => Err(format!("{e:#}")),
-            Ok(took) => {
-                let vips: Vec<SocketAddrV4> = (0..n)
-                    .map(|i| SocketAddrV4::new(kube_proxy::vip(kube_proxy::IPTABLES_VIPS, i), 80))
-                    .collect();
-                client
-                    .run(&format!("iptables-{n}"), &vips, params)
-                    .await
-                    .map(|o| (took, o))
-                    .map_err(|e| format!("{e:#}"))
-            }
-        };
+    for (n, result) in iptables_rounds(lab, counts, &backends.addrs, &client, params).await? {
         if let Some(r) = rounds.get_mut(&n) {
             r.iptables = result;
         }
@@ -210,6 +243,48 @@ async fn measure(
     drop(client);
     drop(backends);
     Ok((rounds, notes))
+}
+
+/// kube-proxy's iptables mode for every N.
+async fn iptables_rounds(
+    lab: &Lab,
+    counts: &[usize],
+    backends: &[SocketAddrV4],
+    client: &Client,
+    params: &Params,
+) -> anyhow::Result<Vec<(usize, ModeResult)>> {
+    let node = &lab.nodes[0];
+    let vip_route = format!("{}/16", kube_proxy::IPTABLES_VIPS);
+    // kube-proxy's nodes reach ClusterIPs by their default route; the lab
+    // has none, so the VIP range gets one (DNAT rewrites every packet first).
+    run_cmd(
+        "ip",
+        &["-n", &node.name, "route", "add", &vip_route, "dev", "eth0"],
+    )?;
+    let mut out = Vec::new();
+    for &n in counts {
+        let rules = kube_proxy::iptables_rules(n, 80, backends);
+        let result = match kube_proxy::run_in(&node.netns, "iptables-restore", &[], &rules) {
+            Err(e) => Err(format!("{e:#}")),
+            Ok(took) => {
+                let vips: Vec<SocketAddrV4> = (0..n)
+                    .map(|i| SocketAddrV4::new(kube_proxy::vip(kube_proxy::IPTABLES_VIPS, i), 80))
+                    .collect();
+                paired(
+                    client,
+                    &format!("iptables-{n}"),
+                    backends,
+                    &vips,
+                    params,
+                    took,
+                )
+                .await
+                .map_err(|e| format!("{e:#}"))
+            }
+        };
+        out.push((n, result));
+    }
+    Ok(out)
 }
 
 /// IPVS for every N, or the reason it cannot run here (for every N).
@@ -272,8 +347,7 @@ async fn ipvs_rounds(
             let vips: Vec<SocketAddrV4> = (0..n)
                 .map(|i| SocketAddrV4::new(kube_proxy::vip(kube_proxy::IPVS_VIPS, i), 80))
                 .collect();
-            let o = client.run(&format!("ipvs-{n}"), &vips, params).await?;
-            anyhow::Ok((took, o))
+            paired(client, &format!("ipvs-{n}"), backends, &vips, params, took).await
         }
         .await
         .map_err(|e| format!("{e:#}"));
@@ -286,96 +360,101 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn us(d: Duration) -> String {
-    format!("{:.1} µs", d.as_secs_f64() * 1e6)
-}
-
-/// One cell: `value` of a mode that ran, `n/a` (reason in the notes) otherwise.
-fn cell(result: &ModeResult, value: impl Fn(&(Duration, Outcome)) -> String) -> String {
-    result.as_ref().map_or_else(|_| "n/a".to_owned(), value)
+/// One cell: a mode's value and its ratio to the floor measured with it,
+/// or `n/a` (the reason follows the table).
+fn cell(
+    result: &ModeResult,
+    value: impl Fn(&Outcome) -> f64,
+    show: impl Fn(f64) -> String,
+) -> String {
+    result.as_ref().map_or_else(
+        |_| "n/a".to_owned(),
+        |m| {
+            let v = value(&m.mode);
+            format!("{} ({:.2}x)", show(v), v / value(&m.floor).max(1e-12))
+        },
+    )
 }
 
 fn print_table(rounds: &BTreeMap<usize, Round>, notes: &[String]) {
     println!(
-        "\ndatapath: {BACKENDS} backends per service; aim: skep within 10% of the floor, 10,000 services on every node in < 1 s"
+        "\ndatapath: {BACKENDS} backends per service; (x) = ratio to the floor measured in turns with that mode\n\
+         aim: skep within 10% of the floor at every N; 10,000 services on every node in < 1 s"
     );
     println!(
-        "  {:<8} {:<22} {:>12} {:>12} {:>12} {:>12} {:>14}",
-        "N", "", "floor", "skep", "iptables", "ipvs", "skep vs"
+        "  {:<7} {:<20} {:>10} {:>20} {:>20} {:>20}",
+        "N", "", "floor", "skep", "iptables", "ipvs"
     );
     let mut reasons: BTreeMap<&str, String> = BTreeMap::new();
     for (n, r) in rounds {
-        let conns = |o: &Outcome| o.connections.rate();
-        let floor_rate = conns(&r.floor);
-        let p = |o: &Outcome, q: f64| o.keepalive.quantile(q);
         let modes = [&r.skep, &r.iptables, &r.ipvs];
-        let row = |metric: &str,
-                   floor: String,
-                   f: &dyn Fn(&(Duration, Outcome)) -> String,
-                   ratio: String| {
-            let [s, i, v] = modes.map(|m| cell(m, f));
-            println!("  {n:<8} {metric:<22} {floor:>12} {s:>12} {i:>12} {v:>12} {ratio:>14}");
+        let row = |metric: &str, value: &dyn Fn(&Outcome) -> f64, show: &dyn Fn(f64) -> String| {
+            let [s, i, v] = modes.map(|m| cell(m, value, show));
+            let floor = show(value(&r.floor));
+            println!("  {n:<7} {metric:<20} {floor:>10} {s:>20} {i:>20} {v:>20}");
         };
-        let skep_ratio = |f: &dyn Fn(&(Duration, Outcome)) -> f64, base: f64, what: &str| {
-            r.skep.as_ref().map_or_else(
-                |_| "-".to_owned(),
-                |s| format!("{:.2}x {what}", f(s) / base.max(1e-12)),
-            )
-        };
-        row(
-            "new conn/s",
-            format!("{floor_rate:.0}"),
-            &|(_, o)| format!("{:.0}", conns(o)),
-            skep_ratio(&|(_, o)| conns(o), floor_rate, "floor"),
-        );
+        row("new conn/s", &|o| o.connections.rate(), &|v| {
+            format!("{v:.0}")
+        });
+        #[expect(clippy::cast_precision_loss, reason = "at most a few backends")]
+        row("backends reached", &|o| o.spread.len() as f64, &|v| {
+            format!("{v:.0}")
+        });
         for (label, q) in [("kept-alive p50", 0.5), ("kept-alive p99", 0.99)] {
-            let base = p(&r.floor, q);
             row(
                 label,
-                us(base),
-                &|(_, o)| us(p(o, q)),
-                skep_ratio(&|(_, o)| p(o, q).as_secs_f64(), base.as_secs_f64(), "floor"),
+                &|o| o.keepalive.quantile(q).as_secs_f64() * 1e6,
+                &|v| format!("{v:.1} µs"),
             );
         }
-        let ipt = r.iptables.as_ref().map_or(0.0, |(t, _)| t.as_secs_f64());
-        row(
+        let program = |m: &ModeResult| {
+            m.as_ref()
+                .map_or_else(|_| "n/a".to_owned(), |m| format!("{:.0} ms", ms(m.program)))
+        };
+        println!(
+            "  {n:<7} {:<20} {:>10} {:>20} {:>20} {:>20}",
             "program N services",
-            "-".to_owned(),
-            &|(t, _)| format!("{:.0} ms", ms(*t)),
-            if ipt > 0.0 {
-                skep_ratio(&|(t, _)| t.as_secs_f64(), ipt, "iptbl")
-            } else {
-                "-".to_owned()
-            },
+            "-",
+            program(&r.skep),
+            program(&r.iptables),
+            program(&r.ipvs)
         );
         for (mode, m) in [
             ("skep", &r.skep),
             ("iptables", &r.iptables),
             ("ipvs", &r.ipvs),
         ] {
-            if let Err(why) = m {
-                reasons.entry(mode).or_insert_with(|| why.clone());
+            match m {
+                Err(why) => {
+                    reasons.entry(mode).or_insert_with(|| why.clone());
+                }
+                Ok(m) => check_outcome(*n, mode, &m.mode),
             }
         }
-        for (mode, o) in [
-            ("floor", Some(&r.floor)),
-            ("skep", r.skep.as_ref().ok().map(|x| &x.1)),
-            ("iptables", r.iptables.as_ref().ok().map(|x| &x.1)),
-            ("ipvs", r.ipvs.as_ref().ok().map(|x| &x.1)),
-        ] {
-            if let Some(o) = o.filter(|o| o.errors > 0) {
-                println!(
-                    "  N={n} {mode}: {} failed connections (first: {})",
-                    o.errors,
-                    o.first_error.as_deref().unwrap_or("?")
-                );
-            }
-        }
+        check_outcome(*n, "floor", &r.floor);
     }
     for (mode, why) in reasons {
-        println!("  {mode} n/a: {why}");
+        // The first line says why; tools add advice on further lines.
+        println!("  {mode} n/a: {}", why.lines().next().unwrap_or_default());
     }
     for note in notes {
         println!("  {note}");
+    }
+}
+
+/// Prints what went wrong in a run that still produced numbers.
+fn check_outcome(n: usize, mode: &str, o: &Outcome) {
+    if o.keepalive_backends < BACKENDS {
+        println!(
+            "  N={n} {mode}: kept-alive connections reached only {} backends",
+            o.keepalive_backends
+        );
+    }
+    if o.errors > 0 {
+        println!(
+            "  N={n} {mode}: {} failed connections (first: {})",
+            o.errors,
+            o.first_error.as_deref().unwrap_or("?")
+        );
     }
 }

@@ -22,7 +22,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::client::MESSAGE;
+use super::client::{MESSAGE, reply};
 
 /// The namespace of the bench's pods and Services.
 pub const NAMESPACE: &str = "bench";
@@ -64,17 +64,22 @@ fn pods_yaml(count: usize, nodes: &[String]) -> String {
     yaml
 }
 
-/// Echoes [`MESSAGE`]-byte requests on every connection until it closes.
+/// Answers every [`MESSAGE`]-byte request on every connection, until it
+/// closes, with [`reply`]: the address the connection reached, so the
+/// client knows which backend a service sent it to.
 async fn serve(listener: tokio::net::TcpListener) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let Ok(std::net::SocketAddr::V4(me)) = stream.local_addr() else {
+            continue;
+        };
         tokio::spawn(async move {
             let mut buf = [0u8; MESSAGE];
             while stream.read_exact(&mut buf).await.is_ok() {
-                if stream.write_all(&buf).await.is_err() {
+                if stream.write_all(&reply(me)).await.is_err() {
                     break;
                 }
             }
