@@ -2,7 +2,9 @@
 //! namespaces on a bridge, an agent in each), kubectl on the host sees them
 //! Ready, `skep lab image import` loads an image on every node, and pods on
 //! different nodes talk over TCP and UDP through plain routes — no NAT, no
-//! overlay: the receiving side sees the sender's own pod IP. A node that
+//! overlay: the receiving side sees the sender's own pod IP, and the eBPF
+//! routing programs carry every packet (their counters move, the kernel's
+//! FORWARD chain sees nothing). A node that
 //! leaves disappears from the others' routes, and `skep lab down` leaves
 //! nothing behind.
 
@@ -245,6 +247,11 @@ fn check_pod_traffic(lab: &Lab, tar: &Path) -> anyhow::Result<()> {
         assert!(imported.contains(&node.name), "{imported}");
     }
 
+    phase("--- a FORWARD counting rule on every node: proof of what the kernel forwards");
+    for node in &lab.nodes {
+        run_in_node(node, "iptables", &["-A", "FORWARD", "-j", "ACCEPT"])?;
+    }
+
     phase("--- servers on nodes 1 and 2");
     let ns = "lab";
     // (`kubectl create namespace` sends protobuf, which skep does not speak yet.)
@@ -292,7 +299,89 @@ fn check_pod_traffic(lab: &Lab, tar: &Path) -> anyhow::Result<()> {
         peer == cli1_ip || peer == cli3_ip,
         "UDP peer {peer} is not a client pod ({cli1_ip}, {cli3_ip})"
     );
+
+    phase("--- the eBPF fast path carried it all: counters moved, FORWARD stayed 0");
+    let tables: Vec<String> = lab.nodes.iter().map(bpf_routes).collect::<Result<_, _>>()?;
+    let [t1, t2, t3] = [&tables[0], &tables[1], &tables[2]];
+    for (table, pods) in [
+        (t1, &["lab/srv-1", "lab/cli-1"][..]),
+        (t2, &["lab/srv-2"][..]),
+        (t3, &["lab/cli-3"][..]),
+    ] {
+        for pod in pods {
+            assert!(table.contains(pod), "endpoint {pod} missing:\n{table}");
+        }
+    }
+    for (node, table, action) in [
+        (n1, t1, "pod-to-local-pod"),
+        (n1, t1, "pod-to-remote"),
+        (n3, t3, "pod-to-remote"),
+        (n2, t2, "underlay-to-pod"),
+        (n2, t2, "pod-to-remote"),
+        (n1, t1, "underlay-to-pod"),
+    ] {
+        let packets = route_counter(table, action)?;
+        assert!(packets > 0, "{}: no {action} packets:\n{table}", node.name);
+    }
+    for node in &lab.nodes {
+        let forwarded = forward_packets(node)?;
+        assert_eq!(
+            forwarded, 0,
+            "{} forwarded {forwarded} packets itself",
+            node.name
+        );
+    }
+    println!("{t1}");
     Ok(())
+}
+
+/// Runs `program args…` in `node`'s network namespace; its stdout. (By
+/// `nsenter`, not `ip netns exec`, which mounts a fresh /sys without the
+/// bpffs the pins live on.)
+fn run_in_node(node: &LabNode, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let net = format!("--net={}", node.netns.display());
+    let mut all = vec![net.as_str(), program];
+    all.extend_from_slice(args);
+    skep_e2e::process::run("nsenter", &all)
+}
+
+/// `skep bpf routes` for `node`, run in its namespace.
+fn bpf_routes(node: &LabNode) -> anyhow::Result<String> {
+    let skep = skep_e2e::process::skep_binary()?;
+    let pin_dir = node.pin_dir.to_string_lossy().into_owned();
+    run_in_node(
+        node,
+        &skep.to_string_lossy(),
+        &["bpf", "routes", "--pin-dir", &pin_dir],
+    )
+}
+
+/// The packets column of the counter row for `action` in a `skep bpf
+/// routes` table.
+fn route_counter(table: &str, action: &str) -> anyhow::Result<u64> {
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(action))
+        .with_context(|| format!("no {action} row in:\n{table}"))?;
+    let fields: Vec<&str> = row.split_whitespace().collect();
+    let packets = fields
+        .len()
+        .checked_sub(2)
+        .and_then(|i| fields.get(i))
+        .with_context(|| format!("short row {row}"))?;
+    Ok(packets.parse()?)
+}
+
+/// Packets the FORWARD counting rule on `node` saw.
+fn forward_packets(node: &LabNode) -> anyhow::Result<u64> {
+    let out = run_in_node(node, "iptables", &["-L", "FORWARD", "-v", "-x", "-n"])?;
+    // Two header lines, then the counting rule: "pkts bytes target …".
+    let packets = out
+        .lines()
+        .nth(2)
+        .and_then(|l| l.split_whitespace().next())
+        .with_context(|| format!("no FORWARD rule on {}:\n{out}", node.name))?;
+    Ok(packets.parse()?)
 }
 
 /// A node whose agent stopped and whose Node was deleted disappears from

@@ -184,6 +184,8 @@ impl Agent {
         for cg in pod_cgroups(&self.node) {
             remove_cgroup(&cg);
         }
+        // The datapath's pinned maps and socket load-balancer links.
+        let _ = std::fs::remove_dir_all(Path::new("/sys/fs/bpf/skep").join(&self.node));
         for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
             if let Ok(entries) = std::fs::read_dir(root) {
                 for h in entries.flatten() {

@@ -115,7 +115,7 @@ fn unit(filter: Option<&str>) -> anyhow::Result<()> {
 /// privileged tests (images on overlayfs with a real registry, pod
 /// sandboxes and runc, socket load-balancing on a real cgroup).
 const PRIVILEGED_TESTS: &[&str] = &[
-    "--test", "e2e", "--test", "image", "--test", "node", "--test", "sock_lb",
+    "--test", "e2e", "--test", "image", "--test", "node", "--test", "sock_lb", "--test", "route",
 ];
 
 fn e2e(filter: Option<&str>) -> anyhow::Result<()> {

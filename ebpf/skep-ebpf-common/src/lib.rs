@@ -21,6 +21,10 @@ pub mod program {
     pub const SOCK_RECVMSG4: &str = "skep_sock_recvmsg4";
     /// cgroup `getpeername4`: shows the service address as the peer.
     pub const SOCK_GETPEERNAME4: &str = "skep_sock_getpeername4";
+    /// TC ingress on a pod's host-side veth: routes what the pod sends.
+    pub const POD_INGRESS: &str = "skep_pod_ingress";
+    /// TC ingress on the node's underlay device: delivers to local pods.
+    pub const UNDERLAY_INGRESS: &str = "skep_underlay_ingress";
     /// The socket-level load-balancing programs, attached to the node's cgroup.
     pub const SOCK_LB: &[&str] = &[
         SOCK_CONNECT4,
@@ -28,6 +32,8 @@ pub mod program {
         SOCK_RECVMSG4,
         SOCK_GETPEERNAME4,
     ];
+    /// The routing programs (TC ingress).
+    pub const ROUTE: &[&str] = &[POD_INGRESS, UNDERLAY_INGRESS];
     /// Every program the object must contain.
     pub const ALL: &[&str] = &[
         METRICS_INGRESS,
@@ -36,6 +42,8 @@ pub mod program {
         SOCK_SENDMSG4,
         SOCK_RECVMSG4,
         SOCK_GETPEERNAME4,
+        POD_INGRESS,
+        UNDERLAY_INGRESS,
     ];
 }
 
@@ -58,6 +66,14 @@ pub mod map {
     /// Service names for introspection: rev-NAT id → [`crate::ServiceName`].
     /// Only userspace reads it.
     pub const SERVICE_NAMES: &str = "SKEP_SERVICE_NAMES";
+    /// Pods on this node: [`crate::EndpointKey`] → [`crate::EndpointValue`].
+    pub const ENDPOINTS: &str = "SKEP_ENDPOINTS";
+    /// Endpoint names for introspection: [`crate::EndpointKey`] →
+    /// [`crate::EndpointName`]. Only userspace reads it.
+    pub const ENDPOINT_NAMES: &str = "SKEP_ENDPOINT_NAMES";
+    /// Per-CPU counters of what the routing programs did, indexed by
+    /// [`crate::RouteAction`].
+    pub const ROUTE_COUNTERS: &str = "SKEP_ROUTE_COUNTERS";
     /// The LRU maps, sized at load time from memory (or configuration).
     pub const LRU: &[&str] = &[SOCK_REVNAT, AFFINITY];
     /// Every map the object must contain.
@@ -69,6 +85,9 @@ pub mod map {
         SOCK_REVNAT,
         AFFINITY,
         SERVICE_NAMES,
+        ENDPOINTS,
+        ENDPOINT_NAMES,
+        ROUTE_COUNTERS,
     ];
 }
 
@@ -150,7 +169,9 @@ pub struct MetricsValue {
     pub bytes: u64,
 }
 
+pub mod endpoint;
 pub mod service;
+pub use endpoint::*;
 pub use service::*;
 
 #[cfg(feature = "user")]

@@ -14,6 +14,7 @@
 
 mod metrics;
 mod packet;
+mod route;
 mod sock_lb;
 
 use aya_ebpf::{
@@ -35,6 +36,20 @@ pub fn skep_metrics_ingress(ctx: TcContext) -> i32 {
 pub fn skep_metrics_egress(ctx: TcContext) -> i32 {
     metrics::count(&ctx, Direction::Egress);
     TC_ACT_OK
+}
+
+/// Routes a packet a pod sends (TC ingress on its host-side veth): straight
+/// into a pod on this node, or out by the node's routes, or to the stack.
+#[classifier]
+pub fn skep_pod_ingress(mut ctx: TcContext) -> i32 {
+    route::pod_ingress(&mut ctx)
+}
+
+/// Delivers a packet arriving on the node's underlay device straight into a
+/// pod on this node; anything else goes to the stack.
+#[classifier]
+pub fn skep_underlay_ingress(mut ctx: TcContext) -> i32 {
+    route::underlay_ingress(&mut ctx)
 }
 
 /// Sends a connection to a service address to one of its backends instead.

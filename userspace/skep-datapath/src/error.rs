@@ -83,6 +83,12 @@ pub enum DatapathError {
         #[source]
         source: crate::link::LinkError,
     },
+    /// The interface to attach a routing program to does not exist.
+    #[error("failed to attach to interface {interface}: no such interface")]
+    NoInterface {
+        /// Interface name.
+        interface: String,
+    },
     /// Reading or writing a map failed.
     #[error("failed to access map {name}")]
     Map {

@@ -3,16 +3,20 @@
 //! and reading the maps they pin.
 #![deny(missing_docs)]
 
+pub mod endpoint;
 mod error;
 mod link;
 mod loader;
 pub mod metrics;
 pub mod preflight;
+pub mod routing;
 pub mod service;
 
+pub use endpoint::{Endpoint, EndpointMap, EndpointMapError, Mac};
 pub use error::DatapathError;
 pub use link::LinkError;
 pub use loader::{Datapath, DatapathConfig, TcHook, lru_entries_for_memory};
+pub use routing::RouteHook;
 pub use service::{Frontend, Protocol, ServiceMap, ServiceMapError, ServiceSpec, format_table};
 
 /// The eBPF object built from `ebpf/skep-ebpf` by this crate's build script.

@@ -4,6 +4,9 @@
 //! (`BPF_LINK_UPDATE`), so there is never a moment without them and never two
 //! of them.
 //!
+//! The routing programs are attached the same way, by pinned TCX links (see
+//! [`crate::routing`]).
+//!
 //! aya 0.13 cannot pin a cgroup `sock_addr` link (it has no
 //! `FdLink: TryFrom<CgroupSockAddrLink>`), so the four `bpf(2)` commands needed
 //! are issued here directly.
@@ -40,6 +43,15 @@ pub enum LinkError {
         #[source]
         source: io::Error,
     },
+}
+
+impl LinkError {
+    /// Whether the link exists but its target is gone (`ENOLINK`: a TCX link
+    /// whose interface was deleted): the pin should be replaced, not updated.
+    #[must_use]
+    pub fn is_defunct_link(&self) -> bool {
+        matches!(self, Self::Syscall { source, .. } if source.raw_os_error() == Some(libc::ENOLINK))
+    }
 }
 
 /// The cgroup attach type of a socket-LB program, by program name.
@@ -136,16 +148,42 @@ pub fn create_and_pin(
     attach_type: u32,
     pin: &Path,
 ) -> Result<(), LinkError> {
+    create_link_and_pin(prog, fd_u32(cgroup), attach_type, "create cgroup link", pin)
+}
+
+/// Attaches the TC program `prog` to interface `ifindex` (in the calling
+/// thread's network namespace) by a new TCX link (`attach_type` is
+/// `BPF_TCX_INGRESS` or `BPF_TCX_EGRESS`), and pins the link at `pin`. The
+/// kernel detaches it by itself when the interface goes away; the pin then
+/// names a defunct link until it is removed.
+pub fn create_tcx_and_pin(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+    pin: &Path,
+) -> Result<(), LinkError> {
+    create_link_and_pin(prog, ifindex, attach_type, "create tcx link", pin)
+}
+
+/// `BPF_LINK_CREATE` on `target` (a cgroup fd or an ifindex, which share the
+/// field), then `BPF_OBJ_PIN`.
+fn create_link_and_pin(
+    prog: BorrowedFd<'_>,
+    target: u32,
+    attach_type: u32,
+    operation: &'static str,
+    pin: &Path,
+) -> Result<(), LinkError> {
     let mut attr = LinkCreateAttr {
         prog_fd: fd_u32(prog),
-        target_fd: fd_u32(cgroup),
+        target_fd: target,
         attach_type,
         ..LinkCreateAttr::default()
     };
     let link = bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr)
         .map(owned_fd)
         .map_err(|source| LinkError::Syscall {
-            operation: "create cgroup link",
+            operation,
             path: pin.to_owned(),
             source,
         })?;
@@ -156,7 +194,7 @@ pub fn create_and_pin(
         ..ObjAttr::default()
     };
     bpf(bpf_cmd::BPF_OBJ_PIN, &mut attr).map_err(|source| LinkError::Syscall {
-        operation: "pin cgroup link",
+        operation: "pin link",
         path: pin.to_owned(),
         source,
     })?;

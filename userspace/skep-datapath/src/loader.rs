@@ -156,6 +156,17 @@ impl Datapath {
                 source: Box::new(source),
             })?;
         }
+        for name in program::ROUTE {
+            let prog = ebpf
+                .program_mut(name)
+                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+                .ok_or(DatapathError::MissingProgram { name })?;
+            prog.load().map_err(|source| DatapathError::ProgramLoad {
+                name,
+                hook: "tc ingress",
+                source: Box::new(source),
+            })?;
+        }
         for name in program::SOCK_LB {
             let prog = sock_addr(&mut ebpf, name)?;
             prog.load().map_err(|source| DatapathError::ProgramLoad {
@@ -237,6 +248,25 @@ impl Datapath {
             }
         }
         Ok(())
+    }
+
+    /// The descriptor of the loaded TC program `name` (for links made
+    /// outside aya).
+    pub(crate) fn classifier_fd(
+        &mut self,
+        name: &'static str,
+    ) -> Result<std::os::fd::BorrowedFd<'_>, DatapathError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+            .ok_or(DatapathError::MissingProgram { name })?;
+        let fd = prog.fd().map_err(|source| DatapathError::ProgramLoad {
+            name,
+            hook: "tc ingress",
+            source: Box::new(source),
+        })?;
+        Ok(fd.as_fd())
     }
 
     /// The directory the maps are pinned in.

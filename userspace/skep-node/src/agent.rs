@@ -54,6 +54,24 @@ pub enum AgentError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The eBPF datapath could not be loaded or attached.
+    #[error("failed to load the datapath (pins in {pin_dir})")]
+    Datapath {
+        /// The pin directory.
+        pin_dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: skep_datapath::DatapathError,
+    },
+    /// The socket load-balancer's cgroup could not be created.
+    #[error("failed to create the socket load-balancer cgroup {path}")]
+    Cgroup {
+        /// The cgroup directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How the agent runs.
@@ -88,6 +106,21 @@ pub struct AgentConfig {
     pub kubelet_listen: std::net::SocketAddr,
     /// The node server's port as reported (set once it is bound).
     pub kubelet_port: u16,
+    /// Where the datapath's maps and links are pinned (`<bpffs>/skep/<node>`).
+    pub bpf_pin_dir: PathBuf,
+    /// Kernel BTF to relocate the eBPF programs against (default:
+    /// `/sys/kernel/btf/vmlinux`).
+    pub bpf_btf: Option<PathBuf>,
+    /// The cgroup v2 directory the socket load-balancer is attached to: every
+    /// process below it (pods, and the node's own processes placed there)
+    /// reaches Services (`<cgroup2 mount>/skep/<node>`, created if missing).
+    pub socket_lb_cgroup: PathBuf,
+    /// The Service ClusterIP range; the node routes it `unreachable`, so a
+    /// VIP the socket load-balancer does not translate never leaves the node.
+    pub service_cidr: crate::routes::Cidr,
+    /// The cluster DNS Service address pods' resolv.conf names (kubelet's
+    /// `--cluster-dns`).
+    pub cluster_dns: Ipv4Addr,
 }
 
 impl AgentConfig {
@@ -111,9 +144,23 @@ impl AgentConfig {
                 skep_proto::DEFAULT_KUBELET_PORT,
             )),
             kubelet_port: 0,
+            bpf_pin_dir: PathBuf::from("/sys/fs/bpf/skep").join(node_name),
+            bpf_btf: None,
+            socket_lb_cgroup: PathBuf::from("/sys/fs/cgroup/unified/skep").join(node_name),
+            service_cidr: DEFAULT_SERVICE_CIDR,
+            cluster_dns: DEFAULT_CLUSTER_DNS,
         }
     }
 }
+
+/// Kubernetes' default Service CIDR, `10.96.0.0/12`.
+pub const DEFAULT_SERVICE_CIDR: crate::routes::Cidr = crate::routes::Cidr {
+    addr: Ipv4Addr::new(10, 96, 0, 0),
+    prefix: 12,
+};
+
+/// The cluster DNS address kubeadm clusters use, `10.96.0.10`.
+pub const DEFAULT_CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
 /// What the node knows of the cluster: the kinds the node-sync stream sends.
 #[derive(Debug, Default)]
@@ -276,6 +323,13 @@ pub struct Shared {
     /// EndpointSlice, Namespace, NetworkPolicy or local Pod (and after each
     /// snapshot): the datapath and DNS re-read the view when it moves.
     pub cluster_changed: watch::Sender<u64>,
+    /// The loaded eBPF datapath: its programs stay loaded while it lives (TC
+    /// attachments made through it too); the socket load-balancer's cgroup
+    /// links and the maps are pinned, so they outlive a killed agent.
+    pub datapath: Mutex<skep_datapath::Datapath>,
+    /// Where the agent's DNS server listens, set once it is bound; the
+    /// service sync points the cluster DNS address there.
+    pub dns_addr: OnceLock<std::net::SocketAddrV4>,
 }
 
 impl Shared {
@@ -326,6 +380,8 @@ impl Shared {
             }
         }
         unmount_rootfs_all(&self.pod_dir(uid));
+        let ip = parts.ipam.get(uid).ok().flatten();
+        crate::endpoints::remove(self, uid, ip);
         cleanup::remove_pod(parts, uid, grace).await
     }
 
@@ -619,6 +675,7 @@ pub async fn run(
         .node_ip
         .or_else(first_ipv4)
         .unwrap_or(Ipv4Addr::LOCALHOST);
+    let datapath = load_datapath(&cfg)?;
     let shared = Arc::new(Shared {
         cfg,
         client,
@@ -631,8 +688,11 @@ pub async fn run(
         node: Mutex::new(None),
         nodes_changed: tokio::sync::Notify::new(),
         cluster_changed: watch::Sender::new(0),
+        datapath: Mutex::new(datapath),
+        dns_addr: OnceLock::new(),
     });
     tracing::info!(%node_ip, "node agent starting");
+    crate::endpoints::attach_underlay(&shared, node_ip);
     let heartbeat = tokio::spawn(heartbeat_loop(Arc::clone(&shared)));
     let sync = tokio::spawn(sync_loop(Arc::clone(&shared)));
     let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
@@ -646,6 +706,35 @@ pub async fn run(
     }
     tracing::info!("node agent stopped; pods keep running");
     Ok(())
+}
+
+/// Loads the eBPF datapath with its maps pinned in `cfg.bpf_pin_dir` (a
+/// restarted agent reuses the pinned maps as they are) and attaches the
+/// socket load-balancer to `cfg.socket_lb_cgroup` through pinned links
+/// (swapped atomically when already there).
+fn load_datapath(cfg: &AgentConfig) -> Result<skep_datapath::Datapath, AgentError> {
+    let pin_dir = cfg.bpf_pin_dir.clone();
+    std::fs::create_dir_all(&cfg.socket_lb_cgroup).map_err(|source| AgentError::Cgroup {
+        path: cfg.socket_lb_cgroup.clone(),
+        source,
+    })?;
+    let err = |source| AgentError::Datapath {
+        pin_dir: pin_dir.clone(),
+        source,
+    };
+    let mut datapath = skep_datapath::Datapath::load(&skep_datapath::DatapathConfig {
+        pin_dir: pin_dir.clone(),
+        btf: cfg.bpf_btf.clone(),
+        lru_entries: None,
+    })
+    .map_err(err)?;
+    datapath.attach_cgroup(&cfg.socket_lb_cgroup).map_err(err)?;
+    tracing::info!(
+        pin_dir = %pin_dir.display(),
+        cgroup = %cfg.socket_lb_cgroup.display(),
+        "datapath loaded; socket load-balancer attached"
+    );
+    Ok(datapath)
 }
 
 /// `t` as a Kubernetes timestamp (second precision, like `metav1.Time`).
@@ -903,6 +992,12 @@ async fn remove_orphans(shared: Arc<Shared>) {
         if let Err(err) = shared.remove_pod(&uid, Duration::from_secs(2)).await {
             tracing::warn!(pod_uid = %uid, %err, "failed to remove orphaned pod");
         }
+    }
+    // The routing datapath keeps only the pods that are left.
+    if let Some(ipam) = shared.ipam.get()
+        && let Ok(ips) = ipam.allocated()
+    {
+        crate::endpoints::reconcile(&shared, &ips.into_iter().collect());
     }
 }
 

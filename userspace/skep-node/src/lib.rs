@@ -32,6 +32,7 @@
 
 pub mod agent;
 pub mod cleanup;
+pub mod endpoints;
 pub mod ipam;
 pub mod logs;
 pub mod netns;

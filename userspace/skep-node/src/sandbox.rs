@@ -92,6 +92,12 @@ pub struct PodNetwork {
     pub host_veth: String,
     /// Pod IP on `eth0`.
     pub ip: Ipv4Addr,
+    /// Index of the host-side veth in the node namespace.
+    pub host_ifindex: u32,
+    /// MAC of the host-side veth (the pod's gateway neighbour).
+    pub host_mac: [u8; 6],
+    /// MAC of the pod's `eth0`.
+    pub pod_mac: [u8; 6],
 }
 
 /// Creates and tears down pod network sandboxes.
@@ -156,9 +162,9 @@ async fn link_by_name(
     }
 }
 
-fn link_mac(link: &LinkMessage) -> Option<Vec<u8>> {
+fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
     link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(mac) => Some(mac.clone()),
+        LinkAttribute::Address(mac) => mac.as_slice().try_into().ok(),
         _ => None,
     })
 }
@@ -238,7 +244,7 @@ impl SandboxManager {
         })?;
 
         // Node side: veth pair, move the peer, proxy_arp, host route.
-        let host_mac = {
+        let (host_ifindex, host_mac) = {
             let (uid, host, peer, proc_root) = (
                 uid.to_owned(),
                 host.clone(),
@@ -255,15 +261,18 @@ impl SandboxManager {
         // Pod side: lo, eth0, address, gateway neighbour, default route.
         let (uid2, peer) = (uid.to_owned(), peer.clone());
         let run = netns::run_in(Some(netns_path.clone()), move || {
-            pod_side(uid2, peer, ip, host_mac)
+            pod_side(uid2, peer, ip, host_mac.to_vec())
         })
         .await;
-        flatten(uid, run)?;
+        let pod_mac = flatten(uid, run)?;
 
         Ok(PodNetwork {
             netns_path,
             host_veth: host,
             ip,
+            host_ifindex,
+            host_mac,
+            pod_mac,
         })
     }
 
@@ -275,6 +284,53 @@ impl SandboxManager {
     {
         let run = netns::run_in(self.cfg.node_netns.clone(), f).await;
         flatten(&uid, run)
+    }
+
+    /// What pod `uid`'s existing sandbox (built by an earlier agent) is made
+    /// of, or `None` if its veth or namespace is missing.
+    pub async fn inspect(
+        &self,
+        uid: &str,
+        ip: Ipv4Addr,
+    ) -> Result<Option<PodNetwork>, SandboxError> {
+        let netns_path = self.netns_path(uid);
+        if !netns_path.exists() {
+            return Ok(None);
+        }
+        let host = host_veth_name(uid);
+        let (owned, name) = (uid.to_owned(), host.clone());
+        let host_side = self
+            .in_node(owned.clone(), move || async move {
+                let handle = connect(&owned)?;
+                let link = link_by_name(&handle, &name)
+                    .await
+                    .map_err(netlink_err("look up host veth", &owned))?;
+                Ok(link.and_then(|l| Some((l.header.index, link_mac(&l)?))))
+            })
+            .await?;
+        let Some((host_ifindex, host_mac)) = host_side else {
+            return Ok(None);
+        };
+        let owned = uid.to_owned();
+        let run = netns::run_in(Some(netns_path.clone()), move || async move {
+            let handle = connect(&owned)?;
+            let link = link_by_name(&handle, "eth0")
+                .await
+                .map_err(netlink_err("look up pod eth0", &owned))?;
+            Ok(link.as_ref().and_then(link_mac))
+        })
+        .await;
+        let Some(pod_mac) = flatten(uid, run)? else {
+            return Ok(None);
+        };
+        Ok(Some(PodNetwork {
+            netns_path,
+            host_veth: host,
+            ip,
+            host_ifindex,
+            host_mac,
+            pod_mac,
+        }))
     }
 
     /// Removes pod `uid`'s veth (and with it the host route), namespace and
@@ -304,7 +360,7 @@ impl SandboxManager {
 
 /// Node-side half of a sandbox, run in the node namespace: veth pair, peer
 /// moved into the pod namespace, `proxy_arp`, host route. Returns the host
-/// end's MAC address.
+/// end's index and MAC address.
 async fn node_side(
     uid: String,
     host: String,
@@ -312,7 +368,7 @@ async fn node_side(
     ns: PathBuf,
     proc_root: PathBuf,
     ip: Ipv4Addr,
-) -> Result<Vec<u8>, SandboxError> {
+) -> Result<(u32, [u8; 6]), SandboxError> {
     let handle = connect(&uid)?;
     enable_forwarding(&proc_root)?;
     handle
@@ -366,20 +422,22 @@ async fn node_side(
         .execute()
         .await
         .map_err(netlink_err("add host route to pod", &uid))?;
-    link_mac(&link).ok_or_else(|| SandboxError::MissingLink {
+    let mac = link_mac(&link).ok_or_else(|| SandboxError::MissingLink {
         name: format!("{host} (mac)"),
         uid: uid.clone(),
-    })
+    })?;
+    Ok((link.header.index, mac))
 }
 
 /// Pod-side half of a sandbox, run in the pod namespace: lo up, peer renamed
-/// `eth0` with the pod IP, gateway neighbour, default route.
+/// `eth0` with the pod IP, gateway neighbour, default route. Returns
+/// `eth0`'s MAC address.
 async fn pod_side(
     uid: String,
     peer: String,
     ip: Ipv4Addr,
     host_mac: Vec<u8>,
-) -> Result<(), SandboxError> {
+) -> Result<[u8; 6], SandboxError> {
     let handle = connect(&uid)?;
     handle
         .link()
@@ -437,7 +495,10 @@ async fn pod_side(
         .execute()
         .await
         .map_err(netlink_err("add default route", &uid))?;
-    Ok(())
+    link_mac(&link).ok_or_else(|| SandboxError::MissingLink {
+        name: format!("{peer} (mac)"),
+        uid,
+    })
 }
 
 fn flatten<T>(

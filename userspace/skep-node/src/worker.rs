@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::agent::{Shared, unmount_rootfs_all, wait_for_ipam};
+use crate::endpoints;
 use crate::podspec;
 use crate::probe::{ProbeResult, ProbeState};
 use crate::runtime::{BindMount, ContainerSpec, ContainerState, Resources};
@@ -242,7 +243,7 @@ pub async fn run(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Optio
         volumes: None,
         mount_error: None,
     };
-    w.adopt().await;
+    w.adopt(&first).await;
     tracing::debug!("worker started");
     loop {
         let pod = rx.borrow_and_update().clone();
@@ -278,8 +279,9 @@ impl Worker {
         self.init.iter_mut().chain(self.main.iter_mut())
     }
 
-    /// Picks up containers and the sandbox an earlier agent left running.
-    async fn adopt(&mut self) {
+    /// Picks up containers and the sandbox an earlier agent left running
+    /// (and puts the sandbox back in the routing datapath).
+    async fn adopt(&mut self, pod: &Pod) {
         let Ok(list) = self.shared.runtime.list_pod(&self.uid).await else {
             return;
         };
@@ -311,6 +313,11 @@ impl Worker {
             && let Ok(Some(ip)) = ipam.get(&self.uid)
         {
             self.ip = Some(ip);
+            match self.shared.sandboxes.inspect(&self.uid, ip).await {
+                Ok(Some(net)) => endpoints::add(&self.shared, &endpoints::pod_name(pod), &net),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "failed to inspect the adopted sandbox"),
+            }
         }
     }
 
@@ -333,11 +340,14 @@ impl Worker {
                 }
             },
         };
-        if let Err(err) = self.shared.sandboxes.create(&self.uid, ip).await {
-            tracing::warn!(%err, "failed to create pod sandbox");
-            self.shared
-                .event(pod, true, "FailedCreatePodSandBox", format!("{err}"));
-            return false;
+        match self.shared.sandboxes.create(&self.uid, ip).await {
+            Ok(net) => endpoints::add(&self.shared, &endpoints::pod_name(pod), &net),
+            Err(err) => {
+                tracing::warn!(%err, "failed to create pod sandbox");
+                self.shared
+                    .event(pod, true, "FailedCreatePodSandBox", format!("{err}"));
+                return false;
+            }
         }
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let dns = DnsConfig {

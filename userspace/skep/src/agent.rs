@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use skep_datapath::preflight;
 use skep_node::agent::AgentConfig;
+use skep_node::routes::Cidr;
 
 use crate::control_plane;
 
@@ -36,6 +38,24 @@ pub struct AgentFlags {
     /// the one taken is reported in the Node's status).
     #[arg(long, default_value_t = skep_proto::DEFAULT_KUBELET_PORT)]
     pub kubelet_port: u16,
+    /// Where the datapath pins its maps and links (default:
+    /// `/sys/fs/bpf/skep/<node>`).
+    #[arg(long)]
+    pub bpf_pin_dir: Option<PathBuf>,
+    /// The cgroup v2 directory the socket load-balancer attaches to, created
+    /// if missing (default: `<cgroup2 mount>/skep/<node>`, where pods live).
+    #[arg(long)]
+    pub socket_lb_cgroup: Option<PathBuf>,
+    /// The Service `ClusterIP` range, routed `unreachable` on the node.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = parse_cidr)]
+    pub service_cidr: Cidr,
+    /// The cluster DNS Service address pods resolve through.
+    #[arg(long, default_value_t = skep_node::agent::DEFAULT_CLUSTER_DNS)]
+    pub cluster_dns: Ipv4Addr,
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    Cidr::parse(s).ok_or_else(|| format!("not an IPv4 CIDR (a.b.c.d/n): {s}"))
 }
 
 impl AgentFlags {
@@ -62,6 +82,18 @@ impl AgentFlags {
         cfg.shim =
             std::env::current_exe().context("failed to find the skep binary for the shim")?;
         cfg.shim_prefix_args = vec!["shim".into()];
+        let node = self.node_name();
+        cfg.bpf_pin_dir = self.bpf_pin_dir.clone().unwrap_or_else(|| {
+            skep_datapath::default_pin_dir(std::path::Path::new("/sys/fs/bpf"), &node)
+        });
+        cfg.socket_lb_cgroup = if let Some(dir) = &self.socket_lb_cgroup {
+            dir.clone()
+        } else {
+            let mounts = preflight::mounts(&preflight::Host::system())?;
+            preflight::cgroup2_mount(&mounts)?.join("skep").join(&node)
+        };
+        cfg.service_cidr = self.service_cidr;
+        cfg.cluster_dns = self.cluster_dns;
         Ok(cfg)
     }
 }

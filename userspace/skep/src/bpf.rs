@@ -3,14 +3,23 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use skep_datapath::{ServiceMap, format_table, metrics};
+use skep_datapath::{EndpointMap, ServiceMap, endpoint, format_table, metrics, routing};
 use skep_ebpf_common::{Direction, Family};
+use skep_node::routes::{NetlinkRoutes, ROUTE_PROTOCOL, RouteTable as _};
 
 /// Subcommands of `skep bpf`.
 #[derive(Debug, clap::Subcommand)]
 pub enum BpfCommand {
     /// Packet and byte counters per interface, direction and protocol.
     Metrics {
+        /// Directory the node pinned its maps in.
+        #[arg(long, default_value = "/sys/fs/bpf/skep/local")]
+        pin_dir: PathBuf,
+    },
+    /// Pod routing: the local endpoints (pods with their host veth and MACs),
+    /// the routing programs attached, what they did, and the node's routes
+    /// to other nodes' pod CIDRs. Run it in the node's network namespace.
+    Routes {
         /// Directory the node pinned its maps in.
         #[arg(long, default_value = "/sys/fs/bpf/skep/local")]
         pin_dir: PathBuf,
@@ -37,6 +46,7 @@ pub fn run(cmd: &BpfCommand) -> anyhow::Result<()> {
     match cmd {
         BpfCommand::Metrics { pin_dir } => print_metrics(pin_dir),
         BpfCommand::Lb(LbCommand::List { pin_dir }) => print_services(pin_dir),
+        BpfCommand::Routes { pin_dir } => print_routes(pin_dir),
     }
 }
 
@@ -48,6 +58,48 @@ fn print_services(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         )
     })?;
     print!("{}", format_table(&services));
+    Ok(())
+}
+
+fn print_routes(pin_dir: &std::path::Path) -> anyhow::Result<()> {
+    let endpoints = EndpointMap::list_pinned(pin_dir).with_context(|| {
+        format!(
+            "failed to read the endpoints map pinned in {}",
+            pin_dir.display()
+        )
+    })?;
+    print!("{}", endpoint::format_endpoints(&endpoints, interface_name));
+    println!();
+    let links = routing::route_links(pin_dir)?;
+    println!("{:<24} INTERFACE", "PROGRAM (PINNED LINK)");
+    for (hook, interface) in links {
+        println!("{:<24} {interface}", hook.program());
+    }
+    println!();
+    let counters = endpoint::read_route_counters(pin_dir).with_context(|| {
+        format!(
+            "failed to read the routing counters pinned in {}",
+            pin_dir.display()
+        )
+    })?;
+    print!("{}", endpoint::format_route_counters(&counters));
+    println!();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start a tokio runtime")?;
+    let routes = runtime.block_on(async {
+        let table = NetlinkRoutes::connect()?;
+        table.list().await
+    });
+    let routes = routes.context("failed to read the node's routes")?;
+    println!(
+        "{:<20} {:<16} (routes to other nodes' pods, proto {ROUTE_PROTOCOL})",
+        "POD CIDR", "VIA"
+    );
+    for (cidr, via) in routes {
+        println!("{:<20} {via}", cidr.to_string());
+    }
     Ok(())
 }
 

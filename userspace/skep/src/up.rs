@@ -1,6 +1,6 @@
 //! `skep up`: a single-node cluster in one process.
 
-use skep_datapath::{Datapath, DatapathConfig, default_pin_dir, preflight};
+use skep_datapath::preflight;
 
 use anyhow::Context as _;
 
@@ -22,21 +22,14 @@ pub struct UpArgs {
     host: HostArgs,
 }
 
-/// Checks the host, loads the datapath with its maps pinned under
-/// `<bpffs>/skep/<node>`, and runs the control plane with the node agent
-/// (state in the same data directory; the demo busybox image imported when
-/// missing) until SIGINT or SIGTERM.
+/// Checks the host and runs the control plane with the node agent (state
+/// in the same data directory; the demo busybox image imported when
+/// missing) until SIGINT or SIGTERM. The agent loads the datapath, with its
+/// maps pinned under `<bpffs>/skep/<node>`.
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let host = args.host.host();
     preflight::check(&host)?;
     let node_name = args.agent.node_name();
-    let pin_dir = default_pin_dir(&host.bpffs, &node_name);
-    let _datapath = Datapath::load(&DatapathConfig {
-        pin_dir: pin_dir.clone(),
-        btf: Some(host.btf_path.clone()),
-        lru_entries: None,
-    })?;
-    tracing::info!(node = %node_name, pin_dir = %pin_dir.display(), "datapath loaded");
     let data_dir = args.control_plane.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
@@ -48,7 +41,11 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
             let kubeconfig = server
                 .node_kubeconfig(&node_name)
                 .context("failed to write the node kubeconfig")?;
-            let cfg = args.agent.config(data_dir.clone(), kubeconfig)?;
+            let mut cfg = args.agent.config(data_dir.clone(), kubeconfig)?;
+            if args.agent.bpf_pin_dir.is_none() {
+                cfg.bpf_pin_dir = skep_datapath::default_pin_dir(&host.bpffs, &node_name);
+            }
+            cfg.bpf_btf = Some(host.btf_path.clone());
             tokio::spawn(async move {
                 if let Err(err) = skep_node::agent::run(cfg, control_plane::shutdown_signal()).await
                 {

@@ -203,6 +203,10 @@ async fn build(state: &mut LabState, args: &UpArgs) -> anyhow::Result<()> {
             node.ip.to_string(),
             "--heartbeat-seconds".into(),
             args.heartbeat_seconds.to_string(),
+            "--bpf-pin-dir".into(),
+            path_arg(&node.pin_dir),
+            "--socket-lb-cgroup".into(),
+            path_arg(&node.cgroup),
         ];
         let agent_cgroup = node.cgroup.join("agent");
         let agent = process::spawn(
