@@ -29,6 +29,8 @@ pub fn vip_base(round: usize) -> Ipv4Addr {
 
 /// Parallel API writes in flight.
 const WRITERS: usize = 32;
+/// When not one Service has reached a map by then, none will.
+const NOTHING_YET: Duration = Duration::from_secs(20);
 /// How often the maps are polled.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -86,12 +88,19 @@ fn wait_programmed(
         let keys: Vec<ServiceKey> = vips.iter().map(|v| slot0(*v, 80)).collect();
         nodes.push((dir, open(dir)?, keys));
     }
+    let started = Instant::now();
     loop {
         for (_, map, pending) in &mut nodes {
             pending.retain(|key| map.get(key, 0).map_or(true, |v| v.count != backends));
         }
         if nodes.iter().all(|(_, _, p)| p.is_empty()) {
             return Ok(());
+        }
+        if started.elapsed() > NOTHING_YET && nodes.iter().all(|(_, _, p)| p.len() == vips.len()) {
+            bail!(
+                "no Service reached any node's map {}s after the first write (does the agent program Services?)",
+                NOTHING_YET.as_secs()
+            );
         }
         if Instant::now() > deadline {
             let missing: Vec<String> = nodes
