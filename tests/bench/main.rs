@@ -6,6 +6,7 @@
 //! dependency graph (no second `RocksDB` build); it asserts nothing.
 
 mod api;
+mod datapath;
 mod podstartup;
 mod stats;
 mod store;
@@ -21,10 +22,13 @@ fn main() -> ExitCode {
     let result = match name {
         Some("store") => run(store::run()),
         Some("pod-startup") => run(podstartup::run()),
+        Some("datapath") => run(datapath::run(&args)),
+        // The load generator `datapath` starts inside a lab node.
+        Some("datapath-client") => datapath::client::main(&args),
         // `cargo test` runs every test target; with no bench named, do nothing.
         None => return ExitCode::SUCCESS,
         Some(other) => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; known: store, pod-startup"
+            "unknown benchmark {other:?}; known: store, pod-startup, datapath"
         )),
     };
     match result {

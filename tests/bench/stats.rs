@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 /// One measured workload: how many operations in how long, and each one's latency.
+#[derive(Clone)]
 pub struct Sample {
     /// Operations completed.
     pub ops: usize,

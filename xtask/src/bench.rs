@@ -21,6 +21,10 @@ pub const BENCHES: &[(&str, &str)] = &[
         "create -> Running p50/p99 for 100 pods on one node, against `runc run` of the same bundle (root)",
     ),
     (
+        "datapath",
+        "3-node lab, 100/1,000/10,000 services: conn/s, p50/p99, programming time; floor, skep, kube-proxy iptables and IPVS (root; -- --quick for N=10)",
+    ),
+    (
         "scheduler",
         "10,000 pods onto 5,000 nodes: pods/s and p99, against kube-scheduler's 680 pods/s",
     ),
@@ -45,9 +49,9 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
                     .args(args),
             )
         }
-        // Starts `skep server` and `skep agent`: build the skep binary next
-        // to the bench binary, as the e2e step does.
-        "pod-startup" => {
+        // Starts `skep server` and `skep agent` (a lab for datapath): build
+        // the skep binary next to the bench binary, as the e2e step does.
+        "pod-startup" | "datapath" => {
             status(
                 cargo()
                     .args(["test", "--profile", PROFILE])

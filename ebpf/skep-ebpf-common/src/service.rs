@@ -12,8 +12,10 @@
 /// userspace; 0 is never used, so a zeroed slot never names a backend.
 pub type BackendId = u32;
 
-/// How many service entries (services × (1 + backends)) the services map holds.
-pub const SERVICES_MAP_ENTRIES: u32 = 65536;
+/// How many service entries (services × (1 + backends)) the services map holds:
+/// 10,000 services of 10 backends need 110,000. Preallocated, about 80 bytes
+/// an entry (element header, key and value rounded to 8), so ~20 MiB a node.
+pub const SERVICES_MAP_ENTRIES: u32 = 262_144;
 /// How many backends the backends map holds.
 pub const BACKENDS_MAP_ENTRIES: u32 = 65536;
 /// How many services (rev-NAT ids) exist at most: the id is a `u16`.
