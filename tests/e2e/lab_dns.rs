@@ -64,6 +64,34 @@ fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<String> {
     })
 }
 
+/// Two namespaces with a Service each, a headless Service `db` with pods on
+/// nodes 1 and 3, and a client pod on node 2.
+fn create_fixtures(lab: &Lab, [n1, n2, n3]: [&str; 3]) -> anyhow::Result<()> {
+    eprintln!("--- services in two namespaces, a headless one with pods on two nodes");
+    for ns in ["dnsa", "dnsb"] {
+        apply(
+            lab,
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        )?;
+    }
+    apply(
+        lab,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: dnsa}\nspec:\n  clusterIP: 10.96.53.1\n  ports: [{name: http, port: 80, protocol: TCP}]\n",
+    )?;
+    apply(
+        lab,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: dnsb}\nspec:\n  clusterIP: 10.96.53.2\n  ports: [{port: 81}]\n",
+    )?;
+    apply(
+        lab,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: dnsa}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432}]\n",
+    )?;
+    apply(lab, &pod("db-1", "dnsa", n1, "db"))?;
+    apply(lab, &pod("db-3", "dnsa", n3, "db"))?;
+    apply(lab, &pod("client", "dnsa", n2, "client"))?;
+    Ok(())
+}
+
 #[test]
 fn lab_pods_resolve_services_through_their_node() -> anyhow::Result<()> {
     require_root!();
@@ -74,28 +102,7 @@ fn lab_pods_resolve_services_through_their_node() -> anyhow::Result<()> {
     lab.image_import(&tar)?;
     let [n1, n2, n3] = [&lab.nodes[0], &lab.nodes[1], &lab.nodes[2]];
 
-    eprintln!("--- services in two namespaces, a headless one with pods on two nodes");
-    for ns in ["dnsa", "dnsb"] {
-        apply(
-            &lab,
-            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
-        )?;
-    }
-    apply(
-        &lab,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: dnsa}\nspec:\n  clusterIP: 10.96.53.1\n  ports: [{name: http, port: 80, protocol: TCP}]\n",
-    )?;
-    apply(
-        &lab,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: dnsb}\nspec:\n  clusterIP: 10.96.53.2\n  ports: [{port: 81}]\n",
-    )?;
-    apply(
-        &lab,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: dnsa}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{name: pg, port: 5432}]\n",
-    )?;
-    apply(&lab, &pod("db-1", "dnsa", &n1.name, "db"))?;
-    apply(&lab, &pod("db-3", "dnsa", &n3.name, "db"))?;
-    apply(&lab, &pod("client", "dnsa", &n2.name, "client"))?;
+    create_fixtures(&lab, [&n1.name, &n2.name, &n3.name])?;
     let db1 = pod_ip(&lab, "dnsa", "db-1")?;
     let db3 = pod_ip(&lab, "dnsa", "db-3")?;
     pod_ip(&lab, "dnsa", "client")?;

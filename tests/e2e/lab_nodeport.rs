@@ -7,6 +7,7 @@
 //! node 1, which has no local backend, does not answer. The conntrack of
 //! node 1 lists the translated flow.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
@@ -224,7 +225,7 @@ fn lab_nodeport_reaches_a_backend_on_another_node_from_outside() -> anyhow::Resu
         })?;
         assert_eq!(seen, n1.ip.to_string(), "source seen through node 1");
         let ct = skep_datapath::conntrack::list_pinned(&n1.pin_dir)?;
-        let table = skep_datapath::conntrack::format_table(&ct, &Default::default());
+        let table = skep_datapath::conntrack::format_table(&ct, &BTreeMap::default());
         eprintln!("{table}");
         assert!(
             table.contains(&format!("{client_ip}")) && table.contains("np/cluster"),
@@ -248,9 +249,9 @@ fn lab_nodeport_reaches_a_backend_on_another_node_from_outside() -> anyhow::Resu
         Ok(())
     })();
     stop.store(true, Ordering::Relaxed);
-    let served = server.join();
+    let server_result = server.join();
     result?;
-    match served {
+    match server_result {
         Ok(r) => r?,
         Err(panic) => std::panic::resume_unwind(panic),
     }
