@@ -111,6 +111,9 @@ pub struct AgentConfig {
     /// Kernel BTF to relocate the eBPF programs against (default:
     /// `/sys/kernel/btf/vmlinux`).
     pub bpf_btf: Option<PathBuf>,
+    /// Entries of each LRU map (conntrack, socket reverse NAT, affinity);
+    /// `None` sizes them from memory. Applies when the maps are created.
+    pub bpf_lru_entries: Option<u32>,
     /// The cgroup v2 directory the socket load-balancer is attached to: every
     /// process below it (pods, and the node's own processes placed there)
     /// reaches Services (`<cgroup2 mount>/skep/<node>`, created if missing).
@@ -151,6 +154,7 @@ impl AgentConfig {
             kubelet_port: 0,
             bpf_pin_dir: PathBuf::from("/sys/fs/bpf/skep").join(node_name),
             bpf_btf: None,
+            bpf_lru_entries: None,
             socket_lb_cgroup: PathBuf::from("/sys/fs/cgroup/unified/skep").join(node_name),
             service_cidr: DEFAULT_SERVICE_CIDR,
             cluster_dns: DEFAULT_CLUSTER_DNS,
@@ -742,7 +746,7 @@ fn load_datapath(cfg: &AgentConfig) -> Result<skep_datapath::Datapath, AgentErro
     let mut datapath = skep_datapath::Datapath::load(&skep_datapath::DatapathConfig {
         pin_dir: pin_dir.clone(),
         btf: cfg.bpf_btf.clone(),
-        lru_entries: None,
+        lru_entries: cfg.bpf_lru_entries,
     })
     .map_err(err)?;
     datapath.attach_cgroup(&cfg.socket_lb_cgroup).map_err(err)?;
