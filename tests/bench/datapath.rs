@@ -112,13 +112,25 @@ struct Round {
     ipvs: ModeResult,
 }
 
-/// Runs the benchmark; `--quick` runs N = 10 for a second per mode.
+/// Runs the benchmark; `--quick` runs N = 10 for a second per mode,
+/// `--services=N` (repeatable) runs those N instead of 100, 1,000, 10,000.
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench datapath builds a lab of network namespaces: run it as root");
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let counts: &[usize] = if quick { &[10] } else { &[100, 1_000, 10_000] };
+    let chosen: Vec<usize> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix("--services="))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let counts: &[usize] = if !chosen.is_empty() {
+        &chosen
+    } else if quick {
+        &[10]
+    } else {
+        &[100, 1_000, 10_000]
+    };
     let params = Params {
         seconds: if quick { 1.0 } else { 5.0 },
         threads: 4,

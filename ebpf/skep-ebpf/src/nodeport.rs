@@ -159,9 +159,11 @@ pub fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         return None;
     }
     if service.count == 0 {
-        // No endpoints (or none on this node under `Local`): nothing to send
-        // the packet to, and it must not reach a local socket either.
-        return Some(TC_ACT_SHOT);
+        // No endpoints. Under `Local` (none on this node) the packet is
+        // dropped, as kube-proxy does; otherwise the stack answers it (no
+        // socket has the node port: TCP reset, ICMP port unreachable), so
+        // the client fails fast like kube-proxy's REJECT.
+        return (service.flags & SERVICE_FLAG_LOCAL_ONLY != 0).then_some(TC_ACT_SHOT);
     }
     let Some((backend_id, backend)) = select_backend(&pkt, service_key, &service, now) else {
         return Some(TC_ACT_SHOT);

@@ -59,7 +59,13 @@ pub async fn serve(
                 req.extensions_mut().insert(identity.clone());
                 app.clone().oneshot(req)
             });
-            let result = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // h2's rapid-reset guard (1,024 locally reset streams per
+            // connection) also trips on a busy client whose requests are
+            // answered before their bodies are read; the API is behind client
+            // certificates, so a generous bound is safe.
+            builder.http2().max_local_error_reset_streams(65_536);
+            let result = builder
                 .serve_connection_with_upgrades(
                     TokioIo::new(stream),
                     TowerToHyperService::new(service),

@@ -26,6 +26,9 @@ use crate::replicaset::meta_of;
 use crate::util::{owner_ref, pod_ready, selects};
 use crate::{ControllerConfig, Reconciler, Requeue, WorkQueue, spawn_workers};
 
+/// Workers of the endpoints controller at least (Services × 2 writes each).
+const ENDPOINT_WORKERS: usize = 16;
+
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// The label naming who manages a slice.
@@ -166,7 +169,9 @@ impl EndpointsController {
             &controller,
             &queue,
             vec![services, pods],
-            config.workers,
+            // Each sync is two store writes; the store commits concurrent
+            // writes together, so many workers program many Services fast.
+            config.workers.max(ENDPOINT_WORKERS),
             shutdown,
         )
     }

@@ -69,7 +69,9 @@ pub struct ControllerConfig {
 impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
-            workers: 2,
+            // kube-controller-manager's default for most controllers
+            // (`--concurrent-deployment-syncs`, `--concurrent-endpoint-syncs`).
+            workers: 5,
             node_monitor_period: Duration::from_secs(5),
             node_monitor_grace_period: Duration::from_secs(40),
             namespace_recheck: Duration::from_secs(2),
