@@ -4,8 +4,8 @@
 //! conditions (EndpointSlices labelled `kubernetes.io/service-name`),
 //! target ports resolved per pod when they are named.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
@@ -21,10 +21,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ControllerError, is_not_found};
-use crate::informer::{Informers, object_key, split_key};
+use crate::informer::{Informer, Informers, object_key, split_key};
 use crate::replicaset::meta_of;
 use crate::util::{owner_ref, pod_ready, selects};
 use crate::{ControllerConfig, Reconciler, Requeue, WorkQueue, spawn_workers};
+use serde_json::Value;
 
 /// Workers of the endpoints controller at least (Services × 2 writes each).
 const ENDPOINT_WORKERS: usize = 16;
@@ -39,6 +40,32 @@ pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 /// Keeps Endpoints and EndpointSlices of selector Services.
 pub struct EndpointsController {
     objects: Objects,
+    /// The EndpointSlice cache the index points into.
+    slices: Arc<Informer>,
+    /// This controller's slice names by (namespace, Service), kept from the
+    /// slice informer: finding a Service's slices costs its own slices, not
+    /// a scan of the namespace (which made N Services cost N²).
+    index: Arc<SliceIndex>,
+}
+
+/// Slice names by (namespace, Service name).
+type SliceIndex = Mutex<HashMap<(String, String), BTreeSet<String>>>;
+
+/// The (namespace, Service) a slice this controller manages belongs to, and
+/// the slice's name.
+fn slice_owner(slice: &Value) -> Option<((String, String), String)> {
+    let labels = slice.pointer("/metadata/labels")?;
+    if labels.get(MANAGED_BY_LABEL)?.as_str()? != MANAGED_BY {
+        return None;
+    }
+    let service = labels.get(SERVICE_NAME_LABEL)?.as_str()?;
+    Some((
+        (
+            skep_api::object::namespace(slice).to_owned(),
+            service.to_owned(),
+        ),
+        skep_api::object::name(slice).to_owned(),
+    ))
 }
 
 /// One pod's part: its address, readiness and its resolved ports.
@@ -162,13 +189,34 @@ impl EndpointsController {
                 }
             }));
         }
+        let slices = informers.of_type::<EndpointSlice>();
+        let index: Arc<SliceIndex> = Arc::default();
+        {
+            let index = Arc::clone(&index);
+            slices.add_handler(Box::new(move |old, new| {
+                let mut index = index.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((owner, name)) = old.and_then(slice_owner)
+                    && let Some(names) = index.get_mut(&owner)
+                {
+                    names.remove(&name);
+                    if names.is_empty() {
+                        index.remove(&owner);
+                    }
+                }
+                if let Some((owner, name)) = new.and_then(slice_owner) {
+                    index.entry(owner).or_default().insert(name);
+                }
+            }));
+        }
         let controller = Arc::new(Self {
             objects: objects.clone(),
+            slices: Arc::clone(&slices),
+            index,
         });
         spawn_workers(
             &controller,
             &queue,
-            vec![services, pods],
+            vec![services, pods, slices],
             // Each sync is two store writes; the store commits concurrent
             // writes together, so many workers program many Services fast.
             config.workers.max(ENDPOINT_WORKERS),
@@ -176,22 +224,23 @@ impl EndpointsController {
         )
     }
 
-    async fn slices_of(
-        &self,
-        ns: &str,
-        service: &str,
-    ) -> Result<Vec<EndpointSlice>, ControllerError> {
-        let (slices, _) = self
-            .objects
-            .list_typed::<EndpointSlice>(
-                ns,
-                &format!("{SERVICE_NAME_LABEL}={service},{MANAGED_BY_LABEL}={MANAGED_BY}"),
-            )
-            .await
-            .map_err(|e| {
-                ControllerError::api("list endpointslices of", format!("{ns}/{service}"), e)
-            })?;
-        Ok(slices)
+    /// The slices of Service `ns/service` this controller manages.
+    fn slices_of(&self, ns: &str, service: &str) -> Vec<EndpointSlice> {
+        let names: Vec<String> = self
+            .index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(ns.to_owned(), service.to_owned()))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default();
+        // The cache may trail this controller's own last write by a moment:
+        // a write from a stale copy then fails its resourceVersion check and
+        // the Service is synced again.
+        names
+            .iter()
+            .filter_map(|name| self.slices.get(&format!("{ns}/{name}")))
+            .filter_map(|v| serde_json::from_value::<EndpointSlice>(v).ok())
+            .collect()
     }
 
     async fn delete_slice(&self, ns: &str, name: &str) -> Result<(), ControllerError> {
@@ -304,7 +353,7 @@ impl Reconciler for EndpointsController {
                 Err(err) if is_not_found(&err) => {}
                 Err(err) => return Err(ControllerError::api("delete endpoints", key, err)),
             }
-            for slice in self.slices_of(ns, name).await? {
+            for slice in self.slices_of(ns, name) {
                 self.delete_slice(ns, slice.metadata.name.as_deref().unwrap_or_default())
                     .await?;
             }
@@ -424,7 +473,7 @@ impl Reconciler for EndpointsController {
                 .collect();
             by_ports.insert("empty".into(), (ports, Vec::new()));
         }
-        let existing = self.slices_of(ns, name).await?;
+        let existing = self.slices_of(ns, name);
         let mut slice_labels = service_labels;
         slice_labels.insert(SERVICE_NAME_LABEL.into(), name.to_owned());
         slice_labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
