@@ -4,8 +4,9 @@
 //! connection is DNAT'd to the backend and SNAT'd to node 1, so the backend
 //! sees node 1's address; through node 3 the backend is local and sees the
 //! client's own address. With `Local`, node 3 keeps the client address and
-//! node 1, which has no local backend, does not answer. The conntrack of
-//! node 1 lists the translated flow.
+//! node 1, which has no local backend, does not answer. A NodePort without
+//! endpoints is refused at once. The conntrack of node 1 lists the
+//! translated flow.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,6 +29,7 @@ const IMAGE: &str = "lab/busybox:nodeport";
 const NS: &str = "np";
 const CLUSTER_PORT: u16 = 30080;
 const LOCAL_PORT: u16 = 30081;
+const EMPTY_PORT: u16 = 30082;
 const BACKEND_PORT: u16 = 8080;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -65,6 +67,16 @@ spec:
   selector: {{app: web}}
   ports:
   - {{name: http, port: 80, targetPort: {BACKEND_PORT}, nodePort: {LOCAL_PORT}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: empty, namespace: {NS}}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.8.12
+  selector: {{app: nothing-has-this}}
+  ports:
+  - {{name: http, port: 80, targetPort: {BACKEND_PORT}, nodePort: {EMPTY_PORT}}}
 "
     )
 }
@@ -245,6 +257,14 @@ fn lab_nodeport_reaches_a_backend_on_another_node_from_outside() -> anyhow::Resu
         assert!(
             through_n1.is_err(),
             "Local through node 1 must not reach node 3's backend: {through_n1:?}"
+        );
+
+        eprintln!("--- no endpoints: refused (the node answers with a reset), not a hang");
+        wait_frontend(&lab, &n1, EMPTY_PORT, 0)?;
+        let refused = ask(&client, SocketAddrV4::new(n1.ip, EMPTY_PORT))?;
+        assert!(
+            matches!(&refused, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+            "a NodePort without endpoints must refuse: {refused:?}"
         );
         Ok(())
     })();
