@@ -14,37 +14,14 @@ use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use nix::sched::{CloneFlags, setns};
 use skep_e2e::lab::{Lab, LabNode};
 use skep_e2e::require_root;
 
 const IMAGE: &str = "lab/busybox:e2e";
-
-/// Polls `check` every 300 ms until it returns `Some`, or fails after
-/// `timeout` with the lab's logs.
-fn wait<T>(
-    what: &str,
-    timeout: Duration,
-    lab: &Lab,
-    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out waiting for {what}; lab logs:\n{}",
-                Lab::logs(&lab.data_dir)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// An httpd whose CGI answers with the address the server saw the client
 /// connect from (`REMOTE_ADDR`), pinned to `node` by nodeSelector.
@@ -102,10 +79,9 @@ spec:
 
 /// (podIP, uid) of a running pod, once it has an IP.
 fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<(String, String)> {
-    wait(
+    lab.wait(
         &format!("pod {name} running"),
         Duration::from_mins(1),
-        lab,
         || {
             let out = lab.kubectl_ok(&[
                 "get",
@@ -226,10 +202,9 @@ fn check_nodes_and_routes(lab: &Lab) -> anyhow::Result<BTreeMap<String, (String,
             node.name
         );
         let want = expected_routes(&facts, &node.name);
-        wait(
+        lab.wait(
             &format!("routes on {}", node.name),
             Duration::from_secs(30),
-            lab,
             || Ok((lab.routes(node)? == want).then_some(())),
         )?;
     }
@@ -281,13 +256,13 @@ fn check_pod_traffic(lab: &Lab, tar: &Path) -> anyhow::Result<()> {
     assert_ne!(cli1_ip, cli3_ip);
 
     phase("--- TCP across nodes and on one node: the server sees the client's pod IP");
-    let log1 = wait("cli-1's answers", Duration::from_mins(1), lab, || {
+    let log1 = lab.wait("cli-1's answers", Duration::from_mins(1), || {
         let log = pod_log(n1, &cli1_uid);
         Ok((log.contains("cross peer=") && log.contains("same peer=")).then_some(log))
     })?;
     assert!(log1.contains(&format!("cross peer={cli1_ip}\n")), "{log1}");
     assert!(log1.contains(&format!("same peer={cli1_ip}\n")), "{log1}");
-    let log3 = wait("cli-3's answer", Duration::from_mins(1), lab, || {
+    let log3 = lab.wait("cli-3's answer", Duration::from_mins(1), || {
         let log = pod_log(n3, &cli3_uid);
         Ok(log.contains("cross peer=").then_some(log))
     })?;
@@ -397,10 +372,9 @@ fn check_node_leaves(lab: &Lab, facts: &BTreeMap<String, (String, String)>) -> a
             .into_iter()
             .filter(|(cidr, _)| cidr != n3_cidr)
             .collect();
-        wait(
+        lab.wait(
             &format!("{} to forget {}", node.name, n3.name),
             Duration::from_secs(30),
-            lab,
             || Ok((lab.routes(node)? == want).then_some(())),
         )?;
     }

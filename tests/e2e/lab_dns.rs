@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use skep_e2e::lab::Lab;
 use skep_e2e::require_root;
 
@@ -24,44 +23,28 @@ fn pod(name: &str, ns: &str, node: &str, app: &str) -> String {
     )
 }
 
-fn wait<T>(
-    what: &str,
-    lab: &Lab,
-    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_mins(2);
-    loop {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out waiting for {what}; lab logs:\n{}",
-                Lab::logs(&lab.data_dir)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<String> {
-    wait(&format!("pod {name} running"), lab, || {
-        let out = lab.kubectl_ok(&[
-            "get",
-            "pod",
-            name,
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={.status.phase} {.status.podIP}",
-        ])?;
-        Ok(
-            match out.split_whitespace().collect::<Vec<_>>().as_slice() {
-                ["Running", ip] => Some((*ip).to_owned()),
-                _ => None,
-            },
-        )
-    })
+    lab.wait(
+        &format!("pod {name} running"),
+        Duration::from_mins(2),
+        || {
+            let out = lab.kubectl_ok(&[
+                "get",
+                "pod",
+                name,
+                "-n",
+                ns,
+                "-o",
+                "jsonpath={.status.phase} {.status.podIP}",
+            ])?;
+            Ok(
+                match out.split_whitespace().collect::<Vec<_>>().as_slice() {
+                    ["Running", ip] => Some((*ip).to_owned()),
+                    _ => None,
+                },
+            )
+        },
+    )
 }
 
 /// Two namespaces with a Service each, a headless Service `db` with pods on
@@ -156,7 +139,7 @@ fn lab_pods_resolve_services_through_their_node() -> anyhow::Result<()> {
     );
 
     eprintln!("--- headless: every ready pod's IP; SRV per pod");
-    let (ok, out) = wait("both db endpoints in DNS", &lab, || {
+    let (ok, out) = lab.wait("both db endpoints in DNS", Duration::from_mins(2), || {
         let (ok, out) = lookup(&["db.dnsa.svc.cluster.local."])?;
         Ok((out.contains(&db1) && out.contains(&db3)).then_some((ok, out)))
     })?;

@@ -15,9 +15,9 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use nix::sched::{CloneFlags, setns};
 use skep_datapath::{Protocol, ServiceMap};
 use skep_e2e::lab::{Lab, LabNode};
@@ -81,29 +81,9 @@ spec:
     )
 }
 
-fn wait<T>(
-    what: &str,
-    lab: &Lab,
-    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_mins(2);
-    loop {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out waiting for {what}; lab logs:\n{}",
-                Lab::logs(&lab.data_dir)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// The running pod's network namespace file.
 fn pod_netns(lab: &Lab, node: &LabNode) -> anyhow::Result<PathBuf> {
-    wait("pod web running", lab, || {
+    lab.wait("pod web running", Duration::from_mins(2), || {
         let out = lab.kubectl_ok(&[
             "get",
             "pod",
@@ -162,9 +142,9 @@ fn ask(client: &NetNs, to: SocketAddrV4) -> anyhow::Result<std::io::Result<Strin
 /// Waits until `node`'s maps hold the NodePort frontend `node IP:port` with
 /// `count` backends.
 fn wait_frontend(lab: &Lab, node: &LabNode, port: u16, count: usize) -> anyhow::Result<()> {
-    wait(
+    lab.wait(
         &format!("{}:{port} with {count} backends on {}", node.ip, node.name),
-        lab,
+        Duration::from_mins(2),
         || {
             let specs = ServiceMap::list_pinned(&node.pin_dir)?;
             Ok(specs
@@ -232,7 +212,7 @@ fn lab_nodeport_reaches_a_backend_on_another_node_from_outside() -> anyhow::Resu
         wait_frontend(&lab, &n3, CLUSTER_PORT, 1)?;
 
         eprintln!("--- Cluster via node 1: the backend on node 3 sees node 1 (SNAT)");
-        let seen = wait("an answer through node 1", &lab, || {
+        let seen = lab.wait("an answer through node 1", Duration::from_mins(2), || {
             Ok(ask(&client, SocketAddrV4::new(n1.ip, CLUSTER_PORT))?.ok())
         })?;
         assert_eq!(seen, n1.ip.to_string(), "source seen through node 1");

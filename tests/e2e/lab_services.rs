@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use nix::sched::{CloneFlags, setns};
 use skep_datapath::{Protocol, ServiceMap, ServiceSpec};
 use skep_e2e::lab::{Lab, LabNode};
@@ -279,27 +279,6 @@ fn pod_servers(pod: &EchoPod, stop: &Arc<AtomicBool>) -> JoinHandle<anyhow::Resu
     })
 }
 
-fn wait<T>(
-    what: &str,
-    timeout: Duration,
-    lab: &Lab,
-    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "timed out waiting for {what}; lab logs:\n{}",
-                Lab::logs(&lab.data_dir)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// The `svc/` frontends in `node`'s pinned maps.
 fn pinned(node: &LabNode) -> anyhow::Result<Vec<ServiceSpec>> {
     let all = ServiceMap::list_pinned(&node.pin_dir)
@@ -325,13 +304,12 @@ fn wait_programmed(
     count: usize,
 ) -> anyhow::Result<()> {
     for node in &lab.nodes {
-        wait(
+        lab.wait(
             &format!(
                 "{vip}:{port}/{proto} with {count} backends on {}",
                 node.name
             ),
             Duration::from_mins(1),
-            lab,
             || {
                 Ok(find(&pinned(node)?, vip, port, proto)
                     .is_some_and(|s| s.backends.len() == count)
@@ -595,7 +573,7 @@ fn check_scale_down(lab: &Lab, pods: &[EchoPod]) -> anyhow::Result<()> {
     lab.kubectl_ok(&["scale", "deployment", "echo", "-n", NS, "--replicas=1"])?;
     let changed = Instant::now();
     let mut first_all_one = None;
-    let survivor_ip: Ipv4Addr = wait("one ready endpoint", Duration::from_mins(1), lab, || {
+    let survivor_ip: Ipv4Addr = lab.wait("one ready endpoint", Duration::from_mins(1), || {
         if first_all_one.is_none() {
             let mut answers = BTreeSet::new();
             for _ in 0..10 {

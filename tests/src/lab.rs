@@ -3,6 +3,7 @@
 //! network namespaces on a bridge, each with its own `skep agent`, and one
 //! `skep server` on the bridge. Dropping the value runs `skep lab down`.
 
+use std::time::{Duration, Instant};
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
@@ -137,6 +138,30 @@ impl Lab {
             );
         }
         out
+    }
+
+    /// Polls `check` every 200 ms until it gives `Some`. An error from
+    /// `check` ends the wait at once; after `timeout` it fails naming `what`,
+    /// with the lab's logs.
+    pub fn wait<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check()? {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                anyhow::bail!(
+                    "timed out waiting for {what}; lab logs:\n{}",
+                    Self::logs(&self.data_dir)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The admin kubeconfig.
