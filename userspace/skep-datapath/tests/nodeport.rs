@@ -21,9 +21,11 @@
 //! `harness = false`: `main` runs the cases in order and exits non-zero if
 //! one fails; the lab is removed by a Drop guard on success and failure.
 
+mod common;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
-    env, fs,
+    fs,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
@@ -35,7 +37,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use skep_datapath::{
@@ -700,32 +702,10 @@ fn main() {
             spreading_and_session_affinity,
         ),
     ];
-    let filter: Vec<String> = env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let start = Instant::now();
-        let result = panic::catch_unwind(|| case(&lab));
-        let status = if result.is_ok() { "ok" } else { "FAILED" };
-        println!(
-            "test {name} ... {status} ({:.1}s)",
-            start.elapsed().as_secs_f64()
-        );
-        if result.is_err() {
-            failed.push(*name);
-        }
-    }
+    let passed = common::run_cases(cases, |case| case(&lab));
     drop(pods);
     drop(lab);
-    if failed.is_empty() {
-        println!("test result: ok");
-    } else {
-        println!("test result: FAILED: {failed:?}");
+    if !passed {
         std::process::exit(1);
     }
 }

@@ -14,8 +14,9 @@
 //! (`setns`), so no helper processes are needed. Namespaces, pins and maps
 //! are removed by Drop guards on success and on failure.
 
+mod common;
+
 use std::{
-    env,
     ffi::CString,
     fs,
     io::{Read as _, Write as _},
@@ -674,30 +675,7 @@ fn main() {
             restart_replaces_links_and_prunes_deleted_interfaces,
         ),
     ];
-    let filter: Vec<String> = env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let start = Instant::now();
-        let result = panic::catch_unwind(case);
-        let status = if result.is_ok() { "ok" } else { "FAILED" };
-        println!(
-            "test {name} ... {status} ({:.1}s)",
-            start.elapsed().as_secs_f64()
-        );
-        if result.is_err() {
-            failed.push(*name);
-        }
-    }
-    if failed.is_empty() {
-        println!("test result: ok");
-    } else {
-        println!("test result: FAILED: {failed:?}");
+    if !common::run_cases(cases, |case| case()) {
         std::process::exit(1);
     }
 }

@@ -11,6 +11,8 @@
 //! `harness = false`: this file's `main` runs the cases in order and exits
 //! non-zero if one fails; cleanup is by Drop guards, on success and failure.
 
+mod common;
+
 use std::{
     collections::BTreeSet,
     env, fs,
@@ -788,30 +790,7 @@ fn main() {
             service_survives_an_agent_kill_and_state_is_rebuilt,
         ),
     ];
-    let filter: Vec<String> = env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let mut failed = Vec::new();
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let start = Instant::now();
-        let result = panic::catch_unwind(case);
-        let status = if result.is_ok() { "ok" } else { "FAILED" };
-        println!(
-            "test {name} ... {status} ({:.1}s)",
-            start.elapsed().as_secs_f64()
-        );
-        if result.is_err() {
-            failed.push(*name);
-        }
-    }
-    if failed.is_empty() {
-        println!("test result: ok");
-    } else {
-        println!("test result: FAILED: {failed:?}");
+    if !common::run_cases(cases, |case| case()) {
         std::process::exit(1);
     }
 }
