@@ -38,9 +38,13 @@ pub const CT_FLAG_CLOSING: u8 = 4;
 /// [`CtValue::flags`]: the source was translated to this node's address
 /// (`externalTrafficPolicy: Cluster` with a backend on another node).
 pub const CT_FLAG_SNAT: u8 = 8;
-/// [`CtValue::flags`]: reserved for network policy: the flow was allowed, so
-/// its replies pass without a policy lookup.
-pub const CT_FLAG_POLICY_ALLOWED: u8 = 16;
+/// [`CtValue::flags`] of an original-direction entry: the source pod's
+/// egress policy allowed the flow (its later packets pass without a policy
+/// lookup; replies always pass).
+pub const CT_FLAG_POLICY_EGRESS: u8 = 16;
+/// [`CtValue::flags`] of an original-direction entry: the destination pod's
+/// ingress policy allowed the flow.
+pub const CT_FLAG_POLICY_INGRESS: u8 = 32;
 
 /// Timeout of an established TCP flow: 6 hours (Cilium's
 /// `bpf-ct-timeout-regular-tcp`).

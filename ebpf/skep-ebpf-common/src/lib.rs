@@ -81,6 +81,26 @@ pub mod map {
     /// Session affinity for external clients (LRU):
     /// [`crate::ExternalAffinityKey`] → [`crate::AffinityValue`].
     pub const EXTERNAL_AFFINITY: &str = "SKEP_EXTERNAL_AFFINITY";
+    /// Local pods some policy isolates: [`crate::EndpointKey`] →
+    /// [`crate::PolicyEndpoint`].
+    pub const POLICY_ENDPOINTS: &str = "SKEP_POLICY_ENDPOINTS";
+    /// Who an address is (LPM trie, IPv4 network byte order) →
+    /// [`crate::PeerIdentity`].
+    pub const IPCACHE: &str = "SKEP_IPCACHE";
+    /// Compiled policy rules (LPM trie): [`crate::PolicyKey`] →
+    /// [`crate::PolicyValue`].
+    pub const POLICY: &str = "SKEP_POLICY";
+    /// Per-CPU verdict counters: [`crate::PolicyCounterKey`] →
+    /// [`crate::MetricsValue`].
+    pub const POLICY_COUNTERS: &str = "SKEP_POLICY_COUNTERS";
+    /// Ring buffer of judged flows ([`crate::PolicyFlow`]), read by `skep flows`.
+    pub const POLICY_FLOWS: &str = "SKEP_POLICY_FLOWS";
+    /// Names of policies ([`crate::PolicyValue::policy`] as `u32` →
+    /// [`crate::PolicyName`]). Only userspace reads it.
+    pub const POLICY_NAMES: &str = "SKEP_POLICY_NAMES";
+    /// Names of every pod in the cluster, for flows: [`crate::EndpointKey`]
+    /// → [`crate::PolicyName`]. Only userspace reads it.
+    pub const PEER_NAMES: &str = "SKEP_PEER_NAMES";
     /// The LRU maps, sized at load time from memory (or configuration).
     pub const LRU: &[&str] = &[SOCK_REVNAT, AFFINITY, CT, EXTERNAL_AFFINITY];
     /// Every map the object must contain.
@@ -181,9 +201,11 @@ pub struct MetricsValue {
 
 pub mod ct;
 pub mod endpoint;
+pub mod policy;
 pub mod service;
 pub use ct::*;
 pub use endpoint::*;
+pub use policy::*;
 pub use service::*;
 
 #[cfg(feature = "user")]

@@ -11,8 +11,9 @@ use std::{
 
 use aya::maps::{HashMap as BpfHashMap, Map};
 use skep_ebpf_common::{
-    CT_FLAG_CLOSING, CT_FLAG_POLICY_ALLOWED, CT_FLAG_REPLY, CT_FLAG_SEEN_REPLY, CT_FLAG_SNAT,
-    CtKey, CtValue, Family, RevNatKey, ServiceName, ct_expired, ct_timeout_ns, map,
+    CT_FLAG_CLOSING, CT_FLAG_POLICY_EGRESS, CT_FLAG_POLICY_INGRESS, CT_FLAG_REPLY,
+    CT_FLAG_SEEN_REPLY, CT_FLAG_SNAT, CtKey, CtValue, Family, RevNatKey, ServiceName, ct_expired,
+    ct_timeout_ns, map,
 };
 
 use crate::{DatapathError, Protocol, pinned};
@@ -151,7 +152,8 @@ fn flag_words(flags: u8) -> String {
         (CT_FLAG_SEEN_REPLY, "seen-reply"),
         (CT_FLAG_CLOSING, "closing"),
         (CT_FLAG_SNAT, "snat"),
-        (CT_FLAG_POLICY_ALLOWED, "allowed"),
+        (CT_FLAG_POLICY_EGRESS, "egress-allowed"),
+        (CT_FLAG_POLICY_INGRESS, "ingress-allowed"),
     ]
     .iter()
     .filter(|(bit, _)| flags & bit != 0)
