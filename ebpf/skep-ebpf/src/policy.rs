@@ -63,6 +63,8 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 const PROTO_SCTP: u8 = 132;
+/// The fragment-offset bits of the IPv4 flags/offset word.
+const IP_FRAGMENT_OFFSET: u16 = 0x1fff;
 
 /// Local pods some policy isolates (a miss: not isolated at all).
 #[map(name = "SKEP_POLICY_ENDPOINTS")]
@@ -228,12 +230,11 @@ fn decide(
                 .get(&Key::new(POLICY_PREFIX_PORT, rule))
                 .map(|value| (IDENTITY_ANY, value.policy))
         });
-    let (verdict, peer_id, policy) = match matched {
-        Some((peer_id, policy)) => (PolicyVerdict::Allowed, peer_id, policy),
-        None => {
-            let peer_id = if peer.pod == 0 { peer.cidr } else { peer.pod };
-            (PolicyVerdict::Denied, peer_id, 0)
-        }
+    let (verdict, peer_id, policy) = if let Some((peer_id, policy)) = matched {
+        (PolicyVerdict::Allowed, peer_id, policy)
+    } else {
+        let peer_id = if peer.pod == 0 { peer.cidr } else { peer.pod };
+        (PolicyVerdict::Denied, peer_id, 0)
     };
     count(ctx, local, direction, verdict);
     report(key, endpoint.identity, direction, verdict, peer_id, policy);
@@ -287,7 +288,7 @@ fn parse(ctx: &TcContext) -> Option<Flow> {
         },
         tcp_flags: 0,
     };
-    let first_fragment = u16::from_be(frag) & 0x1fff == 0;
+    let first_fragment = u16::from_be(frag) & IP_FRAGMENT_OFFSET == 0;
     if first_fragment && matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
         let l4 = ETH_HLEN + ihl;
         flow.key.src_port = ctx.load(l4).ok()?;
