@@ -415,6 +415,10 @@ fn egress_to_an_ip_block_with_an_except() {
     );
     assert!(udp(&lab.a1, &lab.b1, 8080), "inside the block, udp");
     assert!(!tcp(&lab.a1, &lab.a2, 8080), "the except");
+    assert!(
+        tcp(&lab.a2, &lab.a1, 8081),
+        "a1's replies to a connection it accepted pass its egress policy"
+    );
     // An address no pod has: its longest prefix is the /16.
     let probe = in_netns(&lab.a1.netns, || UdpSocket::bind((lab.a1.ip, 0))).expect("bind");
     probe
