@@ -250,13 +250,31 @@ fn upstream_cases() -> Vec<Case> {
             |p| p.loopback() || p.src_ns() != "x",
         ),
         case(
-            "default deny both (no policyTypes: egress present but empty is ingress only)",
+            "no policyTypes and an empty egress list: ingress only",
             vec![policy(
                 "x",
                 "deny",
                 &json!({"podSelector": {}, "egress": []}),
             )],
             |p| p.loopback() || p.dst_ns() != "x",
+        ),
+        case(
+            "no policyTypes with egress rules: ingress and egress both isolated",
+            vec![policy(
+                "x",
+                "both",
+                &json!({"podSelector": {}, "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}),
+            )],
+            |p| p.loopback() || (p.dst_ns() != "x" && (p.src_ns() != "x" || p.dst_ns() == "y")),
+        ),
+        case(
+            "an unknown selector operator selects nothing",
+            vec![policy(
+                "x",
+                "bad-op",
+                &json!({"podSelector": {"matchExpressions": [{"key": "pod", "operator": "Gt", "values": ["1"]}]}}),
+            )],
+            |_| true,
         ),
         case(
             "allow all ingress over a default deny",

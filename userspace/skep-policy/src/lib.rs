@@ -14,8 +14,26 @@
 //! pods; a label change moves a pod's /32 to another identity (one ipcache
 //! write) instead of rewriting rules everywhere. CIDRs become identities
 //! too, and because prefixes nest, "inside `cidr` and no `except`" is a
-//! subset test on the longest-matching CIDR identity (see
-//! [`compile`]'s module).
+//! subset test on the longest-matching CIDR identity: the ipcache entry of
+//! an address carries the identity of the longest policy CIDR containing
+//! it, `P`, and the address is in `cidr` exactly when `P ⊆ cidr`.
+//!
+//! # What a node gets
+//!
+//! The ipcache and peer names cover every pod of the cluster; CIDR
+//! identities, rules, policy ids and endpoints only what the policies
+//! selecting *local* pods need, so map sizes follow the node's own pods.
+//!
+//! # Choices where Kubernetes leaves room
+//!
+//! - `ipBlock` applies to pod addresses too (Calico does the same).
+//! - A named port with an `ipBlock` peer matches nothing: the name is
+//!   resolved per destination pod, and an identity-free CIDR cannot carry
+//!   it exactly (pods of one identity may sit inside and outside the CIDR).
+//! - A named port in an egress rule without `to` allows that port on every
+//!   pod that names it (never a non-pod address).
+//! - Invalid content the API server should refuse (bad CIDR, unknown
+//!   protocol, empty peer, `endPort` below `port`) matches nothing.
 //!
 //! # Use
 //!
