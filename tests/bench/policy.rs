@@ -206,43 +206,30 @@ fn add(total: &mut Option<Outcome>, more: Outcome) {
     }
 }
 
-/// Runs the benchmark; `--quick` runs small sizes briefly (a smoke run).
+/// Runs the benchmark; `--quick` runs small sizes briefly (a smoke run);
+/// `--policies=N`, `--cidrs=N` and `--rounds=N` change the sizes.
 pub async fn run(args: &[String]) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("bench policy builds network namespaces and loads eBPF: run it as root");
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let (scenarios, params, rounds) = if quick {
-        (
-            [
-                Scenario::NoPolicy,
-                Scenario::Policies(100),
-                Scenario::Cidrs(1_000),
-            ],
-            Params {
-                seconds: 0.5,
-                threads: 4,
-                requests: 1_000,
-                backends: 1,
-            },
-            1,
-        )
-    } else {
-        (
-            [
-                Scenario::NoPolicy,
-                Scenario::Policies(1_000),
-                Scenario::Cidrs(10_000),
-            ],
-            Params {
-                seconds: 3.0,
-                threads: 4,
-                requests: 20_000,
-                backends: 1,
-            },
-            2,
-        )
+    let size = |flag: &str, default: usize| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(flag)?.parse().ok())
+            .unwrap_or(default)
     };
+    let scenarios = [
+        Scenario::NoPolicy,
+        Scenario::Policies(size("--policies=", if quick { 100 } else { 1_000 })),
+        Scenario::Cidrs(size("--cidrs=", if quick { 1_000 } else { 10_000 })),
+    ];
+    let params = Params {
+        seconds: if quick { 0.5 } else { 3.0 },
+        threads: 4,
+        requests: if quick { 1_000 } else { 20_000 },
+        backends: 1,
+    };
+    let rounds = size("--rounds=", if quick { 1 } else { 2 });
     let dir = tempfile::Builder::new()
         .prefix("skep-bench-policy")
         .tempdir()?;

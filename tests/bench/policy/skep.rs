@@ -15,14 +15,24 @@ use std::{
 
 use anyhow::Context as _;
 use nix::sched::{CloneFlags, setns};
-use skep_datapath::{Datapath, DatapathConfig, Endpoint, EndpointMap, RouteHook};
+use skep_datapath::{
+    Datapath, DatapathConfig, Endpoint, EndpointMap, RouteHook, policy::PolicyMaps,
+};
+use skep_policy::{Identities, PolicyDiff, PolicyPod, PolicyState};
 
-use super::{topology::Node, workload::Cluster};
+use super::{
+    topology::Node,
+    workload::{self, Cluster},
+};
 
 /// The loaded datapath of one node.
 pub struct Skep {
     datapath: Option<Datapath>,
     pin_dir: PathBuf,
+    /// The identity allocator the agent would persist.
+    ids: Identities,
+    /// What the policy maps hold.
+    current: PolicyState,
 }
 
 /// Runs `f` on a thread inside the namespace at `netns`.
@@ -49,6 +59,8 @@ impl Skep {
         let mut skep = Self {
             datapath: None,
             pin_dir: pin_dir.clone(),
+            ids: Identities::default(),
+            current: PolicyState::default(),
         };
         let datapath = skep.datapath.insert(
             Datapath::load(&DatapathConfig {
@@ -76,16 +88,88 @@ impl Skep {
         Ok(skep)
     }
 
-    /// Programs `cluster`'s policies; returns how long compiling and
-    /// writing took and how many map entries the state has.
+    /// Programs `cluster`'s policies: compiles them and writes the change
+    /// from the previous scenario's state; returns how long that took and
+    /// how many entries the policy maps hold.
     pub fn program(&mut self, cluster: &Cluster) -> anyhow::Result<(Duration, usize)> {
         let started = Instant::now();
-        let _ = (cluster, &self.pin_dir);
-        anyhow::bail!(
-            "not yet: skep-policy and PolicyMaps are not on main ({:?})",
-            started.elapsed()
-        )
+        let pods: Vec<PolicyPod> = cluster
+            .pods
+            .iter()
+            .filter_map(PolicyPod::from_pod)
+            .collect();
+        let desired = skep_policy::compile(
+            workload::NODE,
+            &pods,
+            &cluster.namespaces,
+            &cluster.policies,
+            &mut self.ids,
+        );
+        let mut maps = PolicyMaps::open(&self.pin_dir)?;
+        if let Err(err) = apply(&mut maps, &self.current.diff(&desired)) {
+            // Half written: what the maps hold is the next diff's start.
+            self.current = read_back(&maps)?;
+            return Err(err);
+        }
+        let took = started.elapsed();
+        let entries = desired.endpoints.len() + desired.ipcache.len() + desired.rules.len();
+        self.current = desired;
+        Ok((took, entries))
     }
+}
+
+/// What the policy maps hold, as the agent rebuilds it after a restart.
+fn read_back(maps: &PolicyMaps) -> anyhow::Result<PolicyState> {
+    Ok(PolicyState {
+        endpoints: maps.endpoints()?.into_iter().collect(),
+        ipcache: maps
+            .peers()?
+            .into_iter()
+            .map(|(ip, len, id)| ((ip, len), id))
+            .collect(),
+        rules: maps
+            .rules()?
+            .into_iter()
+            .map(|(key, len, value)| ((key, len), value))
+            .collect(),
+        policy_names: maps.policy_names()?.into_iter().collect(),
+        peer_names: maps.peer_names()?.into_iter().collect(),
+    })
+}
+
+/// Writes `diff` in the order [`PolicyDiff`] documents.
+fn apply(maps: &mut PolicyMaps, diff: &PolicyDiff<'_>) -> anyhow::Result<()> {
+    for (id, name) in &diff.policy_names.upserts {
+        maps.set_policy_name(**id, name)?;
+    }
+    for (ip, name) in &diff.peer_names.upserts {
+        maps.set_peer_name(**ip, name)?;
+    }
+    for ((key, len), value) in &diff.rules.upserts {
+        maps.set_rule(*key, *len, **value)?;
+    }
+    for ((ip, len), identity) in &diff.ipcache.upserts {
+        maps.set_peer(*ip, *len, **identity)?;
+    }
+    for (ip, endpoint) in &diff.endpoints.upserts {
+        maps.set_endpoint(**ip, **endpoint)?;
+    }
+    for ip in &diff.endpoints.removals {
+        maps.remove_endpoint(**ip)?;
+    }
+    for (ip, len) in &diff.ipcache.removals {
+        maps.remove_peer(*ip, *len)?;
+    }
+    for (key, len) in &diff.rules.removals {
+        maps.remove_rule(*key, *len)?;
+    }
+    for id in &diff.policy_names.removals {
+        maps.remove_policy_name(**id)?;
+    }
+    for ip in &diff.peer_names.removals {
+        maps.remove_peer_name(**ip)?;
+    }
+    Ok(())
 }
 
 impl Drop for Skep {

@@ -6,13 +6,19 @@
 //! and `control` in namespace `bench` (they have network namespaces, see
 //! `topology.rs`), plus [`OTHER_PODS`] pods `bench/other-<i>` that exist
 //! only as objects (no traffic reaches them, but both systems hold their
-//! state: per-endpoint chains for Calico, endpoint and rule entries for skep).
+//! state: per-endpoint chains for Calico, endpoint and rule entries for
+//! skep). They come as Deployments do: [`DEPLOYMENTS`] groups of replicas
+//! sharing their labels (`app=svc-<d>`, `tier=t<d%4>`) and named ports.
+//! (With a label unique to every pod, each pod is an identity of its own
+//! and 1,000 of these policies compile to more rules than skep's rules map
+//! holds, 262,144: the selectors that pick a quarter of the pods by tier
+//! multiply 250 identities by every port block.)
 //! The scenarios differ only in their policies:
 //!
 //! - [`Scenario::NoPolicy`]: no policy at all.
 //! - [`Scenario::Policies`]: `allow-client` (selects `app=server`, allows
 //!   ingress from `app=client` on TCP 8080) plus N policies `other-<i>`,
-//!   each selecting one other pod (`app=other-<i>`), with a mix of peers
+//!   each selecting one group of other pods (`app=svc-<i % 100>`), with a mix of peers
 //!   (podSelector, namespaceSelector, both in one peer, ipBlock with except)
 //!   and ports (number, named, UDP range), half of them with an egress rule
 //!   too.
@@ -39,8 +45,10 @@ pub const NODE: &str = "bench-node";
 pub const NAMESPACE: &str = "bench";
 /// Namespaces besides [`NAMESPACE`] that namespaceSelectors pick from.
 const OTHER_NAMESPACES: usize = 10;
-/// Pods that exist only as objects, one per `other-<i>` policy at most.
+/// Pods that exist only as objects.
 pub const OTHER_PODS: usize = 1_000;
+/// The groups (Deployments) the other pods come in.
+pub const DEPLOYMENTS: usize = 100;
 /// The port the server and control listen on (named `http` in their spec).
 pub const PORT: u16 = crate::datapath::backend::PORT;
 
@@ -113,12 +121,13 @@ fn pods() -> Vec<Value> {
         pod("control", CONTROL_IP, &json!({"app": "control"}), &http),
     ];
     for i in 0..OTHER_PODS {
+        let d = i % DEPLOYMENTS;
         pods.push(pod(
             &format!("other-{i}"),
             other_ip(i),
-            &json!({"app": format!("other-{i}"), "tier": format!("t{}", i % 4)}),
+            &json!({"app": format!("svc-{d}"), "tier": format!("t{}", d % 4)}),
             &json!([
-                {"name": "metrics", "containerPort": 9000 + i % 50, "protocol": "TCP"},
+                {"name": "metrics", "containerPort": 9000 + d % 50, "protocol": "TCP"},
                 {"name": "dns", "containerPort": 53, "protocol": "UDP"},
             ]),
         ));
@@ -130,10 +139,12 @@ fn policy(name: &str, spec: &Value) -> Value {
     json!({"metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec})
 }
 
-/// `other-<i>`: selects `app=other-<i>`; peers and ports vary with `i`.
-fn other_policy(i: usize, n: usize) -> Value {
+/// `other-<i>`: selects `app=svc-<i % 100>`; peers and ports vary with `i`.
+fn other_policy(i: usize) -> Value {
     let peer = match i % 4 {
-        0 => json!({"podSelector": {"matchLabels": {"app": format!("other-{}", (i + 1) % n)}}}),
+        0 => {
+            json!({"podSelector": {"matchLabels": {"app": format!("svc-{}", (i + 1) % DEPLOYMENTS)}}})
+        }
         1 => {
             json!({"namespaceSelector": {"matchLabels": {"ns": format!("other-{}", i % OTHER_NAMESPACES)}}})
         }
@@ -154,7 +165,7 @@ fn other_policy(i: usize, n: usize) -> Value {
         }
     };
     let mut spec = json!({
-        "podSelector": {"matchLabels": {"app": format!("other-{i}")}},
+        "podSelector": {"matchLabels": {"app": format!("svc-{}", i % DEPLOYMENTS)}},
         "ingress": [{"from": [peer], "ports": [port]}],
         "policyTypes": ["Ingress"],
     });
@@ -191,7 +202,7 @@ fn policies(scenario: Scenario) -> Vec<Value> {
     match scenario {
         Scenario::NoPolicy => Vec::new(),
         Scenario::Policies(n) => std::iter::once(allow_client)
-            .chain((0..n).map(|i| other_policy(i, n)))
+            .chain((0..n).map(other_policy))
             .collect(),
         Scenario::Cidrs(n) => {
             let blocks: Vec<Value> = (0..n)
