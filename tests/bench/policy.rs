@@ -283,6 +283,14 @@ async fn measure(
     let mut rows = Rows::new();
     let control = [SocketAddrV4::new(workload::CONTROL_IP, workload::PORT)];
     let server = [SocketAddrV4::new(workload::SERVER_IP, workload::PORT)];
+    // The first run after the namespaces appear pays for warming caches
+    // (neighbours, routes, the allocator): one run per side, thrown away.
+    for side in sides.iter() {
+        eprintln!("--- warm-up ({})", side.system.name());
+        side.client
+            .run("warm-up", &[&control, &server], params)
+            .await?;
+    }
     for (index, &scenario) in scenarios.iter().enumerate() {
         eprintln!("--- {}", scenario.label());
         let cluster = workload::cluster(scenario)?;
