@@ -10,8 +10,8 @@
 //! skep). They come as Deployments do: [`DEPLOYMENTS`] groups of replicas
 //! sharing their labels (`app=svc-<d>`, `tier=t<d%4>`) and named ports.
 //! (With a label unique to every pod, each pod is an identity of its own
-//! and 1,000 of these policies compile to more rules than skep's rules map
-//! holds, 262,144: the selectors that pick a quarter of the pods by tier
+//! and 1,000 of these policies compiled to more rules than skep's rules map
+//! held when it was 262,144 entries: the selectors that pick a quarter of the pods by tier
 //! multiply 250 identities by every port block.)
 //! The scenarios differ only in their policies:
 //!
