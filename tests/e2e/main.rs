@@ -15,6 +15,7 @@ mod lab;
 mod lab_dns;
 mod lab_nodeport;
 mod lab_services;
+mod policy_validation;
 mod scheduling;
 mod service_alloc;
 mod services;
