@@ -183,6 +183,11 @@ pub struct View {
     pub nodes: HashMap<String, Node>,
     /// Pods bound here, by UID.
     pub pods: HashMap<String, Pod>,
+    /// Every pod of the cluster (this node's too), by UID, as far as
+    /// network policy needs it: metadata (namespace, name, uid, labels),
+    /// `spec.nodeName`, `spec.hostNetwork`, the containers' names and
+    /// ports, `status.phase`/`podIP`/`podIPs` (node sync's `PodPeer`).
+    pub peer_pods: HashMap<String, Pod>,
     /// ConfigMaps by (namespace, name).
     pub config_maps: HashMap<(String, String), ConfigMap>,
     /// Secrets by (namespace, name).
@@ -265,13 +270,18 @@ impl View {
                     }
                 }
             }
-            "Pod" => {
+            "Pod" | "PodPeer" => {
                 if let Ok(p) = serde_json::from_slice::<Pod>(object) {
                     let uid = p.metadata.uid.clone().unwrap_or_default();
-                    if deleted {
-                        self.pods.remove(&uid);
+                    let pods = if kind == "Pod" {
+                        &mut self.pods
                     } else {
-                        self.pods.insert(uid, p);
+                        &mut self.peer_pods
+                    };
+                    if deleted {
+                        pods.remove(&uid);
+                    } else {
+                        pods.insert(uid, p);
                     }
                 }
             }
@@ -331,7 +341,8 @@ pub struct Shared {
     /// Woken when a Node changed: the routes to other nodes are re-synced.
     pub nodes_changed: tokio::sync::Notify,
     /// Sends the store revision after every change to a Service,
-    /// EndpointSlice, Namespace, NetworkPolicy or local Pod (and after each
+    /// EndpointSlice, Namespace, NetworkPolicy, local Pod or any pod's
+    /// policy facts (`PodPeer`) (and after each
     /// snapshot): the datapath and DNS re-read the view when it moves.
     pub cluster_changed: watch::Sender<u64>,
     /// The loaded eBPF datapath: its programs stay loaded while it lives (TC
@@ -929,11 +940,20 @@ async fn sync_loop(shared: Arc<Shared>) {
                             }
                             if matches!(
                                 ev.kind.as_str(),
-                                "Service" | "EndpointSlice" | "Namespace" | "NetworkPolicy" | "Pod"
+                                "Service"
+                                    | "EndpointSlice"
+                                    | "Namespace"
+                                    | "NetworkPolicy"
+                                    | "Pod"
+                                    | "PodPeer"
                             ) {
                                 shared.cluster_changed.send_replace(revision);
                             }
-                            reconcile(&shared, &mut workers);
+                            // Other nodes' pods come and go often in a big
+                            // cluster; they concern no worker here.
+                            if ev.kind != "PodPeer" {
+                                reconcile(&shared, &mut workers);
+                            }
                         }
                     }
                 }
@@ -1231,5 +1251,19 @@ mod tests {
         assert!(view.volumes.is_empty());
         view.apply("n1", "Pod", true, pod);
         assert!(view.pods.is_empty());
+    }
+
+    #[test]
+    fn view_keeps_every_pods_policy_facts_apart_from_its_own_pods() {
+        let mut view = View::default();
+        let peer = br#"{"metadata":{"name":"p","namespace":"a","uid":"u2","labels":{"app":"db"}},
+            "spec":{"nodeName":"n2","containers":[{"name":"c","ports":[{"name":"sql","containerPort":5432}]}]},
+            "status":{"podIP":"10.244.2.5"}}"#;
+        view.apply("n1", "PodPeer", false, peer);
+        assert!(view.pods.is_empty());
+        let got = view.peer_pods.get("u2").and_then(|p| p.status.as_ref());
+        assert_eq!(got.and_then(|s| s.pod_ip.as_deref()), Some("10.244.2.5"));
+        view.apply("n1", "PodPeer", true, peer);
+        assert!(view.peer_pods.is_empty());
     }
 }
