@@ -129,6 +129,8 @@ pub struct AgentConfig {
     /// Where the node's DNS server listens (UDP and TCP); `None` is
     /// `<node IP>:53`, port 0 picks a free one.
     pub dns_listen: Option<std::net::SocketAddr>,
+    /// Where Prometheus scrapes `/metrics` (default `<node IP>:9962`).
+    pub metrics_listen: crate::metrics::MetricsListen,
 }
 
 impl AgentConfig {
@@ -160,6 +162,7 @@ impl AgentConfig {
             cluster_dns: DEFAULT_CLUSTER_DNS,
             cluster_domain: "cluster.local".into(),
             dns_listen: None,
+            metrics_listen: crate::metrics::MetricsListen::NodeIp,
         }
     }
 }
@@ -726,6 +729,8 @@ pub async fn run(
     let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
     let dns = tokio::spawn(crate::dns::run(Arc::clone(&shared)));
     let services = tokio::spawn(crate::services::sync_loop(Arc::clone(&shared)));
+    let policy = tokio::spawn(crate::policy::sync_loop(Arc::clone(&shared)));
+    let metrics = tokio::spawn(crate::metrics::serve(Arc::clone(&shared)));
     let server = node_server.map(|s| tokio::spawn(s.serve(Arc::clone(&shared))));
     shutdown.await;
     heartbeat.abort();
@@ -733,6 +738,8 @@ pub async fn run(
     routes.abort();
     dns.abort();
     services.abort();
+    policy.abort();
+    metrics.abort();
     if let Some(server) = server {
         server.abort();
     }
