@@ -3,7 +3,7 @@
 //! of every allowed flow of an isolated pod), one line each:
 //!
 //! ```text
-//! 15:04:05.123 ingress denied y/b 10.244.2.7:40000 -> x/a 10.244.1.5:80 tcp policy -
+//! 15:04:05.123 ingress denied y/b 10.244.2.7:40000 -> x/a 10.244.1.5:80 tcp policy default-deny
 //! ```
 //!
 //! The ring has one reader position per node: what one `skep flows` reads,
