@@ -23,7 +23,9 @@
 //! ([`prog_stats`](crate::prog_stats)): the mean time `skep_pod_ingress`
 //! runs per packet, for the server's and the control's packets in the same
 //! runs, and what that adds per connection and per round trip against the
-//! CPU time one costs.
+//! CPU time one costs. That CPU time is taken as all CPUs × elapsed /
+//! connections: an upper bound when other work shares the machine, so the
+//! printed share is a lower bound of the rate it costs.
 //!
 //! Before measuring, each scenario checks that the policy is really in
 //! force: the client's connection to a port no policy allows must time out
