@@ -9,6 +9,7 @@ mod api;
 mod datapath;
 mod podstartup;
 mod policy;
+mod prog_stats;
 mod stats;
 mod store;
 

@@ -18,6 +18,15 @@
 //! the cost of policy with the machine's noise cancelled; the skep and
 //! iptables runs alternate, round by round.
 //!
+//! Rates on this machine move by ±10% with other work, so skep's side also
+//! reports what its datapath costs by the kernel's own clock
+//! ([`prog_stats`](crate::prog_stats)): the mean time `skep_pod_ingress`
+//! runs per packet, for the server's and the control's packets in the same
+//! runs, and what that adds per connection and per round trip against the
+//! CPU time one costs. That CPU time is taken as all CPUs × elapsed /
+//! connections: an upper bound when other work shares the machine, so the
+//! printed share is a lower bound of the rate it costs.
+//!
 //! Before measuring, each scenario checks that the policy is really in
 //! force: the client's connection to a port no policy allows must time out
 //! (dropped) where policy isolates the server, and be refused (reset by the
@@ -46,6 +55,7 @@ use crate::{
         client::{Client, Outcome, Params},
         kube_proxy::run_in,
     },
+    prog_stats::{ProgStats, StatsEnabled, ratio},
     stats::Sample,
 };
 
@@ -201,6 +211,8 @@ fn add(total: &mut Option<Outcome>, more: Outcome) {
     t.keepalive.elapsed += more.keepalive.elapsed;
     t.keepalive.latencies.extend(more.keepalive.latencies);
     t.errors += more.errors;
+    t.bpf_new += more.bpf_new;
+    t.bpf_keepalive += more.bpf_keepalive;
     if t.first_error.is_none() {
         t.first_error = more.first_error;
     }
@@ -234,6 +246,7 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
         .prefix("skep-bench-policy")
         .tempdir()?;
     let cgroup = CgroupDir::new()?;
+    let stats = StatsEnabled::new()?;
     let mut notes = Vec::new();
     let mut sides = Vec::new();
     let mut servers: Vec<JoinHandle<()>> = Vec::new();
@@ -249,7 +262,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
                     tokio::net::TcpListener::from_std(backend::listen_in(pod.netns_path())?)?;
                 servers.push(tokio::spawn(backend::serve(listener)));
             }
-            let client = Client::new(&cgroup.0, &node.client().netns_path(), dir.path())?;
+            let mut client = Client::new(&cgroup.0, &node.client().netns_path(), dir.path())?;
+            if let Some(skep) = &skep {
+                client = client.with_prog_stats(skep.prog_pin());
+            }
             sides.push(Side {
                 system,
                 node,
@@ -266,8 +282,10 @@ pub async fn run(args: &[String]) -> anyhow::Result<()> {
     // Clients (their cgroups) before the cgroup, pins before namespaces.
     drop(sides);
     drop(cgroup);
+    drop(stats);
     let rows = result?;
     print_table(&scenarios, &rows, &params, rounds, &notes);
+    print_prog_table(&scenarios, &rows);
     Ok(())
 }
 
@@ -416,5 +434,70 @@ fn print_table(
     }
     for note in notes {
         println!("  {note}");
+    }
+}
+
+/// The CPUs the client, servers and datapath share.
+fn cpus() -> f64 {
+    std::thread::available_parallelism()
+        .map_or(1.0, |n| f64::from(u32::try_from(n.get()).unwrap_or(1)))
+}
+
+/// `skep_pod_ingress`'s own cost per scenario (see the module doc).
+fn print_prog_table(scenarios: &[Scenario], rows: &Rows) {
+    let skep: Vec<(String, &Row)> = rows
+        .iter()
+        .filter(|((system, _), _)| *system == System::Skep)
+        .filter_map(|((_, i), r)| Some((scenarios.get(*i)?.label(), r.as_ref().ok()?)))
+        .collect();
+    let Some(none) = skep.first().map(|(_, r)| *r) else {
+        return;
+    };
+    let cpus = cpus();
+    println!(
+        "\nskep_pod_ingress by the kernel's clock (BPF run statistics; every packet of the pair crosses it on the sender's veth)\n\
+         ns/pkt: mean run; +ns: the program's time per connection (round trip) over the control's in the same runs (ctl) and over no policy's server (none);\n\
+         % conn: +ns against the CPU time of one new connection ({cpus:.0} CPUs × elapsed / connections); % rt: against the mean kept-alive round trip"
+    );
+    println!(
+        "  {:<28} {:>7} {:>7} {:>8} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7}",
+        "new connections:",
+        "server",
+        "control",
+        "pkt/conn",
+        "+ns ctl",
+        "+ns none",
+        "% conn",
+        "rt: srv",
+        "control",
+        "+ns ctl",
+        "% rt"
+    );
+    let per_op = |b: ProgStats, ops: usize| ratio(b.nanos, u64::try_from(ops).unwrap_or(0));
+    let none_conn = per_op(none.server.bpf_new, none.server.connections.ops);
+    for (label, r) in &skep {
+        let (s, c) = (&r.server, &r.control);
+        let conn = per_op(s.bpf_new, s.connections.ops);
+        let over_ctl = conn - per_op(c.bpf_new, c.connections.ops);
+        let cpu_per_conn = cpus * s.connections.elapsed.as_secs_f64() * 1e9
+            / f64::from(u32::try_from(s.connections.ops).unwrap_or(u32::MAX));
+        let rt =
+            per_op(s.bpf_keepalive, s.keepalive.ops) - per_op(c.bpf_keepalive, c.keepalive.ops);
+        let mean_rt = s.keepalive.elapsed.as_secs_f64() * 1e9
+            / f64::from(u32::try_from(s.keepalive.ops).unwrap_or(u32::MAX));
+        println!(
+            "  {label:<28} {:>7.1} {:>7.1} {:>8.2} {over_ctl:>8.0} {:>8.0} {:>6.2}% {:>8.1} {:>7.1} {rt:>7.0} {:>6.2}%",
+            s.bpf_new.per_run(),
+            c.bpf_new.per_run(),
+            ratio(
+                s.bpf_new.runs,
+                u64::try_from(s.connections.ops).unwrap_or(0)
+            ),
+            conn - none_conn,
+            100.0 * over_ctl / cpu_per_conn,
+            s.bpf_keepalive.per_run(),
+            c.bpf_keepalive.per_run(),
+            100.0 * rt / mean_rt,
+        );
     }
 }

@@ -25,6 +25,33 @@ const TCP_ACK: u8 = 0x10;
 #[map(name = "SKEP_CT")]
 static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(LRU_MAP_DEFAULT_ENTRIES, 0);
 
+/// A packet's tuple and its conntrack entry, looked up once in a program run
+/// and handed from step to step (`NodePort` replies, policy egress, policy
+/// ingress) while the tuple stays the same, so a packet of a tracked flow
+/// costs one parse and one lookup, not one per step.
+#[derive(Clone, Copy)]
+pub struct Tracked {
+    /// The tuple as the packet carries it.
+    pub key: CtKey,
+    /// `bpf_ktime_get_ns` when looked up.
+    pub now: u64,
+    /// What [`lookup`] returned for `key`, kept up to date with what later
+    /// steps write ([`allow_policy`]'s result).
+    pub entry: Option<CtValue>,
+}
+
+impl Tracked {
+    /// Looks `key` up ([`lookup`], with the packet's TCP flags).
+    #[inline(always)]
+    pub fn new(key: CtKey, tcp_flags: u8, now: u64) -> Self {
+        Self {
+            key,
+            now,
+            entry: lookup(&key, tcp_flags, now),
+        }
+    }
+}
+
 /// A live entry for `key`, updated for this packet (last seen, TCP state),
 /// copied out. `None` when there is none, it has expired, or a new TCP SYN
 /// reuses the tuple of a closing flow (the caller then starts a new flow).
@@ -93,15 +120,17 @@ pub fn lookup_nat(key: &CtKey, tcp_flags: u8, now: u64) -> Option<CtValue> {
 /// was found), only the bit is added to it. Otherwise a policy-only pair is
 /// created: the reply entry only where no live entry holds its tuple (a
 /// `NodePort` entry is never overwritten), then the original. A failed
-/// insert only loses tracking.
+/// insert only loses tracking. Returns what the original's entry now holds
+/// (`existing` with the bit added, or the new entry).
 #[inline(always)]
-pub fn allow_policy(original: &CtKey, bit: u8, existing: bool, now: u64) {
-    if existing {
+pub fn allow_policy(original: &CtKey, bit: u8, existing: Option<CtValue>, now: u64) -> CtValue {
+    if let Some(mut value) = existing {
         if let Some(entry) = CT.get_ptr_mut(original) {
             // SAFETY: a pointer from a successful lookup; only a flag is set.
             unsafe { (*entry).flags |= bit };
         }
-        return;
+        value.flags |= bit;
+        return value;
     }
     let forward = CtValue {
         last_seen_ns: now,
@@ -138,6 +167,7 @@ pub fn allow_policy(original: &CtKey, bit: u8, existing: bool, now: u64) {
     // The original entry is not live (the caller's lookup said so): a new
     // flow with its tuple replaces it.
     let _ = CT.insert(original, &forward, u64::from(BPF_ANY));
+    forward
 }
 
 /// Whether a live entry holds `key` (a candidate SNAT tuple is taken).

@@ -40,7 +40,7 @@ use skep_ebpf_common::{
 };
 
 use crate::{
-    conntrack,
+    conntrack::{self, Tracked},
     packet::{self, ETH_HLEN},
     sock_lb::{BACKENDS, SERVICES},
 };
@@ -222,13 +222,18 @@ pub fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
 }
 
 /// The first step of `skep_pod_ingress`: translate a local backend's reply
-/// to a tracked `NodePort` flow. `None`: untracked, the routing step goes on.
+/// to a tracked `NodePort` flow. `None`: not translated, the routing step
+/// goes on, with the packet's conntrack lookup in `tracked` when it is one
+/// this module parses (policy reuses it).
 #[inline(always)]
-pub fn try_reply(ctx: &mut TcContext) -> Option<i32> {
+pub fn try_reply(ctx: &mut TcContext, tracked: &mut Option<Tracked>) -> Option<i32> {
     let pkt = parse(ctx)?;
     // SAFETY: a helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let entry = conntrack::lookup_nat(&pkt.key(), pkt.tcp_flags, now)?;
+    let found = tracked.insert(Tracked::new(pkt.key(), pkt.tcp_flags, now));
+    let entry = found
+        .entry
+        .filter(|entry| !conntrack::is_policy_only(&found.key, entry))?;
     Some(translate_and_forward(ctx, &pkt, &entry))
 }
 

@@ -16,8 +16,9 @@
 //! # Cost
 //!
 //! A pod not in the policy-endpoints map costs one hash miss per direction.
-//! For a policy endpoint, every packet costs one conntrack lookup; the first
-//! packet of a flow in an isolated direction costs one ipcache lookup and at
+//! For a policy endpoint, every packet costs one conntrack lookup, shared
+//! with the `NodePort` reply check and the other direction's check of the
+//! same packet ([`Tracked`]); the first packet of a flow in an isolated direction costs one ipcache lookup and at
 //! most three rule lookups (peer pod identity, peer CIDR identity, any peer),
 //! each a fixed-depth LPM walk whatever the number of policies.
 //!
@@ -54,7 +55,8 @@ use skep_ebpf_common::{
 };
 
 use crate::{
-    conntrack, nodeport,
+    conntrack::{self, Tracked},
+    nodeport,
     packet::{self, ETH_HLEN},
 };
 
@@ -123,24 +125,26 @@ fn policy_endpoint(address: u32) -> Option<PolicyEndpoint> {
 
 /// The egress check of a packet a pod sends (`src` → `dst`, from the IPv4
 /// header): `Some(TC_ACT_SHOT)` when its policy denies it, `None` to go on.
+/// `tracked`: the packet's conntrack lookup, made here if not yet.
 #[inline(always)]
-pub fn egress(ctx: &TcContext, src: u32, dst: u32) -> Option<i32> {
+pub fn egress(ctx: &TcContext, src: u32, dst: u32, tracked: &mut Option<Tracked>) -> Option<i32> {
     let endpoint = policy_endpoint(src)?;
     if dst == nodeport::node_ipv4() {
         return None;
     }
-    judge(ctx, &endpoint, src, Direction::Egress)
+    judge(ctx, &endpoint, src, Direction::Egress, tracked)
 }
 
 /// The ingress check of a packet about to be handed to the local pod `dst`:
 /// `Some(TC_ACT_SHOT)` when its policy denies it, `None` to go on.
+/// `tracked`: as for [`egress`].
 #[inline(always)]
-pub fn ingress(ctx: &TcContext, src: u32, dst: u32) -> Option<i32> {
+pub fn ingress(ctx: &TcContext, src: u32, dst: u32, tracked: &mut Option<Tracked>) -> Option<i32> {
     let endpoint = policy_endpoint(dst)?;
     if src == nodeport::node_ipv4() {
         return None;
     }
-    judge(ctx, &endpoint, dst, Direction::Ingress)
+    judge(ctx, &endpoint, dst, Direction::Ingress, tracked)
 }
 
 /// Whether the ingress policy of the destination of `translated` (the tuple
@@ -165,39 +169,47 @@ pub fn admit_nodeport(ctx: &TcContext, translated: &CtKey) -> bool {
 }
 
 /// Judges the packet for `endpoint` (the local pod at `local`) in
-/// `direction`; see the module doc.
+/// `direction`; see the module doc. `tracked` (the packet's conntrack
+/// lookup, made here if not yet) is kept up to date with the entry this
+/// writes, for the other direction's check of the same packet.
 #[inline(always)]
 fn judge(
     ctx: &TcContext,
     endpoint: &PolicyEndpoint,
     local: u32,
     direction: Direction,
+    tracked: &mut Option<Tracked>,
 ) -> Option<i32> {
     let (bit, isolated_flag) = match direction {
         Direction::Ingress => (CT_FLAG_POLICY_INGRESS, POLICY_INGRESS_ISOLATED),
         Direction::Egress => (CT_FLAG_POLICY_EGRESS, POLICY_EGRESS_ISOLATED),
     };
     let isolated = endpoint.flags & isolated_flag != 0;
-    let Some(flow) = parse(ctx) else {
+    if tracked.is_none() {
+        if let Some(flow) = parse(ctx) {
+            // SAFETY: a helper call without arguments.
+            let now = unsafe { bpf_ktime_get_ns() };
+            *tracked = Some(Tracked::new(flow.key, flow.tcp_flags, now));
+        }
+    }
+    let Some(flow) = tracked.as_mut() else {
         // A truncated IPv4 header: nothing to judge it by.
         return isolated.then_some(TC_ACT_SHOT);
     };
-    // SAFETY: a helper call without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let existing = match conntrack::lookup(&flow.key, flow.tcp_flags, now) {
-        Some(entry) if entry.flags & (CT_FLAG_REPLY | bit) != 0 => {
+    if let Some(entry) = flow.entry {
+        if entry.flags & (CT_FLAG_REPLY | bit) != 0 {
             if isolated {
                 count(ctx, local, direction, PolicyVerdict::Established);
             }
             return None;
         }
-        Some(_) => true,
-        None => false,
-    };
+    }
     if isolated && !decide(ctx, endpoint, local, direction, &flow.key) {
         return Some(TC_ACT_SHOT);
     }
-    conntrack::allow_policy(&flow.key, bit, existing, now);
+    flow.entry = Some(conntrack::allow_policy(
+        &flow.key, bit, flow.entry, flow.now,
+    ));
     None
 }
 

@@ -31,7 +31,10 @@ use skep_ebpf_common::{
     ENDPOINTS_MAP_ENTRIES, ROUTE_COUNTERS_LEN,
 };
 
-use crate::packet::{self, ETH_HLEN};
+use crate::{
+    conntrack::Tracked,
+    packet::{self, ETH_HLEN},
+};
 
 /// `AF_INET`, for the FIB lookup and the next hop.
 const AF_INET: u8 = 2;
@@ -111,16 +114,18 @@ impl Ipv4 {
 /// `skep_pod_ingress`: a packet leaving a pod (TC ingress on its host veth).
 #[inline(always)]
 pub fn pod_ingress(ctx: &mut TcContext) -> i32 {
-    if let Some(verdict) = crate::nodeport::try_reply(ctx) {
+    // One conntrack lookup for every step below (the tuple stays the same).
+    let mut tracked = None;
+    if let Some(verdict) = crate::nodeport::try_reply(ctx, &mut tracked) {
         return verdict;
     }
     let Some(ip) = Ipv4::read(ctx) else {
         return pass(ctx, RouteAction::PodToStack);
     };
-    if let Some(verdict) = crate::policy::egress(ctx, ip.src, ip.dst) {
+    if let Some(verdict) = crate::policy::egress(ctx, ip.src, ip.dst, &mut tracked) {
         return verdict;
     }
-    if let Some(verdict) = deliver_local(ctx, &ip, RouteAction::PodToLocalPod) {
+    if let Some(verdict) = deliver_local(ctx, &ip, RouteAction::PodToLocalPod, &mut tracked) {
         return verdict;
     }
     forward(ctx, &ip)
@@ -135,7 +140,7 @@ pub fn underlay_ingress(ctx: &mut TcContext) -> i32 {
     let Some(ip) = Ipv4::read(ctx) else {
         return pass(ctx, RouteAction::UnderlayToStack);
     };
-    if let Some(verdict) = deliver_local(ctx, &ip, RouteAction::UnderlayToPod) {
+    if let Some(verdict) = deliver_local(ctx, &ip, RouteAction::UnderlayToPod, &mut None) {
         return verdict;
     }
     pass(ctx, RouteAction::UnderlayToStack)
@@ -146,8 +151,15 @@ pub fn underlay_ingress(ctx: &mut TcContext) -> i32 {
 /// gateway, `bpf_redirect_peer` into its namespace; counted as `action`.
 /// `None` when the destination is not a local pod (the caller goes on).
 /// Callers that rewrote the destination (`NodePort` DNAT) pass the new header.
+/// `tracked`: the packet's conntrack lookup if the caller made one (policy
+/// makes it otherwise).
 #[inline(always)]
-pub fn deliver_local(ctx: &mut TcContext, ip: &Ipv4, action: RouteAction) -> Option<i32> {
+pub fn deliver_local(
+    ctx: &mut TcContext,
+    ip: &Ipv4,
+    action: RouteAction,
+    tracked: &mut Option<Tracked>,
+) -> Option<i32> {
     let key = EndpointKey {
         address: ip.dst,
         family: Family::Ipv4 as u8,
@@ -155,7 +167,7 @@ pub fn deliver_local(ctx: &mut TcContext, ip: &Ipv4, action: RouteAction) -> Opt
     };
     // SAFETY: a map lookup; the value is copied out at once.
     let endpoint = unsafe { ENDPOINTS.get(&key) }.copied()?;
-    if let Some(verdict) = crate::policy::ingress(ctx, ip.src, ip.dst) {
+    if let Some(verdict) = crate::policy::ingress(ctx, ip.src, ip.dst, tracked) {
         return Some(verdict);
     }
     if ip.ttl() <= 1 {

@@ -11,7 +11,12 @@
 //!    trip: every mode is measured over the same mix of same-node and
 //!    other-node backends, whatever its load-balancer picked.
 //!
-//! It prints one JSON line; the parent turns it into [`Outcome`].
+//! It prints one JSON line; the parent turns it into [`Outcome`]. Given a
+//! pinned TC program (`--bpf-prog`, [`Client::with_prog_stats`]), it also
+//! reads the program's kernel run statistics around every slice of new
+//! connections and every kept-alive round trip, and charges them to the
+//! list being measured ([`crate::prog_stats`]; packets still in flight
+//! when a slice ends, the last ACKs and FINs, land in the next one).
 //!
 //! The protocol is 8 bytes each way (the reply names the backend), so the
 //! numbers are about connection setup and forwarding, not payload.
@@ -31,7 +36,10 @@ use anyhow::{Context as _, bail};
 use nix::sched::{CloneFlags, setns};
 use serde_json::json;
 
-use crate::stats::Sample;
+use crate::{
+    prog_stats::{ProgReader, ProgStats},
+    stats::Sample,
+};
 
 /// Bytes of one request and of its reply.
 pub const MESSAGE: usize = 8;
@@ -83,6 +91,11 @@ pub struct Outcome {
     pub keepalive: Sample,
     /// How many backends the kept-alive connections reached.
     pub keepalive_backends: usize,
+    /// The watched program's runs during the new connections (zero when
+    /// none is watched).
+    pub bpf_new: ProgStats,
+    /// The watched program's runs during the kept-alive round trips.
+    pub bpf_keepalive: ProgStats,
 }
 
 /// A tiny xorshift generator: the targets only need to be spread, not secret.
@@ -132,6 +145,7 @@ struct NewConnections {
     errors: u64,
     first_error: Option<String>,
     spread: BTreeMap<SocketAddrV4, u64>,
+    bpf: ProgStats,
 }
 
 impl NewConnections {
@@ -147,6 +161,7 @@ impl NewConnections {
             "elapsed_ns": u64::try_from(self.elapsed.as_nanos()).unwrap_or(u64::MAX),
             "errors": self.errors,
             "first_error": self.first_error,
+            "bpf": self.bpf.json(),
         })
     }
 }
@@ -231,16 +246,27 @@ const SLICES: u32 = 5;
 /// Measures every list, interleaved: new connections in turns of
 /// `seconds / SLICES`, then `requests` kept-alive round trips per list,
 /// the lists (and each list's connections) taking turns request by request.
-fn measure(lists: &[Arc<Vec<SocketAddrV4>>], params: &Params) -> anyhow::Result<serde_json::Value> {
+/// The watched program's totals now (zero when none is watched).
+fn read(prog: Option<&ProgReader>) -> anyhow::Result<ProgStats> {
+    prog.map_or(Ok(ProgStats::default()), ProgReader::read)
+}
+
+fn measure(
+    lists: &[Arc<Vec<SocketAddrV4>>],
+    params: &Params,
+    prog: Option<&ProgReader>,
+) -> anyhow::Result<serde_json::Value> {
     let mut new: Vec<NewConnections> = lists.iter().map(|_| NewConnections::default()).collect();
     for _ in 0..SLICES {
         for (list, total) in lists.iter().zip(&mut new) {
+            let before = read(prog)?;
             new_connections(
                 list,
                 params.threads,
                 params.seconds / f64::from(SLICES),
                 total,
             );
+            total.bpf += read(prog)?.since(before);
         }
     }
     let mut streams = Vec::new();
@@ -249,24 +275,37 @@ fn measure(lists: &[Arc<Vec<SocketAddrV4>>], params: &Params) -> anyhow::Result<
     }
     let mut latencies: Vec<Vec<u64>> = lists.iter().map(|_| Vec::new()).collect();
     let mut elapsed = vec![Duration::ZERO; lists.len()];
+    let mut bpf = vec![ProgStats::default(); lists.len()];
+    let mut last = read(prog)?;
     for i in 0..params.requests {
-        for ((open, lat), spent) in streams.iter_mut().zip(&mut latencies).zip(&mut elapsed) {
+        for (((open, lat), spent), bpf) in streams
+            .iter_mut()
+            .zip(&mut latencies)
+            .zip(&mut elapsed)
+            .zip(&mut bpf)
+        {
             let count = open.len();
             let t0 = Instant::now();
             round_trip(&mut open[i % count]).context("kept-alive request")?;
             let took = t0.elapsed();
             *spent += took;
             lat.push(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+            if prog.is_some() {
+                let now = read(prog)?;
+                *bpf += now.since(last);
+                last = now;
+            }
         }
     }
     let out: Vec<serde_json::Value> = new
         .iter()
-        .zip(streams.iter().zip(latencies).zip(elapsed))
-        .map(|(new, ((open, lat), spent))| {
+        .zip(streams.iter().zip(latencies).zip(elapsed).zip(bpf))
+        .map(|(new, (((open, lat), spent), bpf))| {
             json!({"new": new.json(), "keepalive": {
                 "backends": open.len(),
                 "elapsed_ns": u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
                 "latencies_ns": lat,
+                "bpf": bpf.json(),
             }})
         })
         .collect();
@@ -274,7 +313,8 @@ fn measure(lists: &[Arc<Vec<SocketAddrV4>>], params: &Params) -> anyhow::Result<
 }
 
 /// The child's entry point: `datapath-client --cgroup DIR --netns FILE
-/// --targets FILE[,FILE…] --seconds S --threads T --requests M --backends B`.
+/// --targets FILE[,FILE…] --seconds S --threads T --requests M --backends B
+/// [--bpf-prog PINNED-PROGRAM]`.
 pub fn main(args: &[String]) -> anyhow::Result<()> {
     let flag = |name: &str| -> anyhow::Result<&str> {
         let at = args
@@ -293,6 +333,10 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
     };
     // The cgroup first (the socket hooks follow the creating task's cgroup),
     // then the namespace; both before any thread exists, so all inherit them.
+    let prog = match args.iter().position(|a| a == "--bpf-prog") {
+        Some(_) => Some(ProgReader::open(Path::new(flag("--bpf-prog")?))?),
+        None => None,
+    };
     let cgroup = Path::new(flag("--cgroup")?).join("cgroup.procs");
     std::fs::write(&cgroup, std::process::id().to_string())
         .with_context(|| format!("failed to join {}", cgroup.display()))?;
@@ -311,7 +355,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         }
         lists.push(Arc::new(targets));
     }
-    println!("{}", measure(&lists, &params)?);
+    println!("{}", measure(&lists, &params, prog.as_ref())?);
     Ok(())
 }
 
@@ -321,6 +365,7 @@ pub struct Client {
     cgroup: PathBuf,
     netns: PathBuf,
     dir: PathBuf,
+    prog: Option<PathBuf>,
 }
 
 impl Client {
@@ -334,7 +379,18 @@ impl Client {
             cgroup,
             netns: netns.to_owned(),
             dir: dir.to_owned(),
+            prog: None,
         })
+    }
+
+    /// Also reads the kernel run statistics of the TC program pinned at
+    /// `pin` during every run ([`Outcome::bpf_new`],
+    /// [`Outcome::bpf_keepalive`]); they count only while
+    /// [`crate::prog_stats::StatsEnabled`] lives.
+    #[must_use]
+    pub fn with_prog_stats(mut self, pin: PathBuf) -> Self {
+        self.prog = Some(pin);
+        self
     }
 
     /// Runs the child against each of `lists` (measured interleaved, see
@@ -355,8 +411,12 @@ impl Client {
             std::fs::write(&file, text)?;
             files.push(file.display().to_string());
         }
-        let out = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("datapath-client")
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.arg("datapath-client");
+        if let Some(prog) = &self.prog {
+            command.arg("--bpf-prog").arg(prog);
+        }
+        let out = command
             .arg("--cgroup")
             .arg(&self.cgroup)
             .arg("--netns")
@@ -419,6 +479,8 @@ fn outcome(v: &serde_json::Value) -> Outcome {
             elapsed: nanos(&v["keepalive"]["elapsed_ns"]),
             latencies,
         },
+        bpf_new: ProgStats::from_json(&v["new"]["bpf"]),
+        bpf_keepalive: ProgStats::from_json(&v["keepalive"]["bpf"]),
     }
 }
 

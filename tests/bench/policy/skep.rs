@@ -4,8 +4,9 @@
 //! the endpoints map, as the agent does; policy programmed by the real
 //! compiler (`skep_policy::compile`) and written with the real map API
 //! (`skep_datapath::policy::PolicyMaps`), incrementally from one
-//! scenario's state to the next, as the agent's sync loop does. The pins
-//! are removed on drop.
+//! scenario's state to the next, as the agent's sync loop does.
+//! `skep_pod_ingress` is pinned too ([`Skep::prog_pin`]), for the client to
+//! read its run statistics. The pins are removed on drop.
 
 use std::{
     fs::File,
@@ -62,6 +63,7 @@ impl Skep {
             ids: Identities::default(),
             current: PolicyState::default(),
         };
+        let prog_pin = skep.prog_pin();
         let datapath = skep.datapath.insert(
             Datapath::load(&DatapathConfig {
                 pin_dir: pin_dir.clone(),
@@ -70,6 +72,7 @@ impl Skep {
             })
             .context("failed to load the datapath")?,
         );
+        datapath.pin_program(RouteHook::Pod.program(), &prog_pin)?;
         let netns = PathBuf::from("/run/netns").join(node.netns.name());
         let mut endpoints = EndpointMap::open_pinned(&pin_dir)?;
         for pod in &node.pods {
@@ -86,6 +89,11 @@ impl Skep {
             })?;
         }
         Ok(skep)
+    }
+
+    /// Where `skep_pod_ingress` (on every pod's host veth) is pinned.
+    pub fn prog_pin(&self) -> PathBuf {
+        self.pin_dir.join("prog_pod_ingress")
     }
 
     /// Programs `cluster`'s policies: compiles them and writes the change

@@ -83,6 +83,17 @@ pub enum DatapathError {
         #[source]
         source: crate::link::LinkError,
     },
+    /// Pinning a loaded program failed.
+    #[error("failed to pin program {name} at {path}")]
+    ProgramPin {
+        /// Program name.
+        name: &'static str,
+        /// Where it was to be pinned.
+        path: PathBuf,
+        /// What aya reported.
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
     /// The interface to attach a routing program to does not exist.
     #[error("failed to attach to interface {interface}: no such interface")]
     NoInterface {

@@ -273,6 +273,23 @@ impl Datapath {
         Ok(fd.as_fd())
     }
 
+    /// Pins the loaded TC program `name` at `path` (on bpffs), so another
+    /// process can open it (`SchedClassifier::from_pin`), e.g. to read the
+    /// kernel's run statistics of it; a pin inside [`Self::pin_dir`] goes
+    /// with [`Self::remove_pins`].
+    pub fn pin_program(&mut self, name: &'static str, path: &Path) -> Result<(), DatapathError> {
+        let prog = self
+            .ebpf
+            .program_mut(name)
+            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+            .ok_or(DatapathError::MissingProgram { name })?;
+        prog.pin(path).map_err(|source| DatapathError::ProgramPin {
+            name,
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
     /// The directory the maps are pinned in.
     #[must_use]
     pub fn pin_dir(&self) -> &Path {

@@ -369,6 +369,50 @@ fn ingress_isolation_allows_only_the_rule_and_replies() {
     assert!(tcp(&lab.a2, &lab.a1, 8082));
 }
 
+/// One packet crossing two judges on one node (the sender's egress, the
+/// receiver's ingress) shares one conntrack entry: both verdict bits end up
+/// on it, each side allows the first packet once and passes the rest as
+/// established, and either side's rule alone is not enough.
+fn both_ends_isolated_on_one_node() {
+    let (lab, mut maps, _reader) = lab_with_policy();
+    maps.set_endpoint(lab.a1.ip, endpoint(ID_A1, POLICY_EGRESS_ISOLATED))
+        .expect("isolate a1");
+    maps.set_endpoint(lab.a2.ip, endpoint(ID_A2, POLICY_INGRESS_ISOLATED))
+        .expect("isolate a2");
+    let egress = rule(ID_A1, ID_A2, Direction::Egress, TCP, 8080);
+    let ingress = rule(ID_A2, ID_A1, Direction::Ingress, TCP, 8080);
+    maps.set_rule(egress, POLICY_PREFIX_PORT, allow(8))
+        .expect("egress rule");
+    maps.set_rule(ingress, POLICY_PREFIX_PORT, allow(9))
+        .expect("ingress rule");
+    assert!(tcp(&lab.a1, &lab.a2, 8080), "both sides allow it");
+    for (pod, direction) in [(&lab.a1, Direction::Egress), (&lab.a2, Direction::Ingress)] {
+        assert_eq!(
+            count(&maps, pod, direction, PolicyVerdict::Allowed),
+            1,
+            "{direction:?}: the first packet is judged once"
+        );
+        assert!(
+            count(&maps, pod, direction, PolicyVerdict::Established) >= 3,
+            "{direction:?}: the flow's later packets pass as established"
+        );
+        assert_eq!(count(&maps, pod, direction, PolicyVerdict::Denied), 0);
+    }
+
+    assert!(
+        maps.remove_rule(egress, POLICY_PREFIX_PORT)
+            .expect("remove")
+    );
+    assert!(!tcp(&lab.a1, &lab.a2, 8080), "the ingress rule alone");
+    maps.set_rule(egress, POLICY_PREFIX_PORT, allow(8))
+        .expect("egress rule");
+    assert!(
+        maps.remove_rule(ingress, POLICY_PREFIX_PORT)
+            .expect("remove")
+    );
+    assert!(!tcp(&lab.a1, &lab.a2, 8080), "the egress rule alone");
+}
+
 fn egress_to_an_ip_block_with_an_except() {
     let (lab, mut maps, mut reader) = lab_with_policy();
     // ipBlock 10.244.0.0/16 except 10.244.1.12/32 (a2): each pod's /32
@@ -578,6 +622,10 @@ fn main() {
         (
             "egress_to_an_ip_block_with_an_except",
             egress_to_an_ip_block_with_an_except,
+        ),
+        (
+            "both_ends_isolated_on_one_node",
+            both_ends_isolated_on_one_node,
         ),
         (
             "a_port_range_is_one_lpm_block",
