@@ -15,6 +15,7 @@ mod lab;
 mod lab_dns;
 mod lab_nodeport;
 mod lab_services;
+mod netpol;
 mod scheduling;
 mod service_alloc;
 mod services;
