@@ -116,7 +116,7 @@ fn unit(filter: Option<&str>) -> anyhow::Result<()> {
 /// sandboxes and runc, socket load-balancing on a real cgroup).
 const PRIVILEGED_TESTS: &[&str] = &[
     "--test", "e2e", "--test", "image", "--test", "node", "--test", "sock_lb", "--test", "route",
-    "--test", "nodeport",
+    "--test", "nodeport", "--test", "policy",
 ];
 
 fn e2e(filter: Option<&str>) -> anyhow::Result<()> {

@@ -118,6 +118,13 @@ pub mod map {
         CT,
         NODE_CONFIG,
         EXTERNAL_AFFINITY,
+        POLICY_ENDPOINTS,
+        IPCACHE,
+        POLICY,
+        POLICY_COUNTERS,
+        POLICY_FLOWS,
+        POLICY_NAMES,
+        PEER_NAMES,
     ];
 }
 

@@ -1,9 +1,14 @@
 //! The packet-level conntrack: one LRU entry per direction of a flow, keyed
 //! by the tuple the packet carries (see `skep_ebpf_common::ct` for why), each
-//! holding the tuple to translate to. `NodePort` creates entries; network
-//! policy will add its verdict bit to the same entries.
+//! holding the tuple to translate to. `NodePort` creates translating
+//! entries; network policy creates policy-only ones (no translation, no
+//! service: [`is_policy_only`]) and adds its verdict bits to either.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    macros::map,
+    maps::LruHashMap,
+};
 use skep_ebpf_common::{
     ct_expired, CtKey, CtValue, CT_FLAG_CLOSING, CT_FLAG_REPLY, CT_FLAG_SEEN_REPLY,
     LRU_MAP_DEFAULT_ENTRIES,
@@ -62,6 +67,77 @@ pub fn lookup(key: &CtKey, tcp_flags: u8, now: u64) -> Option<CtValue> {
         }
     }
     Some(copy)
+}
+
+/// Whether `value` (the entry of `key`) is a policy-only entry: no service
+/// and the packet's own tuple as translation. `NodePort` never translates
+/// those.
+#[inline(always)]
+pub const fn is_policy_only(key: &CtKey, value: &CtValue) -> bool {
+    value.rev_nat_id == 0
+        && value.nat_src_addr == key.src_addr
+        && value.nat_dst_addr == key.dst_addr
+        && value.nat_src_port == key.src_port
+        && value.nat_dst_port == key.dst_port
+}
+
+/// [`lookup`] for the `NodePort` programs: only entries that translate (a
+/// policy-only entry is `None`, the routing step goes on).
+#[inline(always)]
+pub fn lookup_nat(key: &CtKey, tcp_flags: u8, now: u64) -> Option<CtValue> {
+    lookup(key, tcp_flags, now).filter(|value| !is_policy_only(key, value))
+}
+
+/// Records that policy allowed the flow of `original` in the direction of
+/// `bit` (a `CT_FLAG_POLICY_*`). With `existing` (a live entry of `original`
+/// was found), only the bit is added to it. Otherwise a policy-only pair is
+/// created: the reply entry only where no live entry holds its tuple (a
+/// `NodePort` entry is never overwritten), then the original. A failed
+/// insert only loses tracking.
+#[inline(always)]
+pub fn allow_policy(original: &CtKey, bit: u8, existing: bool, now: u64) {
+    if existing {
+        if let Some(entry) = CT.get_ptr_mut(original) {
+            // SAFETY: a pointer from a successful lookup; only a flag is set.
+            unsafe { (*entry).flags |= bit };
+        }
+        return;
+    }
+    let forward = CtValue {
+        last_seen_ns: now,
+        nat_src_addr: original.src_addr,
+        nat_dst_addr: original.dst_addr,
+        nat_src_port: original.src_port,
+        nat_dst_port: original.dst_port,
+        backend_id: 0,
+        rev_nat_id: 0,
+        flags: bit,
+        pad: [0; 5],
+    };
+    let reply_key = original.peer_of(&forward);
+    let reply = CtValue {
+        nat_src_addr: original.dst_addr,
+        nat_dst_addr: original.src_addr,
+        nat_src_port: original.dst_port,
+        nat_dst_port: original.src_port,
+        flags: CT_FLAG_REPLY,
+        ..forward
+    };
+    if CT
+        .insert(&reply_key, &reply, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // SAFETY: a map lookup; the value is only read here.
+        let replaceable = unsafe { CT.get(&reply_key) }.is_none_or(|old| {
+            ct_expired(old, reply_key.proto, now) || is_policy_only(&reply_key, old)
+        });
+        if replaceable {
+            let _ = CT.insert(&reply_key, &reply, u64::from(BPF_ANY));
+        }
+    }
+    // The original entry is not live (the caller's lookup said so): a new
+    // flow with its tuple replaces it.
+    let _ = CT.insert(original, &forward, u64::from(BPF_ANY));
 }
 
 /// Whether a live entry holds `key` (a candidate SNAT tuple is taken).

@@ -16,6 +16,7 @@ mod conntrack;
 mod metrics;
 mod nodeport;
 mod packet;
+mod policy;
 mod route;
 mod sock_lb;
 

@@ -63,6 +63,12 @@ const SNAT_PORT_TRIES: u32 = 8;
 #[map(name = "SKEP_NODE_CONFIG")]
 static NODE_CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
+/// This node's underlay address (network byte order; 0 when unset).
+#[inline(always)]
+pub fn node_ipv4() -> u32 {
+    NODE_CONFIG.get(0).map_or(0, |config| config.ipv4)
+}
+
 /// Session affinity of external clients: client IP × service → backend.
 #[map(name = "SKEP_EXTERNAL_AFFINITY")]
 static EXTERNAL_AFFINITY: LruHashMap<ExternalAffinityKey, AffinityValue> =
@@ -142,7 +148,7 @@ pub fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
     // SAFETY: a helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let key = pkt.key();
-    if let Some(entry) = conntrack::lookup(&key, pkt.tcp_flags, now) {
+    if let Some(entry) = conntrack::lookup_nat(&key, pkt.tcp_flags, now) {
         return Some(translate_and_forward(ctx, &pkt, &entry));
     }
     let service_key = ServiceKey {
@@ -201,6 +207,16 @@ pub fn try_ingress(ctx: &mut TcContext) -> Option<i32> {
         forward.nat_src_port = port;
         forward.flags |= CT_FLAG_SNAT;
     }
+    let translated = CtKey {
+        src_addr: forward.nat_src_addr,
+        dst_addr: forward.nat_dst_addr,
+        src_port: forward.nat_src_port,
+        dst_port: forward.nat_dst_port,
+        ..key
+    };
+    if !crate::policy::admit_nodeport(ctx, &translated) {
+        return Some(TC_ACT_SHOT);
+    }
     conntrack::create(&key, &forward);
     Some(translate_and_forward(ctx, &pkt, &forward))
 }
@@ -212,7 +228,7 @@ pub fn try_reply(ctx: &mut TcContext) -> Option<i32> {
     let pkt = parse(ctx)?;
     // SAFETY: a helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let entry = conntrack::lookup(&pkt.key(), pkt.tcp_flags, now)?;
+    let entry = conntrack::lookup_nat(&pkt.key(), pkt.tcp_flags, now)?;
     Some(translate_and_forward(ctx, &pkt, &entry))
 }
 

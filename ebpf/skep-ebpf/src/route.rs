@@ -117,6 +117,9 @@ pub fn pod_ingress(ctx: &mut TcContext) -> i32 {
     let Some(ip) = Ipv4::read(ctx) else {
         return pass(ctx, RouteAction::PodToStack);
     };
+    if let Some(verdict) = crate::policy::egress(ctx, ip.src, ip.dst) {
+        return verdict;
+    }
     if let Some(verdict) = deliver_local(ctx, &ip, RouteAction::PodToLocalPod) {
         return verdict;
     }
@@ -139,7 +142,7 @@ pub fn underlay_ingress(ctx: &mut TcContext) -> i32 {
 }
 
 /// If `ip`'s destination is a pod on this node, hands the packet straight to
-/// it: TTL decremented, MACs rewritten to what the pod expects from its
+/// it (unless its ingress policy denies it: dropped): TTL decremented, MACs rewritten to what the pod expects from its
 /// gateway, `bpf_redirect_peer` into its namespace; counted as `action`.
 /// `None` when the destination is not a local pod (the caller goes on).
 /// Callers that rewrote the destination (`NodePort` DNAT) pass the new header.
@@ -152,6 +155,9 @@ pub fn deliver_local(ctx: &mut TcContext, ip: &Ipv4, action: RouteAction) -> Opt
     };
     // SAFETY: a map lookup; the value is copied out at once.
     let endpoint = unsafe { ENDPOINTS.get(&key) }.copied()?;
+    if let Some(verdict) = crate::policy::ingress(ctx, ip.src, ip.dst) {
+        return Some(verdict);
+    }
     if ip.ttl() <= 1 {
         return Some(pass_ttl_expired(ctx));
     }
@@ -309,4 +315,5 @@ fn keep_names_map() {
     };
     // SAFETY: a map lookup; the reference is dropped at once.
     let _ = unsafe { ENDPOINT_NAMES.get(&key) };
+    crate::policy::keep_names_maps();
 }

@@ -178,12 +178,12 @@ impl EndpointMap {
         let key = key(ip);
         let existed = match self.endpoints.remove(&key) {
             Ok(()) => true,
-            Err(err) if is_missing(&err) => false,
+            Err(err) if crate::pinned::is_missing(&err) => false,
             Err(err) => return Err(map_err(map::ENDPOINTS, "delete")(err)),
         };
         match self.names.remove(&key) {
             Ok(()) => {}
-            Err(err) if is_missing(&err) => {}
+            Err(err) if crate::pinned::is_missing(&err) => {}
             Err(err) => return Err(map_err(map::ENDPOINT_NAMES, "delete")(err)),
         }
         Ok(existed)
@@ -227,16 +227,6 @@ impl EndpointMap {
             self.remove(endpoint.ip)?;
         }
         Ok(stale)
-    }
-}
-
-/// Whether a map error says the key is not there (aya reports a delete of a
-/// missing key as the syscall's `ENOENT`).
-fn is_missing(err: &MapError) -> bool {
-    match err {
-        MapError::KeyNotFound => true,
-        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
     }
 }
 

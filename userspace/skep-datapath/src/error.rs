@@ -98,4 +98,31 @@ pub enum DatapathError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    /// A prefix length outside what a policy map's keys allow.
+    #[error("failed to write map {map}: prefix length {prefix_len} is outside {min}..={max}")]
+    PolicyPrefix {
+        /// Map name.
+        map: &'static str,
+        /// The prefix length given.
+        prefix_len: u32,
+        /// The shortest allowed.
+        min: u32,
+        /// The longest allowed.
+        max: u32,
+    },
+    /// A policy or pod name does not fit the names maps.
+    #[error("failed to store name {name}: longer than {max} bytes")]
+    NameTooLong {
+        /// The name.
+        name: String,
+        /// The limit.
+        max: usize,
+    },
+    /// Waiting for flows on the ring buffer failed.
+    #[error("failed to wait for policy flows")]
+    FlowPoll {
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
 }

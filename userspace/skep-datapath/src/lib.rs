@@ -11,6 +11,7 @@ mod loader;
 pub mod metrics;
 pub mod nodeport;
 mod pinned;
+pub mod policy;
 pub mod preflight;
 pub mod routing;
 pub mod service;
@@ -19,6 +20,7 @@ pub use endpoint::{Endpoint, EndpointMap, EndpointMapError, Mac};
 pub use error::DatapathError;
 pub use link::LinkError;
 pub use loader::{Datapath, DatapathConfig, TcHook, lru_entries_for_memory};
+pub use policy::{FlowNames, FlowReader, PolicyCounter, PolicyMaps, format_flow};
 pub use routing::RouteHook;
 pub use service::{Frontend, Protocol, ServiceMap, ServiceMapError, ServiceSpec, format_table};
 

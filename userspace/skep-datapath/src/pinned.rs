@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use aya::maps::MapData;
+use aya::maps::{MapData, MapError};
 
 use crate::DatapathError;
 
@@ -17,9 +17,19 @@ pub(crate) fn open(pin_dir: &Path, name: &'static str) -> Result<MapData, Datapa
 }
 
 /// A [`DatapathError::Map`] for map `name`.
-pub(crate) fn map_err(name: &'static str, source: aya::maps::MapError) -> DatapathError {
+pub(crate) fn map_err(name: &'static str, source: MapError) -> DatapathError {
     DatapathError::Map {
         name,
         source: Box::new(source),
+    }
+}
+
+/// Whether a map error says the key is not there (aya reports a delete of a
+/// missing key as the syscall's `ENOENT`).
+pub(crate) fn is_missing(err: &MapError) -> bool {
+    match err {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }

@@ -653,6 +653,86 @@ struct Pods {
     _pod2: Backend,
 }
 
+/// A `NodePort` flow is judged by the ingress policy of the backend pod it
+/// reaches, on the translated tuple (client address, backend port).
+fn network_policy_judges_the_backend_it_reaches(lab: &Lab) {
+    use skep_datapath::PolicyMaps;
+    use skep_ebpf_common::{
+        IDENTITY_CIDR_BASE, POLICY_INGRESS_ISOLATED, POLICY_PREFIX_PORT, PeerIdentity,
+        PolicyEndpoint, PolicyKey, PolicyValue, PolicyVerdict,
+    };
+    let clients = IDENTITY_CIDR_BASE + 1;
+    let mut services = lab.services();
+    let frontend = SocketAddrV4::new(NODE1, 30090);
+    services
+        .upsert_service(&external(
+            "default/policed:http",
+            frontend,
+            Protocol::Tcp,
+            &[POD1],
+        ))
+        .expect("upsert");
+    let mut maps = PolicyMaps::open(&lab.pin_dir).expect("policy maps");
+    let subnet = Ipv4Addr::new(192, 168, 77, 0);
+    maps.set_peer(
+        subnet,
+        24,
+        PeerIdentity {
+            pod: 0,
+            cidr: clients,
+        },
+    )
+    .expect("ipcache");
+    maps.set_endpoint(
+        POD1,
+        PolicyEndpoint {
+            identity: 1,
+            flags: POLICY_INGRESS_ISOLATED,
+        },
+    )
+    .expect("isolate pod1");
+    let refused = in_netns(&lab.client, move || {
+        TcpStream::connect_timeout(&frontend.into(), Duration::from_secs(1)).is_err()
+    })
+    .join()
+    .expect("client thread");
+    assert!(refused, "pod1 admits nobody: the NodePort flow is dropped");
+    let rule = PolicyKey {
+        endpoint: 1,
+        peer: clients,
+        direction: skep_ebpf_common::Direction::Ingress as u8,
+        proto: 6,
+        port: BACKEND_PORT.to_be(),
+    };
+    maps.set_rule(rule, POLICY_PREFIX_PORT, PolicyValue { policy: 1 })
+        .expect("rule");
+    for exchange in client(lab, Protocol::Tcp, frontend, 2) {
+        assert_eq!(exchange.reply_from, frontend);
+        assert_eq!(exchange.seen_peer, exchange.client);
+    }
+    let verdicts: Vec<_> = maps
+        .counters()
+        .expect("counters")
+        .into_iter()
+        .filter(|c| c.endpoint == POD1)
+        .map(|c| (c.verdict, c.packets))
+        .collect();
+    assert!(
+        verdicts.contains(&(PolicyVerdict::Allowed, 2))
+            && verdicts
+                .iter()
+                .any(|(v, n)| *v == PolicyVerdict::Denied && *n >= 1),
+        "{verdicts:?}"
+    );
+    // The lab is shared: leave pod1 unpoliced.
+    assert!(maps.remove_endpoint(POD1).expect("remove endpoint"));
+    assert!(
+        maps.remove_rule(rule, POLICY_PREFIX_PORT)
+            .expect("remove rule")
+    );
+    assert!(maps.remove_peer(subnet, 24).expect("remove peer"));
+}
+
 // ---------------------------------------------------------------- runner
 
 /// A test case: runs against the shared lab.
@@ -700,6 +780,10 @@ fn main() {
         (
             "spreading_and_session_affinity",
             spreading_and_session_affinity,
+        ),
+        (
+            "network_policy_judges_the_backend_it_reaches",
+            network_policy_judges_the_backend_it_reaches,
         ),
     ];
     let passed = common::run_cases(cases, |case| case(&lab));
