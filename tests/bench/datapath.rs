@@ -24,9 +24,9 @@
 //! port range, so tens of thousands of short connections a second do not run
 //! out of ports; every mode gets the same.
 
-mod backend;
+pub mod backend;
 pub mod client;
-mod kube_proxy;
+pub mod kube_proxy;
 mod skep_lb;
 
 use std::{collections::BTreeMap, net::SocketAddrV4, path::PathBuf, time::Duration};

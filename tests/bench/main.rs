@@ -8,6 +8,7 @@
 mod api;
 mod datapath;
 mod podstartup;
+mod policy;
 mod stats;
 mod store;
 
@@ -23,12 +24,13 @@ fn main() -> ExitCode {
         Some("store") => run(store::run()),
         Some("pod-startup") => run(podstartup::run()),
         Some("datapath") => run(datapath::run(&args)),
+        Some("policy") => run(policy::run(&args)),
         // The load generator `datapath` starts inside a lab node.
         Some("datapath-client") => datapath::client::main(&args),
         // `cargo test` runs every test target; with no bench named, do nothing.
         None => return ExitCode::SUCCESS,
         Some(other) => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; known: store, pod-startup, datapath"
+            "unknown benchmark {other:?}; known: store, pod-startup, datapath, policy"
         )),
     };
     match result {

@@ -25,6 +25,10 @@ pub const BENCHES: &[(&str, &str)] = &[
         "3-node lab, 100/1,000/10,000 services: conn/s, p50/p99, programming time; floor, skep, kube-proxy iptables and IPVS (root; -- --quick for N=10)",
     ),
     (
+        "policy",
+        "pod to pod with no policy, 1,000 policies on other pods, 10,000 ipBlocks: conn/s, p50/p99; skep eBPF vs Calico-style iptables/ipset (root; -- --quick for small sizes)",
+    ),
+    (
         "scheduler",
         "10,000 pods onto 5,000 nodes: pods/s and p99, against kube-scheduler's 680 pods/s",
     ),
@@ -34,7 +38,7 @@ pub const BENCHES: &[(&str, &str)] = &[
 pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
     match name {
         // A harness-less test target of the tests crate: same build as the tests.
-        "store" => {
+        "store" | "policy" => {
             status(
                 cargo()
                     .args(["test", "--profile", PROFILE])

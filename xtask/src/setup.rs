@@ -29,6 +29,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "a local OCI registry for the image and agent tests",
     ),
     (
+        "ipset",
+        "the Calico-style iptables baseline of `cargo xtask bench policy`",
+    ),
+    (
         "etcd-server",
         "the etcd baseline of `cargo xtask bench store`",
     ),

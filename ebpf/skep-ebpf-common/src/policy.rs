@@ -45,8 +45,11 @@ pub const POLICY_ENDPOINTS_MAP_ENTRIES: u32 = crate::ENDPOINTS_MAP_ENTRIES;
 /// How many prefixes the ipcache holds (pod /32s of the whole cluster and
 /// policy CIDRs).
 pub const IPCACHE_MAP_ENTRIES: u32 = 262_144;
-/// How many rule prefixes the policy map holds.
-pub const POLICY_MAP_ENTRIES: u32 = 262_144;
+/// How many rule prefixes the policy map holds, for all local endpoints
+/// together (entries grow with local identities × selected peer identities
+/// × port blocks; Cilium's per-endpoint default is 16,384). The trie is not
+/// preallocated, so the bound costs nothing until used.
+pub const POLICY_MAP_ENTRIES: u32 = 1 << 20;
 /// How many names the userspace-only policy-names map holds.
 pub const POLICY_NAMES_MAP_ENTRIES: u32 = 65_536;
 /// How many per-endpoint verdict counters exist (endpoint × direction ×

@@ -67,7 +67,7 @@ fn pods_yaml(count: usize, nodes: &[String]) -> String {
 /// Answers every [`MESSAGE`]-byte request on every connection, until it
 /// closes, with [`reply`]: the address the connection reached, so the
 /// client knows which backend a service sent it to.
-async fn serve(listener: tokio::net::TcpListener) {
+pub async fn serve(listener: tokio::net::TcpListener) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
@@ -89,7 +89,7 @@ async fn serve(listener: tokio::net::TcpListener) {
 
 /// A listening socket made inside the namespace at `netns` (the socket
 /// stays in that namespace wherever it is used from).
-fn listen_in(netns: PathBuf) -> anyhow::Result<std::net::TcpListener> {
+pub fn listen_in(netns: PathBuf) -> anyhow::Result<std::net::TcpListener> {
     std::thread::spawn(move || -> anyhow::Result<std::net::TcpListener> {
         let ns = File::open(&netns).with_context(|| format!("open {}", netns.display()))?;
         setns(&ns, CloneFlags::CLONE_NEWNET).context("enter the pod's namespace")?;

@@ -288,6 +288,13 @@ fn default_service(obj: &mut Value) {
         let port = as_map(port);
         default_field(port, "protocol", "TCP");
         if let Some(p) = port.get("port").cloned() {
+            // Go's `SetDefaults_Service`: a zero or empty targetPort is unset.
+            if port
+                .get("targetPort")
+                .is_some_and(|t| *t == json!(0) || *t == json!(""))
+            {
+                port.remove("targetPort");
+            }
             default_field(port, "targetPort", p);
         }
     }

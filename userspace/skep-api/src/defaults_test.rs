@@ -106,6 +106,11 @@ fn service_defaults() {
     apply_defaults(Kind::Service, &mut np);
     assert_eq!(np["spec"]["externalTrafficPolicy"], "Cluster");
     assert_eq!(np["spec"]["ports"][0]["targetPort"], "http");
+    let mut unset =
+        json!({"spec": {"ports": [{"port": 80, "targetPort": ""}, {"port": 81, "targetPort": 0}]}});
+    apply_defaults(Kind::Service, &mut unset);
+    assert_eq!(unset["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(unset["spec"]["ports"][1]["targetPort"], 81);
 }
 
 #[test]

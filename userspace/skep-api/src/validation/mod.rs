@@ -1,9 +1,11 @@
 //! Validation of objects on create and update, per kind, with Kubernetes'
 //! field paths and messages.
 
+pub mod cidr;
 pub mod config;
 pub mod meta;
 pub mod names;
+pub mod netpol;
 pub mod network;
 pub mod pod;
 pub mod storage;
@@ -100,7 +102,7 @@ fn validate_kind(kind: Kind, obj: &Value) -> Vec<FieldError> {
         Kind::Service => network::validate_service(obj),
         Kind::Endpoints => network::validate_endpoints(obj),
         Kind::EndpointSlice => network::validate_endpoint_slice(obj),
-        Kind::NetworkPolicy => network::validate_network_policy(obj),
+        Kind::NetworkPolicy => netpol::validate_network_policy(obj),
         Kind::Binding => network::validate_binding(obj),
         Kind::ConfigMap => config::validate_config_map(obj),
         Kind::Secret => config::validate_secret(obj),

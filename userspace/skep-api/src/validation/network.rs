@@ -1,4 +1,4 @@
-//! Service, Endpoints, EndpointSlice, NetworkPolicy and Binding validation.
+//! Service, Endpoints, EndpointSlice and Binding validation.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -213,70 +213,6 @@ pub fn validate_endpoint_slice(obj: &Value) -> Vec<FieldError> {
         validate_protocol(port, &p, &mut errs);
     }
     errs
-}
-
-/// `ValidateNetworkPolicy`.
-pub fn validate_network_policy(obj: &Value) -> Vec<FieldError> {
-    let path = FieldPath::new("spec");
-    let spec = get(obj, &["spec"]).cloned().unwrap_or_default();
-    let mut errs = Vec::new();
-    if let Some(sel) = spec.get("podSelector") {
-        errs.extend(meta::validate_label_selector(
-            sel,
-            &path.child("podSelector"),
-        ));
-    }
-    for (i, t) in array(&spec, &["policyTypes"]).iter().enumerate() {
-        let t = t.as_str().unwrap_or("");
-        if !["Egress", "Ingress"].contains(&t) {
-            errs.push(FieldError::not_supported(
-                &path.child("policyTypes").index(i),
-                t,
-                &["Egress", "Ingress"],
-            ));
-        }
-    }
-    for (dir, peers) in [("ingress", "from"), ("egress", "to")] {
-        for (i, rule) in array(&spec, &[dir]).iter().enumerate() {
-            let rp = path.child(dir).index(i);
-            for (j, port) in array(rule, &["ports"]).iter().enumerate() {
-                let pp = rp.child("ports").index(j);
-                validate_protocol(port, &pp, &mut errs);
-                if let Some(n) = get_i64(port, &["port"]) {
-                    validate_port_number(n, &pp.child("port"), &mut errs);
-                }
-            }
-            for (j, peer) in array(rule, &[peers]).iter().enumerate() {
-                let pp = rp.child(peers).index(j);
-                for sel in ["podSelector", "namespaceSelector"] {
-                    if let Some(s) = peer.get(sel) {
-                        errs.extend(meta::validate_label_selector(s, &pp.child(sel)));
-                    }
-                }
-                if let Some(cidr) = get(peer, &["ipBlock", "cidr"]).and_then(Value::as_str)
-                    && !is_cidr(cidr)
-                {
-                    errs.push(FieldError::invalid(
-                        &pp.child("ipBlock").child("cidr"),
-                        cidr,
-                        "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
-                    ));
-                }
-            }
-        }
-    }
-    errs
-}
-
-/// Whether `s` is `ip/prefix` with a prefix that fits the family.
-pub fn is_cidr(s: &str) -> bool {
-    let Some((ip, prefix)) = s.split_once('/') else {
-        return false;
-    };
-    let (Ok(ip), Ok(prefix)) = (ip.parse::<IpAddr>(), prefix.parse::<u8>()) else {
-        return false;
-    };
-    prefix <= if ip.is_ipv4() { 32 } else { 128 }
 }
 
 /// `ValidatePodBinding`.
