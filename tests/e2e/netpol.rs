@@ -16,7 +16,7 @@ mod probe;
 mod reach;
 mod scenarios;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -46,6 +46,9 @@ struct Suite {
     sctp: bool,
     /// kubectl argument lists that undo the running scenario's label changes.
     undo: RefCell<Vec<Vec<String>>>,
+    /// Steps that probed (SCTP steps are skipped on this kernel): a scenario
+    /// that probed nothing is reported as skipped, not passed.
+    probed: Cell<usize>,
 }
 
 impl Suite {
@@ -146,6 +149,7 @@ impl Suite {
             eprintln!("      {what}: SKIPPED, this kernel has no SCTP sockets (no sctp module)");
             return Ok(());
         }
+        self.probed.set(self.probed.get() + 1);
         let start = Instant::now();
         for attempt in 1.. {
             let observed = probe::probe_all(&self.pods, port, proto, &Via::BOTH)?;
@@ -227,6 +231,7 @@ fn run(dir: &Path) -> anyhow::Result<()> {
         keys: model::all_keys(),
         sctp,
         undo: RefCell::new(Vec::new()),
+        probed: Cell::new(0),
     };
     eprintln!("--- model up in {:.1?}", started.elapsed());
     for p in &suite.pods {
@@ -243,7 +248,7 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     }
 
     let mut failed = Vec::new();
-    let mut passed = 0;
+    let (mut passed, mut skipped) = (0, 0);
     // `SKEP_NETPOL_ONLY=<text>` runs only the scenarios whose name holds it
     // (for diagnosing one; the suite runs them all).
     let only = std::env::var("SKEP_NETPOL_ONLY").ok();
@@ -256,9 +261,14 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     for scenario in chosen {
         let at = Instant::now();
         eprintln!("--- {}", scenario.name);
+        let probed = suite.probed.get();
         let result = (scenario.run)(&suite);
         let cleaned = suite.clean();
         match result.and(cleaned) {
+            Ok(()) if suite.probed.get() == probed => {
+                skipped += 1;
+                eprintln!("    SKIP {} (nothing this kernel can probe)", scenario.name);
+            }
             Ok(()) => {
                 passed += 1;
                 eprintln!("    PASS {} ({:.1?})", scenario.name, at.elapsed());
@@ -270,7 +280,7 @@ fn run(dir: &Path) -> anyhow::Result<()> {
         }
     }
     eprintln!(
-        "--- {passed} scenarios passed, {} failed, in {:.1?}",
+        "--- {passed} scenarios passed, {skipped} skipped, {} failed, in {:.1?}",
         failed.len(),
         started.elapsed()
     );
