@@ -14,6 +14,7 @@ mod datapath;
 mod lab;
 mod lab_dns;
 mod lab_nodeport;
+mod lab_policy_wire;
 mod lab_services;
 mod netpol;
 mod policy_validation;

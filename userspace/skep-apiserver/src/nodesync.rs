@@ -6,7 +6,8 @@
 //! secrets and persistent volume claims those pods reference and the
 //! persistent volumes those claims are bound to (as the node authorizer
 //! limits kubelets in Kubernetes), and what every node's
-//! datapath needs (services, endpoint slices, namespaces, network policies).
+//! datapath needs (services, endpoint slices, namespaces, network policies,
+//! and every pod's policy facts as a `PodPeer`: see [`peer_facts`]).
 //! One store watch over `/registry/` is filtered per node; the reference
 //! table is rebuilt from a list at the revision the stream resumes from, so
 //! a resumed stream is exactly the one that was interrupted.
@@ -40,6 +41,7 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 const FEEDS: &[(&str, &str, Feed)] = &[
     ("/registry/core/nodes/", "Node", Feed::Nodes),
     ("/registry/core/pods/", "Pod", Feed::BoundPods),
+    ("/registry/core/pods/", PEER, Feed::PodPeers),
     ("/registry/core/configmaps/", "ConfigMap", Feed::Referenced),
     ("/registry/core/secrets/", "Secret", Feed::Referenced),
     (
@@ -72,6 +74,8 @@ enum Feed {
     /// what routing to them needs ([`routing_facts`]), not per heartbeat.
     Nodes,
     BoundPods,
+    /// Every pod's [`peer_facts`] (kind [`PEER`]), when they change.
+    PodPeers,
     Referenced,
     All,
 }
@@ -241,6 +245,9 @@ async fn write(objects: &Objects, node: &str, req: &WriteRequest) -> Result<Valu
     }
 }
 
+/// The kind a pod's policy facts travel under ([`peer_facts`]).
+pub const PEER: &str = "PodPeer";
+
 /// The kind of persistent volume claims, as references name it.
 const CLAIM: &str = "PersistentVolumeClaim";
 /// The kind of persistent volumes, as references name it.
@@ -315,11 +322,22 @@ struct NodeView {
 
 type Sender = tokio::sync::mpsc::Sender<Result<WatchEvent, Status>>;
 
-fn feed_of(key: &[u8]) -> Option<(&'static str, Feed)> {
+/// The feeds a store key belongs to (pods feed two).
+fn feeds_of(key: &[u8]) -> impl Iterator<Item = (&'static str, Feed)> {
     FEEDS
         .iter()
-        .find(|(prefix, _, _)| key.starts_with(prefix.as_bytes()))
+        .filter(move |(prefix, _, _)| key.starts_with(prefix.as_bytes()))
         .map(|(_, kind, feed)| (*kind, *feed))
+}
+
+/// What `feed` sends of `obj`: a pod's [`peer_facts`] for
+/// [`Feed::PodPeers`], the object itself otherwise.
+fn sent(feed: Feed, obj: &Value) -> std::borrow::Cow<'_, Value> {
+    if feed == Feed::PodPeers {
+        std::borrow::Cow::Owned(peer_facts(obj))
+    } else {
+        std::borrow::Cow::Borrowed(obj)
+    }
 }
 
 fn parse(kv: &KeyValue) -> Option<Value> {
@@ -347,7 +365,7 @@ fn marker(kind: EventType, revision: u64) -> WatchEvent {
 impl NodeView {
     fn concerns(&self, feed: Feed, obj: &Value, kind: &'static str) -> bool {
         match feed {
-            Feed::All | Feed::Nodes => true,
+            Feed::All | Feed::Nodes | Feed::PodPeers => true,
             Feed::BoundPods => object::get_str(obj, &["spec", "nodeName"]) == Some(&self.node),
             Feed::Referenced => self.referenced.contains_key(&(
                 kind,
@@ -432,6 +450,56 @@ fn routing_facts(node: &Value) -> [Option<&Value>; 4] {
     ]
 }
 
+/// What every node needs of any pod to enforce network policy: who it is
+/// (namespace, name, uid, labels), where it runs (node, host network),
+/// its named container ports, its addresses and phase. Sent as a
+/// [`PEER`] object shaped like a Pod (so it parses as one), and only when
+/// one of these changes: not on every status write.
+pub fn peer_facts(pod: &Value) -> Value {
+    let mut metadata = serde_json::Map::new();
+    for field in ["namespace", "name", "uid", "labels"] {
+        if let Some(v) = pod.pointer(&format!("/metadata/{field}")) {
+            metadata.insert(field.to_owned(), v.clone());
+        }
+    }
+    let mut spec = serde_json::Map::new();
+    for field in ["nodeName", "hostNetwork"] {
+        if let Some(v) = pod.pointer(&format!("/spec/{field}")) {
+            spec.insert(field.to_owned(), v.clone());
+        }
+    }
+    let containers: Vec<Value> = object::array(pod, &["spec", "containers"])
+        .iter()
+        .map(|c| {
+            let mut out = serde_json::Map::new();
+            out.insert(
+                "name".to_owned(),
+                c.get("name")
+                    .cloned()
+                    .unwrap_or(Value::String(String::new())),
+            );
+            if let Some(ports) = c.get("ports") {
+                out.insert("ports".to_owned(), ports.clone());
+            }
+            Value::Object(out)
+        })
+        .collect();
+    spec.insert("containers".to_owned(), Value::Array(containers));
+    let mut status = serde_json::Map::new();
+    for field in ["phase", "podIP", "podIPs"] {
+        if let Some(v) = pod.pointer(&format!("/status/{field}")) {
+            status.insert(field.to_owned(), v.clone());
+        }
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": spec,
+        "status": status,
+    })
+}
+
 /// Lists `prefix` at `revision`.
 async fn list_at(
     objects: &Objects,
@@ -450,6 +518,39 @@ async fn list_at(
         )
         .await?;
     Ok((page.items, page.revision))
+}
+
+/// Sends what `view` concerns at `revision`, then SYNCED; `false` when the
+/// node went away meanwhile.
+async fn send_snapshot(
+    objects: &Objects,
+    view: &NodeView,
+    revision: u64,
+    tx: &Sender,
+) -> Result<bool, StoreError> {
+    for (prefix, kind, feed) in FEEDS {
+        let (items, _) = list_at(objects, prefix, Some(revision)).await?;
+        for kv in &items {
+            let Some(obj) = parse(kv) else { continue };
+            if view.concerns(*feed, &obj, kind)
+                && tx
+                    .send(Ok(event(
+                        EventType::Added,
+                        revision,
+                        kind,
+                        &sent(*feed, &obj),
+                    )))
+                    .await
+                    .is_err()
+            {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(tx
+        .send(Ok(marker(EventType::Synced, revision)))
+        .await
+        .is_ok())
 }
 
 /// Streams node `node`'s view into `tx` until the node goes away.
@@ -493,28 +594,8 @@ async fn feed(objects: &Objects, node: &str, from: u64, tx: &Sender) -> Result<(
             );
         }
     }
-    if snapshot {
-        for (prefix, kind, feed) in FEEDS {
-            let (items, _) = list_at(objects, prefix, Some(revision)).await?;
-            for kv in &items {
-                let Some(obj) = parse(kv) else { continue };
-                if view.concerns(*feed, &obj, kind)
-                    && tx
-                        .send(Ok(event(EventType::Added, revision, kind, &obj)))
-                        .await
-                        .is_err()
-                {
-                    return Ok(());
-                }
-            }
-        }
-        if tx
-            .send(Ok(marker(EventType::Synced, revision)))
-            .await
-            .is_err()
-        {
-            return Ok(());
-        }
+    if snapshot && !send_snapshot(objects, &view, revision, tx).await? {
+        return Ok(());
     }
     let mut stream = match objects.store().watch("/registry/", revision) {
         Ok(stream) => stream,
@@ -562,37 +643,58 @@ impl NodeView {
         objects: &Objects,
         store_event: &skep_store::Event,
     ) -> Result<Vec<WatchEvent>, StoreError> {
-        let revision = store_event.revision();
-        let Some((kind, feed)) = feed_of(&store_event.kv.key) else {
-            return Ok(Vec::new());
-        };
         let prev = store_event.prev_kv.as_ref().and_then(parse);
         let now = match store_event.kind {
             EventKind::Put => parse(&store_event.kv),
             EventKind::Delete => None,
         };
+        let mut out = Vec::new();
+        for (kind, feed) in feeds_of(&store_event.kv.key) {
+            self.translate_feed(objects, store_event, kind, feed, (&prev, &now), &mut out)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// Appends to `out` what `feed` (of kind `kind`) sends for one store
+    /// event that changed an object from `prev` to `now`.
+    async fn translate_feed(
+        &mut self,
+        objects: &Objects,
+        store_event: &skep_store::Event,
+        kind: &'static str,
+        feed: Feed,
+        (prev, now): (&Option<Value>, &Option<Value>),
+        out: &mut Vec<WatchEvent>,
+    ) -> Result<(), StoreError> {
+        let revision = store_event.revision();
         let was_here = prev.as_ref().is_some_and(|p| self.concerns(feed, p, kind));
         let is_here = now.as_ref().is_some_and(|n| self.concerns(feed, n, kind));
-        let mut out = Vec::new();
-        if feed == Feed::Nodes
-            && let (Some(prev), Some(now)) = (&prev, &now)
-            && object::name(now) != self.node
-            && routing_facts(prev) == routing_facts(now)
-        {
-            // Another node's heartbeat: nothing this node routes by changed.
-            return Ok(out);
+        if let (Some(prev), Some(now)) = (prev, now) {
+            let unchanged = match feed {
+                // Another node's heartbeat: nothing this node routes by changed.
+                Feed::Nodes => {
+                    object::name(now) != self.node && routing_facts(prev) == routing_facts(now)
+                }
+                // A pod's status write that moved none of its policy facts.
+                Feed::PodPeers => peer_facts(prev) == peer_facts(now),
+                Feed::BoundPods | Feed::Referenced | Feed::All => false,
+            };
+            if unchanged {
+                return Ok(());
+            }
         }
-        match (was_here, is_here, &now) {
+        match (was_here, is_here, now) {
             (_, true, Some(obj)) => {
                 let t = if was_here {
                     EventType::Modified
                 } else {
                     EventType::Added
                 };
-                out.push(event(t, revision, kind, obj));
+                out.push(event(t, revision, kind, &sent(feed, obj)));
             }
             (true, false, _) => {
-                let mut last = prev.clone().unwrap_or_default();
+                let mut last = sent(feed, &prev.clone().unwrap_or_default()).into_owned();
                 object::set_resource_version(&mut last, revision);
                 out.push(event(EventType::Deleted, revision, kind, &last));
             }
@@ -606,8 +708,7 @@ impl NodeView {
                 .map(references)
                 .unwrap_or_default();
             let (added, removed) = self.set_pod(&key, refs);
-            self.emit(objects, revision, added, removed, &mut out)
-                .await?;
+            self.emit(objects, revision, added, removed, out).await?;
         }
         if kind == CLAIM && (was_here || is_here) {
             // A referenced claim bound, unbound or gone: its volume follows.
@@ -615,10 +716,9 @@ impl NodeView {
             let obj = now.as_ref().or(prev.as_ref());
             let (ns, name) = obj.map_or(("", ""), |o| (object::namespace(o), object::name(o)));
             let (added, removed) = self.set_claim_volume(ns, name, volume);
-            self.emit(objects, revision, added, removed, &mut out)
-                .await?;
+            self.emit(objects, revision, added, removed, out).await?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Appends the events for references that became used (the object as

@@ -87,6 +87,18 @@ impl Cluster {
         name: &str,
         f: impl FnOnce(&mut Value),
     ) -> Result<Value> {
+        self.change_sub(kind, ns, name, "", f).await
+    }
+
+    /// [`Self::change`] through `subresource` ("status").
+    async fn change_sub(
+        &self,
+        kind: &str,
+        ns: &str,
+        name: &str,
+        subresource: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Result<Value> {
         let info = registry::by_kind("v1", kind).ok_or("unknown kind")?;
         let old = self.objects.get(info, ns, name).await?;
         let mut new = old.clone();
@@ -97,7 +109,7 @@ impl Cluster {
         };
         Ok(self
             .objects
-            .replace(info, "", &old, body, &WriteOptions::by("test"))
+            .replace(info, subresource, &old, body, &WriteOptions::by("test"))
             .await?
             .object)
     }
@@ -232,9 +244,13 @@ async fn a_node_receives_exactly_what_concerns_it_and_resumes() -> Result<()> {
         .await?
         .into_inner();
     let (snapshot, synced_at) = snapshot(&mut stream).await?;
+    // Every pod's policy facts come too, its own pods' in full.
     let expected: BTreeSet<(String, String)> = [
         ("ConfigMap", "cm-a"),
         ("Pod", "pod-a"),
+        ("PodPeer", "pod-a"),
+        ("PodPeer", "pod-b"),
+        ("PodPeer", "pod-pending"),
         ("Secret", "secret-a"),
         ("Service", "web"),
     ]
@@ -261,13 +277,14 @@ async fn a_node_receives_exactly_what_concerns_it_and_resumes() -> Result<()> {
             skep_api::admission::now(),
         )
         .await?;
-    let got = collect(&mut stream, 3).await?;
+    let got = collect(&mut stream, 4).await?;
     assert_eq!(
         got,
         [
             (Type::Added, "Pod".to_owned(), "pod-pending".to_owned()),
             (Type::Added, "ConfigMap".to_owned(), "cm-other".to_owned()),
             (Type::Added, "Secret".to_owned(), "secret-other".to_owned()),
+            ev(Type::Modified, "PodPeer", "pod-pending"),
         ]
         .into_iter()
         .collect()
@@ -285,13 +302,28 @@ async fn a_node_receives_exactly_what_concerns_it_and_resumes() -> Result<()> {
             object: serde_json::to_vec(&json!({"gracePeriodSeconds": 0}))?,
         })
         .await?;
-    let got = collect(&mut stream, 3).await?;
-    assert!(got.contains(&(Type::Deleted, "Pod".to_owned(), "pod-a".to_owned())));
-    assert!(got.contains(&(Type::Deleted, "ConfigMap".to_owned(), "cm-a".to_owned())));
-    assert!(got.contains(&(Type::Deleted, "Secret".to_owned(), "secret-a".to_owned())));
+    let got = collect(&mut stream, 4).await?;
+    let gone = [
+        ("PodPeer", "pod-a"),
+        ("Pod", "pod-a"),
+        ("ConfigMap", "cm-a"),
+        ("Secret", "secret-a"),
+    ];
+    assert!(
+        gone.iter()
+            .all(|(k, n)| got.contains(&ev(Type::Deleted, k, n))),
+        "{got:?}"
+    );
     drop(stream);
+    resume_replays_what_came_after(&mut client, last).await
+}
 
-    // Resuming from a revision replays exactly what came after it.
+/// Resuming node-a's stream from `last` (just before the Service touch
+/// and pod-a's delete) replays exactly what came after it.
+async fn resume_replays_what_came_after(
+    client: &mut skep_proto::v1::node_sync_client::NodeSyncClient<tonic::transport::Channel>,
+    last: u64,
+) -> Result<()> {
     let mut resumed = client
         .watch(WatchRequest {
             node_name: "node-a".into(),
@@ -304,8 +336,9 @@ async fn a_node_receives_exactly_what_concerns_it_and_resumes() -> Result<()> {
         first,
         (Type::Modified, "Service".to_owned(), "web".to_owned())
     );
-    let replayed = collect(&mut resumed, 3).await?;
+    let replayed = collect(&mut resumed, 4).await?;
     assert!(replayed.contains(&(Type::Deleted, "Pod".to_owned(), "pod-a".to_owned())));
+    assert!(replayed.contains(&ev(Type::Deleted, "PodPeer", "pod-a")));
     Ok(())
 }
 
@@ -592,14 +625,109 @@ async fn a_node_receives_its_pods_claims_and_the_volumes_they_are_bound_to() -> 
         })
         .await?;
     // (The pod's env also names ConfigMap "cm", which does not exist.)
-    let got = collect(&mut resumed, 4).await?;
+    let got = collect(&mut resumed, 5).await?;
     for (kind, name) in [
         ("ConfigMap", "cm"),
         ("Pod", "pod-a"),
+        ("PodPeer", "pod-a"),
         ("PersistentVolumeClaim", "data"),
         ("PersistentVolume", "pv-data"),
     ] {
         assert!(got.contains(&ev(Type::Deleted, kind, name)), "{got:?}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_node_gets_every_pods_policy_facts_when_they_change() -> Result<()> {
+    let (mut cluster, server) = start().await?;
+    let node_a = NodeCredentials::from_kubeconfig(&server.node_kubeconfig("node-a")?)?;
+    cluster.serve(server);
+    cluster.create(named("Service", "web")).await?;
+    let mut other = pod("pod-b", Some("node-b"), "cm-b", "secret-b");
+    other["metadata"]["labels"] = json!({"app": "db"});
+    other["spec"]["containers"][0]["ports"] = json!([{"name": "sql", "containerPort": 5432}]);
+    cluster.create(other).await?;
+
+    let mut client = node_a.client()?;
+    let mut stream = client
+        .watch(WatchRequest {
+            node_name: "node-a".into(),
+            from_revision: 0,
+        })
+        .await?
+        .into_inner();
+    let mut facts = None;
+    loop {
+        let event = next(&mut stream).await?;
+        if event.r#type == i32::from(Type::Synced) {
+            break;
+        }
+        let (_, kind, name) = describe(&event);
+        // Another node's pod: its facts, not the pod nor what it references.
+        assert!(
+            kind != "Pod" && kind != "ConfigMap" && kind != "Secret",
+            "{kind} {name}"
+        );
+        if kind == "PodPeer" {
+            facts = Some(serde_json::from_slice::<Value>(&event.object)?);
+        }
+    }
+    let facts = facts.ok_or("no PodPeer for pod-b")?;
+    assert_eq!(facts["metadata"]["labels"], json!({"app": "db"}));
+    assert_eq!(facts["spec"]["nodeName"], "node-b");
+    assert_eq!(
+        facts["spec"]["containers"],
+        json!([{"name": "c", "ports": [{"name": "sql", "containerPort": 5432, "protocol": "TCP"}]}])
+    );
+    // Nothing else of the pod travels: no env, no volumes, no image.
+    assert_eq!(facts["spec"].as_object().map(serde_json::Map::len), Some(2));
+    assert!(facts["metadata"]["uid"].is_string());
+
+    // A status write that moves no fact (conditions) sends nothing.
+    cluster
+        .change_sub("Pod", "default", "pod-b", "status", |p| {
+            p["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+        })
+        .await?;
+    next_revision_after_write(&cluster, &mut stream).await?;
+
+    // Its address and its labels do.
+    cluster
+        .change_sub("Pod", "default", "pod-b", "status", |p| {
+            p["status"]["podIP"] = json!("10.244.1.7");
+            p["status"]["podIPs"] = json!([{"ip": "10.244.1.7"}]);
+        })
+        .await?;
+    let event = next(&mut stream).await?;
+    assert_eq!(describe(&event), ev(Type::Modified, "PodPeer", "pod-b"));
+    let facts: Value = serde_json::from_slice(&event.object)?;
+    assert_eq!(facts["status"]["podIP"], "10.244.1.7");
+    cluster
+        .change("Pod", "default", "pod-b", |p| {
+            p["metadata"]["labels"] = json!({"app": "web"});
+        })
+        .await?;
+    let event = next(&mut stream).await?;
+    assert_eq!(describe(&event), ev(Type::Modified, "PodPeer", "pod-b"));
+    let facts: Value = serde_json::from_slice(&event.object)?;
+    assert_eq!(facts["metadata"]["labels"], json!({"app": "web"}));
+
+    // A pod that goes is deleted from every node's peers.
+    let info = registry::by_kind("v1", "Pod").ok_or("no pod kind")?;
+    cluster
+        .objects
+        .delete(
+            info,
+            "default",
+            "pod-b",
+            &skep_api::delete::DeleteOptions::from_value(Some(&json!({"gracePeriodSeconds": 0})))?,
+            false,
+        )
+        .await?;
+    assert_eq!(
+        describe(&next(&mut stream).await?),
+        ev(Type::Deleted, "PodPeer", "pod-b")
+    );
     Ok(())
 }

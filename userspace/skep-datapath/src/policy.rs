@@ -458,7 +458,7 @@ fn proto_name(proto: u8) -> String {
 /// One flow as a line: direction (seen from the judged local pod) and
 /// verdict, source and destination with pod names, protocol, and the
 /// allowing policy, e.g.
-/// `ingress denied y/b 10.244.2.7:40000 -> x/a 10.244.1.5:80 tcp policy -`.
+/// `ingress denied y/b 10.244.2.7:40000 -> x/a 10.244.1.5:80 tcp policy default-deny`.
 #[must_use]
 pub fn format_flow(flow: &PolicyFlow, names: &FlowNames) -> String {
     let src = SocketAddrV4::new(wire_ip(flow.src_addr), u16::from_be(flow.src_port));
@@ -470,8 +470,14 @@ pub fn format_flow(flow: &PolicyFlow, names: &FlowNames) -> String {
         None => "?",
     };
     let verdict = PolicyVerdict::from_u8(flow.verdict).map_or("?", PolicyVerdict::name);
+    // A denial names no policy: the endpoint is isolated in that direction
+    // and none allows the flow (Kubernetes' implicit default deny).
     let policy = if flow.policy == 0 {
-        "-".to_owned()
+        if flow.verdict == PolicyVerdict::Denied as u8 {
+            "default-deny".to_owned()
+        } else {
+            "-".to_owned()
+        }
     } else {
         names
             .policies
@@ -550,7 +556,7 @@ mod tests {
         };
         assert_eq!(
             format_flow(&flow, &names),
-            "ingress denied y/b 10.244.2.7:40000 -> x/a 10.244.1.5:80 tcp policy -"
+            "ingress denied y/b 10.244.2.7:40000 -> x/a 10.244.1.5:80 tcp policy default-deny"
         );
         // b's egress, allowed by policy 3.
         flow.direction = Direction::Egress as u8;

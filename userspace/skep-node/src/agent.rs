@@ -129,6 +129,8 @@ pub struct AgentConfig {
     /// Where the node's DNS server listens (UDP and TCP); `None` is
     /// `<node IP>:53`, port 0 picks a free one.
     pub dns_listen: Option<std::net::SocketAddr>,
+    /// Where Prometheus scrapes `/metrics` (default `<node IP>:9962`).
+    pub metrics_listen: crate::metrics::MetricsListen,
 }
 
 impl AgentConfig {
@@ -160,6 +162,7 @@ impl AgentConfig {
             cluster_dns: DEFAULT_CLUSTER_DNS,
             cluster_domain: "cluster.local".into(),
             dns_listen: None,
+            metrics_listen: crate::metrics::MetricsListen::NodeIp,
         }
     }
 }
@@ -183,6 +186,11 @@ pub struct View {
     pub nodes: HashMap<String, Node>,
     /// Pods bound here, by UID.
     pub pods: HashMap<String, Pod>,
+    /// Every pod of the cluster (this node's too), by UID, as far as
+    /// network policy needs it: metadata (namespace, name, uid, labels),
+    /// `spec.nodeName`, `spec.hostNetwork`, the containers' names and
+    /// ports, `status.phase`/`podIP`/`podIPs` (node sync's `PodPeer`).
+    pub peer_pods: HashMap<String, Pod>,
     /// ConfigMaps by (namespace, name).
     pub config_maps: HashMap<(String, String), ConfigMap>,
     /// Secrets by (namespace, name).
@@ -265,13 +273,18 @@ impl View {
                     }
                 }
             }
-            "Pod" => {
+            "Pod" | "PodPeer" => {
                 if let Ok(p) = serde_json::from_slice::<Pod>(object) {
                     let uid = p.metadata.uid.clone().unwrap_or_default();
-                    if deleted {
-                        self.pods.remove(&uid);
+                    let pods = if kind == "Pod" {
+                        &mut self.pods
                     } else {
-                        self.pods.insert(uid, p);
+                        &mut self.peer_pods
+                    };
+                    if deleted {
+                        pods.remove(&uid);
+                    } else {
+                        pods.insert(uid, p);
                     }
                 }
             }
@@ -331,7 +344,8 @@ pub struct Shared {
     /// Woken when a Node changed: the routes to other nodes are re-synced.
     pub nodes_changed: tokio::sync::Notify,
     /// Sends the store revision after every change to a Service,
-    /// EndpointSlice, Namespace, NetworkPolicy or local Pod (and after each
+    /// EndpointSlice, Namespace, NetworkPolicy, local Pod or any pod's
+    /// policy facts (`PodPeer`) (and after each
     /// snapshot): the datapath and DNS re-read the view when it moves.
     pub cluster_changed: watch::Sender<u64>,
     /// The loaded eBPF datapath: its programs stay loaded while it lives (TC
@@ -715,6 +729,8 @@ pub async fn run(
     let routes = tokio::spawn(route_loop(Arc::clone(&shared)));
     let dns = tokio::spawn(crate::dns::run(Arc::clone(&shared)));
     let services = tokio::spawn(crate::services::sync_loop(Arc::clone(&shared)));
+    let policy = tokio::spawn(crate::policy::sync_loop(Arc::clone(&shared)));
+    let metrics = tokio::spawn(crate::metrics::serve(Arc::clone(&shared)));
     let server = node_server.map(|s| tokio::spawn(s.serve(Arc::clone(&shared))));
     shutdown.await;
     heartbeat.abort();
@@ -722,6 +738,8 @@ pub async fn run(
     routes.abort();
     dns.abort();
     services.abort();
+    policy.abort();
+    metrics.abort();
     if let Some(server) = server {
         server.abort();
     }
@@ -929,11 +947,20 @@ async fn sync_loop(shared: Arc<Shared>) {
                             }
                             if matches!(
                                 ev.kind.as_str(),
-                                "Service" | "EndpointSlice" | "Namespace" | "NetworkPolicy" | "Pod"
+                                "Service"
+                                    | "EndpointSlice"
+                                    | "Namespace"
+                                    | "NetworkPolicy"
+                                    | "Pod"
+                                    | "PodPeer"
                             ) {
                                 shared.cluster_changed.send_replace(revision);
                             }
-                            reconcile(&shared, &mut workers);
+                            // Other nodes' pods come and go often in a big
+                            // cluster; they concern no worker here.
+                            if ev.kind != "PodPeer" {
+                                reconcile(&shared, &mut workers);
+                            }
                         }
                     }
                 }
@@ -1231,5 +1258,19 @@ mod tests {
         assert!(view.volumes.is_empty());
         view.apply("n1", "Pod", true, pod);
         assert!(view.pods.is_empty());
+    }
+
+    #[test]
+    fn view_keeps_every_pods_policy_facts_apart_from_its_own_pods() {
+        let mut view = View::default();
+        let peer = br#"{"metadata":{"name":"p","namespace":"a","uid":"u2","labels":{"app":"db"}},
+            "spec":{"nodeName":"n2","containers":[{"name":"c","ports":[{"name":"sql","containerPort":5432}]}]},
+            "status":{"podIP":"10.244.2.5"}}"#;
+        view.apply("n1", "PodPeer", false, peer);
+        assert!(view.pods.is_empty());
+        let got = view.peer_pods.get("u2").and_then(|p| p.status.as_ref());
+        assert_eq!(got.and_then(|s| s.pod_ip.as_deref()), Some("10.244.2.5"));
+        view.apply("n1", "PodPeer", true, peer);
+        assert!(view.peer_pods.is_empty());
     }
 }

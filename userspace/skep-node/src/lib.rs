@@ -18,6 +18,8 @@
 //! [`agent`] is the kubelet loop over these parts: node registration and
 //! heartbeat, the node-sync watch, and one [`worker`] per pod ([`podspec`]
 //! turns a container spec into argv, env and mounts; [`probe`] runs probes).
+//! [`policy`] keeps the node's network-policy maps compiled from the view;
+//! [`metrics`] serves them (and the datapath counters) to Prometheus.
 //! [`server`] is the node's HTTPS endpoint the API server streams logs
 //! ([`logs`]) and runs `kubectl exec` ([`remotecommand`]) through.
 //!
@@ -36,9 +38,11 @@ pub mod dns;
 pub mod endpoints;
 pub mod ipam;
 pub mod logs;
+pub mod metrics;
 pub mod netns;
 pub mod pod_dns;
 pub mod podspec;
+pub mod policy;
 pub mod probe;
 pub mod quantity;
 pub mod remotecommand;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -85,16 +85,21 @@ fn mask(len: u8) -> u32 {
 impl FromStr for Cidr {
     type Err = CidrError;
 
-    /// Parses `a.b.c.d/len`, clearing host bits like Go's `net.ParseCIDR`.
+    /// Parses an IPv4 CIDR exactly as the API server validated it
+    /// (`skep_api::validation::cidr::parse_cidr`, Go's `ParseCIDRSloppy`:
+    /// leading zeros allowed, host bits cleared); an IPv4-mapped IPv6
+    /// network (`::ffff:a.b.c.d/len`, `len` ≥ 96) is the IPv4 network it
+    /// maps. Other IPv6 networks are an error: the datapath is IPv4 only.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let err = || CidrError::Parse { text: text.into() };
-        let (addr, len) = text.split_once('/').ok_or_else(err)?;
-        let addr = addr.parse::<Ipv4Addr>().map_err(|_| err())?;
-        let len = len.parse::<u8>().map_err(|_| err())?;
-        if len > 32 {
-            return Err(err());
+        let net = skep_api::validation::cidr::parse_cidr(text).ok_or_else(err)?;
+        match net.addr {
+            IpAddr::V4(addr) => Ok(Self::new(addr, net.prefix)),
+            IpAddr::V6(addr) => match (addr.to_ipv4_mapped(), net.prefix.checked_sub(96)) {
+                (Some(addr), Some(len)) => Ok(Self::new(addr, len)),
+                _ => Err(err()),
+            },
         }
-        Ok(Self::new(addr, len))
     }
 }
 
@@ -161,7 +166,20 @@ mod tests {
         assert_eq!(c("10.1.2.3/16"), Cidr::new(Ipv4Addr::new(10, 1, 0, 0), 16));
         assert_eq!(c("10.1.2.3/16").to_string(), "10.1.0.0/16");
         assert_eq!(c("0.0.0.0/0").last(), u32::MAX);
-        for bad in ["10.0.0.0", "10.0.0.0/33", "fd00::/8", "x/8", "10.0.0.0/-1"] {
+        // As the API server accepts them: leading zeros, IPv4-mapped IPv6.
+        assert_eq!(c("010.0.0.1/08"), Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 8));
+        assert_eq!(
+            c("::ffff:10.1.2.3/112"),
+            Cidr::new(Ipv4Addr::new(10, 1, 0, 0), 16)
+        );
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "fd00::/8",
+            "x/8",
+            "10.0.0.0/-1",
+            "::ffff:10.0.0.0/64",
+        ] {
             assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }

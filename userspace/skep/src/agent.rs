@@ -63,6 +63,10 @@ pub struct AgentFlags {
     /// `<node IP>:53`; port 0 picks a free one).
     #[arg(long)]
     pub dns_listen: Option<std::net::SocketAddr>,
+    /// Where Prometheus scrapes `GET /metrics` over plain HTTP (default:
+    /// `<node IP>:9962`, Cilium's agent port; `off`: nowhere).
+    #[arg(long)]
+    pub metrics_listen: Option<skep_node::metrics::MetricsListen>,
 }
 
 fn parse_domain(s: &str) -> Result<String, String> {
@@ -114,6 +118,9 @@ impl AgentFlags {
         cfg.cluster_dns = self.cluster_dns;
         cfg.cluster_domain.clone_from(&self.cluster_domain);
         cfg.dns_listen = self.dns_listen;
+        cfg.metrics_listen = self
+            .metrics_listen
+            .unwrap_or(skep_node::metrics::MetricsListen::NodeIp);
         Ok(cfg)
     }
 }

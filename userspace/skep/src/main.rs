@@ -7,6 +7,7 @@ mod bpf;
 mod check;
 mod control_plane;
 mod exit;
+mod flows;
 mod image;
 mod lab;
 mod server;
@@ -56,6 +57,9 @@ enum Command {
     /// Inspect the live eBPF datapath: the maps a node has pinned.
     #[command(subcommand)]
     Bpf(bpf::BpfCommand),
+    /// The flows a node's network policy judged (denied ones, and the first
+    /// packet of allowed ones), from its pinned ring buffer.
+    Flows(flows::FlowsArgs),
     /// Print skep's version and what its embedded eBPF object contains.
     Version,
 }
@@ -107,6 +111,7 @@ fn main() -> std::process::ExitCode {
         Command::Image(cmd) => image::run(&cmd),
         Command::Check(args) => check::run(&args),
         Command::Bpf(cmd) => bpf::run(&cmd),
+        Command::Flows(args) => flows::run(&args),
         Command::Version => {
             print_version();
             Ok(())
