@@ -16,15 +16,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use nix::sched::{CloneFlags, setns};
 use skep_datapath::{Protocol, ServiceMap, ServiceSpec};
+use skep_e2e::cgroup::CgroupVisit;
 use skep_e2e::lab::{Lab, LabNode};
 use skep_e2e::require_root;
 use socket2::{Domain, Socket, Type};
@@ -113,59 +114,6 @@ struct Client {
     label: String,
     netns: PathBuf,
     node_cgroup: PathBuf,
-}
-
-static LEAVES: AtomicUsize = AtomicUsize::new(0);
-
-/// This process, moved into a fresh leaf below a node's cgroup until dropped
-/// (then back home, and the leaf removed).
-struct CgroupVisit {
-    home: PathBuf,
-    leaf: PathBuf,
-}
-
-impl CgroupVisit {
-    fn enter(node_cgroup: &Path) -> anyhow::Result<Self> {
-        // The node's cgroup is <cgroup2 mount>/skep/<node>.
-        let root = node_cgroup
-            .parent()
-            .and_then(Path::parent)
-            .context("node cgroup has no grandparent")?;
-        let own = std::fs::read_to_string("/proc/self/cgroup")?;
-        let rel = own
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .context("no cgroup v2 line in /proc/self/cgroup")?;
-        let home = root.join(rel.trim_start_matches('/'));
-        let leaf = node_cgroup.join(format!(
-            "e2e-client-{}-{}",
-            std::process::id(),
-            LEAVES.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&leaf).with_context(|| format!("create {}", leaf.display()))?;
-        let visit = Self { home, leaf };
-        std::fs::write(
-            visit.leaf.join("cgroup.procs"),
-            std::process::id().to_string(),
-        )
-        .context("move into the node's cgroup")?;
-        Ok(visit)
-    }
-}
-
-impl Drop for CgroupVisit {
-    fn drop(&mut self) {
-        if let Err(err) = std::fs::write(
-            self.home.join("cgroup.procs"),
-            std::process::id().to_string(),
-        ) {
-            eprintln!(
-                "warning: failed to move back to {}: {err}",
-                self.home.display()
-            );
-        }
-        let _ = std::fs::remove_dir(&self.leaf);
-    }
 }
 
 impl Client {

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod agent;
+pub mod cgroup;
 pub mod cluster;
 pub mod hollow;
 pub mod lab;
