@@ -10,6 +10,7 @@ mod datapath;
 mod podstartup;
 mod policy;
 mod prog_stats;
+mod propagation;
 mod stats;
 mod store;
 
@@ -26,12 +27,13 @@ fn main() -> ExitCode {
         Some("pod-startup") => run(podstartup::run()),
         Some("datapath") => run(datapath::run(&args)),
         Some("policy") => run(policy::run(&args)),
+        Some("policy-propagation") => run(propagation::run(&args)),
         // The load generator `datapath` starts inside a lab node.
         Some("datapath-client") => datapath::client::main(&args),
         // `cargo test` runs every test target; with no bench named, do nothing.
         None => return ExitCode::SUCCESS,
         Some(other) => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; known: store, pod-startup, datapath, policy"
+            "unknown benchmark {other:?}; known: store, pod-startup, datapath, policy, policy-propagation"
         )),
     };
     match result {

@@ -29,6 +29,10 @@ pub const BENCHES: &[(&str, &str)] = &[
         "pod to pod with no policy, 1,000 policies on other pods, 10,000 ipBlocks: conn/s, p50/p99; skep eBPF vs Calico-style iptables/ipset (root; -- --quick for small sizes)",
     ),
     (
+        "policy-propagation",
+        "3-node lab: NetworkPolicy create/update/delete, pod and namespace relabels -> every node's maps and new connections, p50/p90/max vs the 1 s aim (root; -- --quick for 3 cycles)",
+    ),
+    (
         "scheduler",
         "10,000 pods onto 5,000 nodes: pods/s and p99, against kube-scheduler's 680 pods/s",
     ),
@@ -55,7 +59,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
         }
         // Starts `skep server` and `skep agent` (a lab for datapath): build
         // the skep binary next to the bench binary, as the e2e step does.
-        "pod-startup" | "datapath" => {
+        "pod-startup" | "datapath" | "policy-propagation" => {
             status(
                 cargo()
                     .args(["test", "--profile", PROFILE])

@@ -34,7 +34,7 @@ enum Command {
     },
     /// Run every check: fmt, clippy, unit tests, then the privileged end-to-end tests.
     Test(test::TestArgs),
-    /// Run a benchmark side by side with its baseline: `store`, `pod-startup`, `datapath`, `policy`, `scheduler`.
+    /// Run a benchmark side by side with its baseline: `store`, `pod-startup`, `datapath`, `policy`, `policy-propagation`, `scheduler`.
     Bench {
         /// Which benchmark.
         name: String,

@@ -4,7 +4,8 @@
 //! the endpoints map, as the agent does; policy programmed by the real
 //! compiler (`skep_policy::compile`) and written with the real map API
 //! (`skep_datapath::policy::PolicyMaps`), incrementally from one
-//! scenario's state to the next, as the agent's sync loop does.
+//! scenario's state to the next with the agent's own
+//! [`skep_node::policy::apply`] and [`skep_node::policy::read_state`].
 //! `skep_pod_ingress` is pinned too ([`Skep::prog_pin`]), for the client to
 //! read its run statistics. The pins are removed on drop.
 
@@ -19,7 +20,8 @@ use nix::sched::{CloneFlags, setns};
 use skep_datapath::{
     Datapath, DatapathConfig, Endpoint, EndpointMap, RouteHook, policy::PolicyMaps,
 };
-use skep_policy::{Identities, PolicyDiff, PolicyPod, PolicyState};
+use skep_node::policy;
+use skep_policy::{Identities, PolicyPod, PolicyState};
 
 use super::{
     topology::Node,
@@ -114,70 +116,16 @@ impl Skep {
             &mut self.ids,
         );
         let mut maps = PolicyMaps::open(&self.pin_dir)?;
-        if let Err(err) = apply(&mut maps, &self.current.diff(&desired)) {
+        if let Err(err) = policy::apply(&mut maps, &self.current.diff(&desired)) {
             // Half written: what the maps hold is the next diff's start.
-            self.current = read_back(&maps)?;
-            return Err(err);
+            self.current = policy::read_state(&maps)?;
+            return Err(err.into());
         }
         let took = started.elapsed();
         let entries = desired.endpoints.len() + desired.ipcache.len() + desired.rules.len();
         self.current = desired;
         Ok((took, entries))
     }
-}
-
-/// What the policy maps hold, as the agent rebuilds it after a restart.
-fn read_back(maps: &PolicyMaps) -> anyhow::Result<PolicyState> {
-    Ok(PolicyState {
-        endpoints: maps.endpoints()?.into_iter().collect(),
-        ipcache: maps
-            .peers()?
-            .into_iter()
-            .map(|(ip, len, id)| ((ip, len), id))
-            .collect(),
-        rules: maps
-            .rules()?
-            .into_iter()
-            .map(|(key, len, value)| ((key, len), value))
-            .collect(),
-        policy_names: maps.policy_names()?.into_iter().collect(),
-        peer_names: maps.peer_names()?.into_iter().collect(),
-    })
-}
-
-/// Writes `diff` in the order [`PolicyDiff`] documents.
-fn apply(maps: &mut PolicyMaps, diff: &PolicyDiff<'_>) -> anyhow::Result<()> {
-    for (id, name) in &diff.policy_names.upserts {
-        maps.set_policy_name(**id, name)?;
-    }
-    for (ip, name) in &diff.peer_names.upserts {
-        maps.set_peer_name(**ip, name)?;
-    }
-    for ((key, len), value) in &diff.rules.upserts {
-        maps.set_rule(*key, *len, **value)?;
-    }
-    for ((ip, len), identity) in &diff.ipcache.upserts {
-        maps.set_peer(*ip, *len, **identity)?;
-    }
-    for (ip, endpoint) in &diff.endpoints.upserts {
-        maps.set_endpoint(**ip, **endpoint)?;
-    }
-    for ip in &diff.endpoints.removals {
-        maps.remove_endpoint(**ip)?;
-    }
-    for (ip, len) in &diff.ipcache.removals {
-        maps.remove_peer(*ip, *len)?;
-    }
-    for (key, len) in &diff.rules.removals {
-        maps.remove_rule(*key, *len)?;
-    }
-    for id in &diff.policy_names.removals {
-        maps.remove_policy_name(**id)?;
-    }
-    for ip in &diff.peer_names.removals {
-        maps.remove_peer_name(**ip)?;
-    }
-    Ok(())
 }
 
 impl Drop for Skep {
