@@ -25,8 +25,14 @@ pub fn count(ctx: &TcContext, direction: Direction) {
         protocol: packet::l4_protocol(ctx, family),
         pad: 0,
     };
-    let len = u64::from(ctx.len());
-    if let Some(value) = METRICS.get_ptr_mut(&key) {
+    add(&METRICS, &key, u64::from(ctx.len()));
+}
+
+/// Adds one packet of `len` bytes to the per-CPU counter at `key` in `map`,
+/// inserting it when absent. A full map only loses the count.
+#[inline(always)]
+pub fn add<K>(map: &PerCpuHashMap<K, MetricsValue>, key: &K, len: u64) {
+    if let Some(value) = map.get_ptr_mut(key) {
         // SAFETY: the pointer comes from a successful lookup of a per-CPU value,
         // which only this CPU writes while the program runs.
         unsafe {
@@ -38,6 +44,6 @@ pub fn count(ctx: &TcContext, direction: Direction) {
             packets: 1,
             bytes: len,
         };
-        let _ = METRICS.insert(&key, &value, 0);
+        let _ = map.insert(key, &value, 0);
     }
 }

@@ -56,7 +56,7 @@ use skep_ebpf_common::{
 
 use crate::{
     conntrack::{self, Tracked},
-    nodeport,
+    metrics, nodeport,
     packet::{self, ETH_HLEN},
 };
 
@@ -322,21 +322,7 @@ fn count(ctx: &TcContext, local: u32, direction: Direction, verdict: PolicyVerdi
         family: Family::Ipv4 as u8,
         pad: 0,
     };
-    let len = u64::from(ctx.len());
-    if let Some(value) = POLICY_COUNTERS.get_ptr_mut(&key) {
-        // SAFETY: a pointer from a successful lookup of a per-CPU value,
-        // which only this CPU writes while the program runs.
-        unsafe {
-            (*value).packets += 1;
-            (*value).bytes += len;
-        }
-    } else {
-        let value = MetricsValue {
-            packets: 1,
-            bytes: len,
-        };
-        let _ = POLICY_COUNTERS.insert(&key, &value, 0);
-    }
+    metrics::add(&POLICY_COUNTERS, &key, u64::from(ctx.len()));
 }
 
 /// Writes the verdict to the flows ring buffer (lost when it is full).
