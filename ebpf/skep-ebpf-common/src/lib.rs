@@ -151,6 +151,15 @@ impl Direction {
             _ => None,
         }
     }
+
+    /// Its name in tables, flows and metrics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+        }
+    }
 }
 
 /// The L3 family of a counted packet.
@@ -174,6 +183,16 @@ impl Family {
             4 => Some(Self::Ipv4),
             6 => Some(Self::Ipv6),
             _ => None,
+        }
+    }
+
+    /// Its name in tables and metrics (`-` for not IP).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Other => "-",
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
         }
     }
 }

@@ -16,6 +16,21 @@ pub struct MetricsRow {
     pub value: MetricsValue,
 }
 
+/// An IP protocol number's name in tables, flows and metrics (`-` for 0, the
+/// number itself when it has no name here).
+#[must_use]
+pub fn protocol_name(protocol: u8) -> String {
+    match protocol {
+        0 => "-".into(),
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        other => other.to_string(),
+    }
+}
+
 /// Reads every counter from the map pinned in `pin_dir`, sorted by key. Works
 /// from any process: it opens the pin, not the loader's handle.
 pub fn read_pinned(pin_dir: &Path) -> Result<Vec<MetricsRow>, DatapathError> {

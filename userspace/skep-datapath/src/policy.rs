@@ -27,7 +27,7 @@ use skep_ebpf_common::{
     PolicyEndpoint, PolicyFlow, PolicyKey, PolicyName, PolicyValue, PolicyVerdict, map,
 };
 
-use crate::{DatapathError, pinned};
+use crate::{DatapathError, metrics::protocol_name, pinned};
 
 /// One verdict counter of a local pod, summed over CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -444,17 +444,6 @@ impl FlowNames {
     }
 }
 
-/// A protocol number's name in flows.
-fn proto_name(proto: u8) -> String {
-    match proto {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        132 => "sctp".into(),
-        other => format!("proto-{other}"),
-    }
-}
-
 /// One flow as a line: direction (seen from the judged local pod) and
 /// verdict, source and destination with pod names, protocol, and the
 /// allowing policy, e.g.
@@ -464,11 +453,7 @@ pub fn format_flow(flow: &PolicyFlow, names: &FlowNames) -> String {
     let src = SocketAddrV4::new(wire_ip(flow.src_addr), u16::from_be(flow.src_port));
     let dst = SocketAddrV4::new(wire_ip(flow.dst_addr), u16::from_be(flow.dst_port));
     let name = |addr: &SocketAddrV4| names.pods.get(addr.ip()).map_or("-", String::as_str);
-    let direction = match Direction::from_u8(flow.direction) {
-        Some(Direction::Ingress) => "ingress",
-        Some(Direction::Egress) => "egress",
-        None => "?",
-    };
+    let direction = Direction::from_u8(flow.direction).map_or("?", Direction::name);
     let verdict = PolicyVerdict::from_u8(flow.verdict).map_or("?", PolicyVerdict::name);
     // A denial names no policy: the endpoint is isolated in that direction
     // and none allows the flow (Kubernetes' implicit default deny).
@@ -489,7 +474,7 @@ pub fn format_flow(flow: &PolicyFlow, names: &FlowNames) -> String {
         "{direction} {verdict} {} {src} -> {} {dst} {} policy {policy}",
         name(&src),
         name(&dst),
-        proto_name(flow.proto)
+        protocol_name(flow.proto)
     )
 }
 

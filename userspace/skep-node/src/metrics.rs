@@ -25,7 +25,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use skep_datapath::metrics::MetricsRow;
+use skep_datapath::metrics::{MetricsRow, protocol_name};
 use skep_datapath::policy::{PolicyCounter, PolicyMaps};
 use skep_ebpf_common::{Direction, Family as IpFamily, PolicyVerdict};
 
@@ -61,25 +61,6 @@ impl std::str::FromStr for MetricsListen {
 
 /// The labels of a verdict counter.
 type Labels = Vec<(&'static str, String)>;
-
-fn direction_name(d: Direction) -> &'static str {
-    match d {
-        Direction::Ingress => "ingress",
-        Direction::Egress => "egress",
-    }
-}
-
-fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        0 => "-".into(),
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        other => other.to_string(),
-    }
-}
 
 /// The metrics text for the policy counters (`pods` names the local pods
 /// by address; an unknown one is shown by its address with an empty
@@ -120,7 +101,7 @@ pub fn encode_text(
             .get(&c.endpoint)
             .cloned()
             .unwrap_or_else(|| (String::new(), c.endpoint.to_string()));
-        let direction = direction_name(c.direction).to_owned();
+        let direction = c.direction.name().to_owned();
         let mut labels = vec![
             ("namespace", namespace),
             ("pod", pod),
@@ -139,18 +120,14 @@ pub fn encode_text(
             (
                 "direction",
                 Direction::from_u8(key.direction)
-                    .map_or("?", direction_name)
+                    .map_or("?", Direction::name)
                     .to_owned(),
             ),
             (
                 "family",
-                match IpFamily::from_u8(key.family) {
-                    Some(IpFamily::Ipv4) => "ipv4",
-                    Some(IpFamily::Ipv6) => "ipv6",
-                    Some(IpFamily::Other) => "-",
-                    None => "?",
-                }
-                .to_owned(),
+                IpFamily::from_u8(key.family)
+                    .map_or("?", IpFamily::name)
+                    .to_owned(),
             ),
             ("protocol", protocol_name(key.protocol)),
         ];

@@ -146,16 +146,9 @@ fn print_metrics(pin_dir: &std::path::Path) -> anyhow::Result<()> {
         println!(
             "{:<12} {:<9} {:<6} {:<9} {:>12} {:>14}",
             interface_name(key.ifindex),
-            Direction::from_u8(key.direction).map_or("?", |d| match d {
-                Direction::Ingress => "ingress",
-                Direction::Egress => "egress",
-            }),
-            Family::from_u8(key.family).map_or("?", |f| match f {
-                Family::Other => "-",
-                Family::Ipv4 => "ipv4",
-                Family::Ipv6 => "ipv6",
-            }),
-            protocol_name(key.protocol),
+            Direction::from_u8(key.direction).map_or("?", Direction::name),
+            Family::from_u8(key.family).map_or("?", Family::name),
+            metrics::protocol_name(key.protocol),
             row.value.packets,
             row.value.bytes
         );
@@ -169,16 +162,4 @@ fn interface_name(ifindex: u32) -> String {
         |_| format!("if{ifindex}"),
         |name| name.to_string_lossy().into_owned(),
     )
-}
-
-fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        0 => "-".into(),
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        other => other.to_string(),
-    }
 }
