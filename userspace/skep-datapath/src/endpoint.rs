@@ -19,6 +19,8 @@ use skep_ebpf_common::{
     map,
 };
 
+use crate::name;
+
 /// Why an endpoint-map operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointMapError {
@@ -144,17 +146,14 @@ impl EndpointMap {
     /// endpoint the programs read).
     #[tracing::instrument(skip_all, fields(pod = %endpoint.name, ip = %endpoint.ip))]
     pub fn upsert(&mut self, endpoint: &Endpoint) -> Result<(), EndpointMapError> {
-        if endpoint.name.len() > ENDPOINT_NAME_LEN {
+        let Some(bytes) = name::encode(&endpoint.name) else {
             return Err(EndpointMapError::NameTooLong {
                 name: endpoint.name.clone(),
                 max: ENDPOINT_NAME_LEN,
             });
-        }
-        let key = key(endpoint.ip);
-        let mut name = EndpointName {
-            bytes: [0; ENDPOINT_NAME_LEN],
         };
-        name.bytes[..endpoint.name.len()].copy_from_slice(endpoint.name.as_bytes());
+        let key = key(endpoint.ip);
+        let name = EndpointName { bytes };
         self.names
             .insert(key, name, 0)
             .map_err(map_err(map::ENDPOINT_NAMES, "insert"))?;
@@ -200,7 +199,7 @@ impl EndpointMap {
             let name = self
                 .names
                 .get(&key, 0)
-                .map(|name| decode_name(&name))
+                .map(|name| name::decode(&name.bytes))
                 .unwrap_or_default();
             out.push(Endpoint {
                 name,
@@ -228,15 +227,6 @@ impl EndpointMap {
         }
         Ok(stale)
     }
-}
-
-fn decode_name(name: &EndpointName) -> String {
-    let len = name
-        .bytes
-        .iter()
-        .position(|b| *b == 0)
-        .unwrap_or(ENDPOINT_NAME_LEN);
-    String::from_utf8_lossy(&name.bytes[..len]).into_owned()
 }
 
 /// What the routing programs did, summed over CPUs, in [`RouteAction`] order.
@@ -357,7 +347,7 @@ mod tests {
             bytes: [0; ENDPOINT_NAME_LEN],
         };
         name.bytes[..9].copy_from_slice(b"default/a");
-        assert_eq!(decode_name(&name), "default/a");
+        assert_eq!(name::decode(&name.bytes), "default/a");
         assert_eq!(
             Mac([0x0a, 0, 0xff, 1, 2, 0x3c]).to_string(),
             "0a:00:ff:01:02:3c"

@@ -9,6 +9,7 @@ mod error;
 mod link;
 mod loader;
 pub mod metrics;
+mod name;
 pub mod nodeport;
 mod pinned;
 pub mod policy;

@@ -27,7 +27,7 @@ use skep_ebpf_common::{
     PolicyEndpoint, PolicyFlow, PolicyKey, PolicyName, PolicyValue, PolicyVerdict, map,
 };
 
-use crate::{DatapathError, metrics::protocol_name, pinned};
+use crate::{DatapathError, metrics::protocol_name, name, pinned};
 
 /// One verdict counter of a local pod, summed over CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,26 +126,11 @@ fn rule_key(mut key: PolicyKey, prefix_len: u32) -> Result<Key<PolicyKey>, Datap
 }
 
 fn encode_name(name: &str) -> Result<PolicyName, DatapathError> {
-    if name.len() > ENDPOINT_NAME_LEN {
-        return Err(DatapathError::NameTooLong {
-            name: name.to_owned(),
-            max: ENDPOINT_NAME_LEN,
-        });
-    }
-    let mut out = EndpointName {
-        bytes: [0; ENDPOINT_NAME_LEN],
-    };
-    out.bytes[..name.len()].copy_from_slice(name.as_bytes());
-    Ok(out)
-}
-
-fn decode_name(name: &PolicyName) -> String {
-    let len = name
-        .bytes
-        .iter()
-        .position(|b| *b == 0)
-        .unwrap_or(ENDPOINT_NAME_LEN);
-    String::from_utf8_lossy(&name.bytes[..len]).into_owned()
+    let bytes = name::encode(name).ok_or_else(|| DatapathError::NameTooLong {
+        name: name.to_owned(),
+        max: ENDPOINT_NAME_LEN,
+    })?;
+    Ok(EndpointName { bytes })
 }
 
 /// `Ok(true)` for a removed key, `Ok(false)` for a missing one.
@@ -303,7 +288,7 @@ impl PolicyMaps {
         let mut out = HashMap::new();
         for item in self.policy_names.iter() {
             let (id, name) = item.map_err(err(map::POLICY_NAMES))?;
-            out.insert(id, decode_name(&name));
+            out.insert(id, name::decode(&name.bytes));
         }
         Ok(out)
     }
@@ -313,7 +298,7 @@ impl PolicyMaps {
         let mut out = HashMap::new();
         for item in self.peer_names.iter() {
             let (key, name) = item.map_err(err(map::PEER_NAMES))?;
-            out.insert(wire_ip(key.address), decode_name(&name));
+            out.insert(wire_ip(key.address), name::decode(&name.bytes));
         }
         Ok(out)
     }
@@ -435,7 +420,7 @@ impl FlowNames {
         for item in endpoints.iter() {
             let (key, name) = item.map_err(err(map::ENDPOINT_NAMES))?;
             pods.entry(wire_ip(key.address))
-                .or_insert_with(|| decode_name(&name));
+                .or_insert_with(|| name::decode(&name.bytes));
         }
         Ok(Self {
             policies: maps.policy_names()?,
@@ -517,7 +502,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_refuse_overlong() {
         let name = encode_name("x/allow-80").expect("fits");
-        assert_eq!(decode_name(&name), "x/allow-80");
+        assert_eq!(name::decode(&name.bytes), "x/allow-80");
         assert!(encode_name(&"n".repeat(ENDPOINT_NAME_LEN + 1)).is_err());
     }
 

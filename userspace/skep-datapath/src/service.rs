@@ -26,6 +26,8 @@ use skep_ebpf_common::{
     SERVICE_NAME_LEN, ServiceKey, ServiceName, ServiceValue, map,
 };
 
+use crate::name;
+
 /// Why a service-map operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceMapError {
@@ -380,7 +382,7 @@ impl ServiceMap {
         for (frontend, value) in &services {
             let revnat_key = rev_nat_key(value.rev_nat_id);
             let name = match self.names_map.get(&revnat_key, 0) {
-                Ok(name) => decode_name(&name),
+                Ok(name) => name::decode(&name.bytes),
                 Err(_) => String::new(),
             };
             self.free_rev_nat_ids.take(value.rev_nat_id);
@@ -479,12 +481,7 @@ impl ServiceMap {
     /// changed, in an order a concurrent lookup always finds consistent.
     #[tracing::instrument(skip_all, fields(service = %spec.name, frontend = %spec.frontend()))]
     pub fn upsert_service(&mut self, spec: &ServiceSpec) -> Result<(), ServiceMapError> {
-        if spec.name.len() > SERVICE_NAME_LEN {
-            return Err(ServiceMapError::NameTooLong {
-                name: spec.name.clone(),
-                max: SERVICE_NAME_LEN,
-            });
-        }
+        encode_name(&spec.name)?;
         let mut wanted: Vec<SocketAddrV4> = Vec::with_capacity(spec.backends.len());
         let mut seen = BTreeSet::new();
         wanted.extend(spec.backends.iter().filter(|addr| seen.insert(**addr)));
@@ -635,7 +632,7 @@ impl ServiceMap {
         };
         if existing.is_none_or(|s| s.name != spec.name) {
             self.names_map
-                .insert(rev_nat_key(rev_nat_id), encode_name(&spec.name), 0)
+                .insert(rev_nat_key(rev_nat_id), encode_name(&spec.name)?, 0)
                 .map_err(map_err(map::SERVICE_NAMES, "insert"))?;
         }
         Ok(rev_nat_id)
@@ -821,20 +818,13 @@ const fn rev_nat_key(rev_nat_id: u16) -> RevNatKey {
     }
 }
 
-fn encode_name(name: &str) -> ServiceName {
-    let mut bytes = [0; SERVICE_NAME_LEN];
-    let len = name.len().min(SERVICE_NAME_LEN);
-    bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
-    ServiceName { bytes }
-}
-
-fn decode_name(name: &ServiceName) -> String {
-    let len = name
-        .bytes
-        .iter()
-        .position(|b| *b == 0)
-        .unwrap_or(SERVICE_NAME_LEN);
-    String::from_utf8_lossy(&name.bytes[..len]).into_owned()
+/// `name` for the names map; refused when it does not fit.
+fn encode_name(name: &str) -> Result<ServiceName, ServiceMapError> {
+    let bytes = name::encode(name).ok_or_else(|| ServiceMapError::NameTooLong {
+        name: name.to_owned(),
+        max: SERVICE_NAME_LEN,
+    })?;
+    Ok(ServiceName { bytes })
 }
 
 /// An allocator of small ids (1..=max), lowest free first, so ids stay dense
@@ -988,7 +978,7 @@ mod tests {
     #[test]
     fn names_round_trip_and_keys_are_network_order() {
         let name = "default/web:http";
-        assert_eq!(decode_name(&encode_name(name)), name);
+        assert_eq!(name::decode(&encode_name(name).expect("fits").bytes), name);
         let frontend = Frontend {
             vip: Ipv4Addr::new(10, 96, 0, 10),
             port: 80,
