@@ -19,7 +19,7 @@ use skep_ebpf_common::{
     map,
 };
 
-use crate::name;
+use crate::{name, pinned};
 
 /// Why an endpoint-map operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +105,12 @@ fn map_err(name: &'static str, operation: &'static str) -> impl Fn(MapError) -> 
 }
 
 fn open_data(pin_dir: &Path, name: &'static str) -> Result<MapData, EndpointMapError> {
-    let path = pin_dir.join(name);
-    if !path.exists() {
-        return Err(EndpointMapError::MissingMap { name, path });
-    }
-    MapData::from_pin(&path).map_err(map_err(name, "open pinned map"))
+    pinned::open_with(
+        pin_dir,
+        name,
+        |path| EndpointMapError::MissingMap { name, path },
+        map_err(name, "open pinned map"),
+    )
 }
 
 fn open_hash<V: aya::Pod>(
@@ -177,12 +178,12 @@ impl EndpointMap {
         let key = key(ip);
         let existed = match self.endpoints.remove(&key) {
             Ok(()) => true,
-            Err(err) if crate::pinned::is_missing(&err) => false,
+            Err(err) if pinned::is_missing(&err) => false,
             Err(err) => return Err(map_err(map::ENDPOINTS, "delete")(err)),
         };
         match self.names.remove(&key) {
             Ok(()) => {}
-            Err(err) if crate::pinned::is_missing(&err) => {}
+            Err(err) if pinned::is_missing(&err) => {}
             Err(err) => return Err(map_err(map::ENDPOINT_NAMES, "delete")(err)),
         }
         Ok(existed)

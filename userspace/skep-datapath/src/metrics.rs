@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use aya::maps::{Map, MapData, PerCpuHashMap};
+use aya::maps::{Map, PerCpuHashMap};
 use skep_ebpf_common::{MetricsKey, MetricsValue, map};
 
-use crate::DatapathError;
+use crate::{DatapathError, pinned};
 
 /// One row of the metrics map, summed over CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,18 +34,8 @@ pub fn protocol_name(protocol: u8) -> String {
 /// Reads every counter from the map pinned in `pin_dir`, sorted by key. Works
 /// from any process: it opens the pin, not the loader's handle.
 pub fn read_pinned(pin_dir: &Path) -> Result<Vec<MetricsRow>, DatapathError> {
-    let path = pin_dir.join(map::METRICS);
-    let map_err = |source| DatapathError::Map {
-        name: map::METRICS,
-        source: Box::new(source),
-    };
-    if !path.exists() {
-        return Err(DatapathError::MissingMap {
-            name: map::METRICS,
-            path,
-        });
-    }
-    let data = MapData::from_pin(&path).map_err(map_err)?;
+    let map_err = |source| pinned::map_err(map::METRICS, source);
+    let data = pinned::open(pin_dir, map::METRICS)?;
     let counters: PerCpuHashMap<_, MetricsKey, MetricsValue> =
         PerCpuHashMap::try_from(Map::PerCpuHashMap(data)).map_err(map_err)?;
     let mut rows = Vec::new();

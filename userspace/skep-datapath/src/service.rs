@@ -26,7 +26,7 @@ use skep_ebpf_common::{
     SERVICE_NAME_LEN, ServiceKey, ServiceName, ServiceValue, map,
 };
 
-use crate::name;
+use crate::{name, pinned};
 
 /// Why a service-map operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -278,7 +278,7 @@ fn map_err(name: &'static str, operation: &'static str) -> impl Fn(MapError) -> 
 /// Deleting a key that is already gone is fine: the state we want holds.
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
-        Err(MapError::KeyNotFound) => Ok(()),
+        Err(err) if pinned::is_missing(&err) => Ok(()),
         other => other,
     }
 }
@@ -287,11 +287,12 @@ fn open_hash<K: aya::Pod, V: aya::Pod>(
     pin_dir: &Path,
     name: &'static str,
 ) -> Result<BpfHashMap<MapData, K, V>, ServiceMapError> {
-    let path = pin_dir.join(name);
-    if !path.exists() {
-        return Err(ServiceMapError::MissingMap { name, path });
-    }
-    let data = MapData::from_pin(&path).map_err(map_err(name, "open pinned map"))?;
+    let data = pinned::open_with(
+        pin_dir,
+        name,
+        |path| ServiceMapError::MissingMap { name, path },
+        map_err(name, "open pinned map"),
+    )?;
     let map = if map::LRU.contains(&name) {
         Map::LruHashMap(data)
     } else {
