@@ -165,34 +165,16 @@ struct Pods {
 }
 
 fn pod_facts(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<(Ipv4Addr, PathBuf)> {
-    skep_e2e::wait::until(
-        &format!("pod {ns}/{name} to run"),
-        Duration::from_mins(2),
-        || {
-            let out = lab.kubectl_ok(&[
-                "get",
-                "pod",
-                "-n",
-                ns,
-                name,
-                "-o",
-                "jsonpath={.status.phase} {.status.podIP} {.metadata.uid} {.spec.nodeName}",
-            ])?;
-            let ["Running", ip, uid, node] = out.split_whitespace().collect::<Vec<_>>()[..] else {
-                return Ok(None);
-            };
-            let lab_node = lab
-                .nodes
-                .iter()
-                .find(|n| n.name == node)
-                .with_context(|| format!("pod {name} runs on {node}, not a lab node"))?;
-            Ok(Some((
-                ip.parse()?,
-                lab_node.data_dir.join("run/netns").join(uid),
-            )))
-        },
-        || Lab::logs(&lab.data_dir),
-    )
+    let pod = lab.running_pod(ns, name, Duration::from_mins(2))?;
+    let lab_node = lab
+        .nodes
+        .iter()
+        .find(|n| n.name == pod.node)
+        .with_context(|| format!("pod {name} runs on {}, not a lab node", pod.node))?;
+    Ok((
+        pod.ip.parse()?,
+        lab_node.data_dir.join("run/netns").join(&pod.uid),
+    ))
 }
 
 fn start_pods(lab: &Lab, image_tar: &std::path::Path) -> anyhow::Result<Pods> {

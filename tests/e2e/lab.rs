@@ -79,26 +79,8 @@ spec:
 
 /// (podIP, uid) of a running pod, once it has an IP.
 fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<(String, String)> {
-    lab.wait(
-        &format!("pod {name} running"),
-        Duration::from_mins(1),
-        || {
-            let out = lab.kubectl_ok(&[
-                "get",
-                "pod",
-                name,
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.status.phase} {.status.podIP} {.metadata.uid}",
-            ])?;
-            let parts: Vec<&str> = out.split_whitespace().collect();
-            Ok(match parts.as_slice() {
-                ["Running", ip, uid] => Some(((*ip).to_owned(), (*uid).to_owned())),
-                _ => None,
-            })
-        },
-    )
+    let pod = lab.running_pod(ns, name, Duration::from_mins(1))?;
+    Ok((pod.ip, pod.uid))
 }
 
 /// The lines container `c` of pod `uid` on `node` wrote to stdout.

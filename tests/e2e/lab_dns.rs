@@ -24,27 +24,7 @@ fn pod(name: &str, ns: &str, node: &str, app: &str) -> String {
 }
 
 fn pod_ip(lab: &Lab, ns: &str, name: &str) -> anyhow::Result<String> {
-    lab.wait(
-        &format!("pod {name} running"),
-        Duration::from_mins(2),
-        || {
-            let out = lab.kubectl_ok(&[
-                "get",
-                "pod",
-                name,
-                "-n",
-                ns,
-                "-o",
-                "jsonpath={.status.phase} {.status.podIP}",
-            ])?;
-            Ok(
-                match out.split_whitespace().collect::<Vec<_>>().as_slice() {
-                    ["Running", ip] => Some((*ip).to_owned()),
-                    _ => None,
-                },
-            )
-        },
-    )
+    Ok(lab.running_pod(ns, name, Duration::from_mins(2))?.ip)
 }
 
 /// Two namespaces with a Service each, a headless Service `db` with pods on

@@ -65,27 +65,7 @@ spec:
 ";
 
 fn running_ip(lab: &Lab, name: &str) -> anyhow::Result<String> {
-    lab.wait(
-        &format!("pod {name} running"),
-        Duration::from_mins(2),
-        || {
-            let out = lab.kubectl_ok(&[
-                "get",
-                "pod",
-                name,
-                "-n",
-                NS,
-                "-o",
-                "jsonpath={.status.phase} {.status.podIP}",
-            ])?;
-            Ok(
-                match out.split_whitespace().collect::<Vec<_>>().as_slice() {
-                    ["Running", ip] => Some((*ip).to_owned()),
-                    _ => None,
-                },
-            )
-        },
-    )
+    Ok(lab.running_pod(NS, name, Duration::from_mins(2))?.ip)
 }
 
 /// Whether pod b gets pod a's answer on port 80 (a 2 s connect timeout).

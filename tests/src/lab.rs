@@ -41,6 +41,17 @@ pub struct LabNode {
     pub agent_pid: Option<i32>,
 }
 
+/// A pod of the lab that is Running with an IP ([`Lab::running_pod`]).
+#[derive(Clone, Debug)]
+pub struct RunningPod {
+    /// Its pod IP.
+    pub ip: String,
+    /// Its UID (names its directories and network namespace on the node).
+    pub uid: String,
+    /// The node it runs on.
+    pub node: String,
+}
+
 /// A running lab in a data directory.
 #[derive(Debug)]
 pub struct Lab {
@@ -162,6 +173,35 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Waits (up to `timeout`) until pod `namespace/name` is Running with an
+    /// IP, and returns where it runs.
+    pub fn running_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<RunningPod> {
+        self.wait(&format!("pod {namespace}/{name} running"), timeout, || {
+            let out = self.kubectl_ok(&[
+                "get",
+                "pod",
+                name,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.status.phase} {.status.podIP} {.metadata.uid} {.spec.nodeName}",
+            ])?;
+            let ["Running", ip, uid, node] = out.split_whitespace().collect::<Vec<_>>()[..] else {
+                return Ok(None);
+            };
+            Ok(Some(RunningPod {
+                ip: ip.to_owned(),
+                uid: uid.to_owned(),
+                node: node.to_owned(),
+            }))
+        })
     }
 
     /// The admin kubeconfig.
