@@ -17,6 +17,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "protobuf-compiler",
         "protoc for tonic/prost code generation",
     ),
+    (
+        "libprotobuf-dev",
+        "protobuf's well-known .proto files (google/protobuf/*.proto) that etcd-client's build imports",
+    ),
     ("iproute2", "ip netns / ip link in the end-to-end tests"),
     (
         "runc",
