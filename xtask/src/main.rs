@@ -3,10 +3,11 @@
 
 mod bench;
 mod build;
+mod drift;
 mod setup;
 mod test;
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Instant};
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,10 @@ enum Command {
     },
     /// Run every check: fmt, clippy, unit tests, then the privileged end-to-end tests.
     Test(test::TestArgs),
+    /// Report what this machine has that neither its image nor setup gives
+    /// it (Debian and pip packages, cargo binaries, rustup components, build
+    /// variables); `--purge` removes it. Exits 1 when something differs.
+    Drift(drift::DriftArgs),
     /// Run a benchmark side by side with its baseline: `store`, `pod-startup`, `datapath`, `policy`, `policy-propagation`, `scheduler`.
     Bench {
         /// Which benchmark.
@@ -54,7 +59,11 @@ fn main() -> ExitCode {
                 println!("{}", object.display());
             }),
         Command::Up { args } => setup::run().and_then(|()| build::up(&args)),
-        Command::Test(args) => setup::run().and_then(|()| test::run(&args)),
+        Command::Test(args) => {
+            let started = Instant::now();
+            setup::run().and_then(|()| test::run(&args, started.elapsed()))
+        }
+        Command::Drift(args) => drift::run(&args),
         Command::Bench { name, args } => setup::run().and_then(|()| bench::run(&name, &args)),
     };
     match result {

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// Debian packages the build, `skep up` and the tests need.
-const PACKAGES: &[(&str, &str)] = &[
+pub const PACKAGES: &[(&str, &str)] = &[
     // (package, why)
     ("clang", "bindgen for RocksDB"),
     ("libclang-dev", "bindgen for RocksDB"),
@@ -43,7 +43,7 @@ const PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// The bpf-linker that loads the LLVM inside the nightly toolchain (DESIGN.md).
-const BPF_LINKER_VERSION: &str = "0.10.4";
+pub const BPF_LINKER_VERSION: &str = "0.10.4";
 
 /// Installs whatever is missing.
 pub fn run() -> anyhow::Result<()> {

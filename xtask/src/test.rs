@@ -1,13 +1,16 @@
 //! `cargo xtask test`: formatting, lints, unit tests, then the privileged
 //! end-to-end tests, with how long each step took.
 
-use std::{process::Command, time::Instant};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, bail};
 
 use crate::{
     build::{PROFILE, cargo},
-    setup,
+    drift, setup,
 };
 
 /// Arguments of `cargo xtask test`.
@@ -33,10 +36,13 @@ enum Step {
     E2e,
 }
 
-/// Runs the selected steps and prints a timing summary.
-pub fn run(args: &TestArgs) -> anyhow::Result<()> {
+/// Runs the selected steps and prints a timing summary; `setup_took` is how
+/// long `cargo xtask setup` took before them.
+pub fn run(args: &TestArgs, setup_took: Duration) -> anyhow::Result<()> {
+    drift::warn_if_drifted();
+    let run_started = Instant::now();
     let steps = [Step::Fmt, Step::Clippy, Step::Unit, Step::E2e];
-    let mut timings = Vec::new();
+    let mut timings = vec![("setup".to_owned(), setup_took)];
     for step in steps
         .into_iter()
         .filter(|s| args.only.is_none_or(|o| o == *s))
@@ -49,12 +55,20 @@ pub fn run(args: &TestArgs) -> anyhow::Result<()> {
             Step::Unit => unit(args.filter.as_deref())?,
             Step::E2e => e2e(args.filter.as_deref())?,
         }
-        timings.push((step, started.elapsed()));
+        timings.push((format!("{step:?}").to_lowercase(), started.elapsed()));
     }
-    for (step, took) in timings {
-        eprintln!("xtask test: {step:?} took {:.1}s", took.as_secs_f64());
-    }
+    print_timings(&timings, setup_took + run_started.elapsed());
     Ok(())
+}
+
+/// The summary at the end of a run: each step's time and the total, so
+/// growth shows from one run to the next.
+fn print_timings(timings: &[(String, Duration)], total: Duration) {
+    eprintln!("xtask test: step times");
+    for (step, took) in timings {
+        eprintln!("xtask test:   {step:<8} {:>8.1}s", took.as_secs_f64());
+    }
+    eprintln!("xtask test:   {:<8} {:>8.1}s", "total", total.as_secs_f64());
 }
 
 fn clippy() -> anyhow::Result<()> {
