@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod drift;
+mod lanes;
 mod setup;
 mod test;
 

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     build::{PROFILE, cargo},
-    drift, setup,
+    drift, lanes, setup,
 };
 
 /// Arguments of `cargo xtask test`.
@@ -43,6 +43,9 @@ pub fn run(args: &TestArgs, setup_took: Duration) -> anyhow::Result<()> {
     let run_started = Instant::now();
     let steps = [Step::Fmt, Step::Clippy, Step::Unit, Step::E2e];
     let mut timings = vec![("setup".to_owned(), setup_took)];
+    // The e2e step's lanes, each binary's time (summed wall time exceeds
+    // the step's: the lanes run side by side).
+    let mut parts: Vec<(String, Duration)> = Vec::new();
     for step in steps
         .into_iter()
         .filter(|s| args.only.is_none_or(|o| o == *s))
@@ -53,9 +56,14 @@ pub fn run(args: &TestArgs, setup_took: Duration) -> anyhow::Result<()> {
             Step::Fmt => status(cargo().args(["fmt", "--all", "--check"]))?,
             Step::Clippy => clippy()?,
             Step::Unit => unit(args.filter.as_deref())?,
-            Step::E2e => e2e(args.filter.as_deref())?,
+            Step::E2e => parts = e2e(args.filter.as_deref())?,
         }
         timings.push((format!("{step:?}").to_lowercase(), started.elapsed()));
+        timings.extend(
+            parts
+                .drain(..)
+                .map(|(label, took)| (format!("  {label}"), took)),
+        );
     }
     print_timings(&timings, setup_took + run_started.elapsed());
     Ok(())
@@ -66,9 +74,13 @@ pub fn run(args: &TestArgs, setup_took: Duration) -> anyhow::Result<()> {
 fn print_timings(timings: &[(String, Duration)], total: Duration) {
     eprintln!("xtask test: step times");
     for (step, took) in timings {
-        eprintln!("xtask test:   {step:<8} {:>8.1}s", took.as_secs_f64());
+        eprintln!("xtask test:   {step:<16} {:>8.1}s", took.as_secs_f64());
     }
-    eprintln!("xtask test:   {:<8} {:>8.1}s", "total", total.as_secs_f64());
+    eprintln!(
+        "xtask test:   {:<16} {:>8.1}s",
+        "total",
+        total.as_secs_f64()
+    );
 }
 
 fn clippy() -> anyhow::Result<()> {
@@ -133,20 +145,36 @@ const PRIVILEGED_TESTS: &[&str] = &[
     "--test", "nodeport", "--test", "policy",
 ];
 
-fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
+/// The names of [`PRIVILEGED_TESTS`]' targets.
+fn privileged_targets() -> Vec<&'static str> {
+    PRIVILEGED_TESTS
+        .iter()
+        .copied()
+        .filter(|a| *a != "--test")
+        .collect()
+}
+
+/// Builds the privileged test binaries, then runs them in concurrent lanes
+/// ([`lanes`]); returns each run's time.
+fn e2e(filter: Option<&str>) -> anyhow::Result<Vec<(String, Duration)>> {
     if !setup::is_root() {
         bail!("the end-to-end tests create namespaces and load eBPF programs: run them as root");
     }
     // Building skep's `cli` test target builds the skep binary next to the
-    // e2e binary, with the same features; the e2e tests start it. The node
-    // tests run containers under `examples/skep-shim`.
-    status(
-        cargo()
-            .args(["test", "--profile", PROFILE])
-            .args(PACKAGES)
-            .args(PRIVILEGED_TESTS)
-            .args(["--test", "cli", "--no-run"]),
-    )?;
+    // e2e binary, with the same features; the e2e tests start it.
+    let out = cargo()
+        .args(["test", "--profile", PROFILE])
+        .args(PACKAGES)
+        .args(PRIVILEGED_TESTS)
+        .args(["--test", "cli", "--no-run"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("failed to run cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the privileged tests failed");
+    }
+    let executables = lanes::executables(&String::from_utf8_lossy(&out.stdout));
     // The node tests run containers under this stand-in for `skep shim`;
     // an example only lands in `<target>/<profile>/examples/` when built.
     status(
@@ -155,14 +183,11 @@ fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
             .args(PACKAGES)
             .args(["--example", "skep-shim"]),
     )?;
-    status(
-        cargo()
-            .args(["test", "--profile", PROFILE])
-            .args(PACKAGES)
-            .args(PRIVILEGED_TESTS)
-            .args(["--", "--test-threads=1"])
-            .args(filter),
-    )
+    let runs = lanes::run(lanes::plan(&privileged_targets(), filter), &executables)?;
+    Ok(runs
+        .into_iter()
+        .map(|(label, took, _)| (label, took))
+        .collect())
 }
 
 pub fn status(cmd: &mut Command) -> anyhow::Result<()> {
