@@ -33,6 +33,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "a local OCI registry for the image and agent tests",
     ),
     (
+        "iptables",
+        "FORWARD accept/count rules in the routing tests and labs; kube-proxy's and Calico's baselines in the benches",
+    ),
+    (
+        "ipvsadm",
+        "kube-proxy's IPVS-mode baseline of `cargo xtask bench datapath`",
+    ),
+    (
         "ipset",
         "the Calico-style iptables baseline of `cargo xtask bench policy`",
     ),
