@@ -7,14 +7,9 @@
 //! the pod stays isolated; deleting the policy lets new connections in.
 //! The full upstream matrix is `netpol*`; this checks the parts between.
 
-use std::fs::File;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context as _;
-use nix::sched::{CloneFlags, setns};
 use skep_e2e::lab::Lab;
 use skep_e2e::process::skep;
 use skep_e2e::require_root;
@@ -72,26 +67,6 @@ fn running_ip(lab: &Lab, name: &str) -> anyhow::Result<String> {
 fn b_reaches_a(lab: &Lab, a_ip: &str) -> anyhow::Result<bool> {
     let out = lab.kubectl(&["exec", "-n", NS, "b", "--", "nc", "-w", "2", a_ip, "80"])?;
     Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "a")
-}
-
-/// `GET /metrics` from inside `netns`.
-fn scrape(netns: &Path, addr: SocketAddrV4) -> anyhow::Result<String> {
-    let netns = netns.to_owned();
-    let handle = std::thread::spawn(move || -> anyhow::Result<String> {
-        let ns = File::open(&netns).with_context(|| format!("open {}", netns.display()))?;
-        setns(&ns, CloneFlags::CLONE_NEWNET).context("enter the node's namespace")?;
-        let mut conn = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))
-            .with_context(|| format!("connect to {addr}"))?;
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            conn,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut text = String::new();
-        conn.read_to_string(&mut text)?;
-        Ok(text)
-    });
-    skep_e2e::netns::join(handle)
 }
 
 /// The node log's lines, ANSI colours removed.
@@ -164,7 +139,7 @@ fn lab_policy_is_compiled_on_the_node_counted_and_shown_as_flows() -> anyhow::Re
     assert!(!bad.status.success());
 
     eprintln!("--- node 1's /metrics counts the drops");
-    let metrics = scrape(&n1.netns, SocketAddrV4::new(n1.ip, 9962))?;
+    let metrics = lab.metrics(&n1)?;
     let drops = metrics
         .lines()
         .find_map(|l| {

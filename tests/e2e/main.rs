@@ -16,6 +16,7 @@ mod lab_dns;
 mod lab_nodeport;
 mod lab_policy_wire;
 mod lab_services;
+mod lab_wakeups;
 mod netpol;
 mod policy_validation;
 mod scheduling;

@@ -6,13 +6,16 @@
 use std::time::{Duration, Instant};
 use std::{
     fmt::Write as _,
-    net::Ipv4Addr,
+    fs::File,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
 use anyhow::{Context as _, bail};
 use nix::{
+    sched::{CloneFlags, setns},
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
@@ -204,6 +207,28 @@ impl Lab {
         })
     }
 
+    /// `GET /metrics` of `node`'s agent (its default `<node IP>:9962`),
+    /// from inside the node's namespace: the HTTP response, headers and all.
+    pub fn metrics(&self, node: &LabNode) -> anyhow::Result<String> {
+        let netns = node.netns.clone();
+        let addr = SocketAddrV4::new(node.ip, 9962);
+        let handle = std::thread::spawn(move || -> anyhow::Result<String> {
+            let ns = File::open(&netns).with_context(|| format!("open {}", netns.display()))?;
+            setns(&ns, CloneFlags::CLONE_NEWNET).context("enter the node's namespace")?;
+            let mut conn = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5))
+                .with_context(|| format!("connect to {addr}"))?;
+            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(
+                conn,
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut text = String::new();
+            conn.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        crate::netns::join(handle)
+    }
+
     /// The admin kubeconfig.
     #[must_use]
     pub fn kubeconfig(&self) -> PathBuf {
@@ -227,7 +252,6 @@ impl Lab {
 
     /// Runs kubectl with `stdin` as input; fails unless it succeeds.
     pub fn kubectl_ok_with(&self, args: &[&str], stdin: &str) -> anyhow::Result<String> {
-        use std::io::Write as _;
         let mut child = Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(self.kubeconfig())

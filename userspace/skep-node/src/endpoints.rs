@@ -10,80 +10,133 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Pod;
 
 use skep_datapath::routing::{self, RouteHook};
-use skep_datapath::{Endpoint, EndpointMap};
+use skep_datapath::{Datapath, Endpoint, EndpointMap};
 
-use crate::agent::Shared;
 use crate::sandbox::{PodNetwork, host_veth_name};
 
-/// Attaches the pod program to `net`'s host veth and programs the endpoint
-/// `name` (`namespace/pod`). Attaching again (an adopted pod, a new agent)
-/// swaps the program in place.
-#[tracing::instrument(skip_all, fields(pod = %name, ip = %net.ip))]
-pub fn add(shared: &Shared, name: &str, net: &PodNetwork) {
-    let attached = match shared.datapath.lock() {
-        Ok(mut datapath) => datapath.attach_route(&net.host_veth, RouteHook::Pod),
-        Err(poisoned) => poisoned
-            .into_inner()
-            .attach_route(&net.host_veth, RouteHook::Pod),
-    };
-    if let Err(err) = attached {
-        tracing::warn!(?err, interface = %net.host_veth, "failed to attach the pod routing program; the kernel forwards this pod's traffic");
-    }
-    let endpoint = Endpoint {
-        name: name.to_owned(),
-        ip: net.ip,
-        host_ifindex: net.host_ifindex,
-        pod_mac: net.pod_mac,
-        host_mac: net.host_mac,
-    };
-    let programmed =
-        EndpointMap::open_pinned(&shared.cfg.bpf_pin_dir).and_then(|mut map| map.upsert(&endpoint));
-    if let Err(err) = programmed {
-        tracing::warn!(
-            ?err,
-            "failed to program the pod's endpoint; it is reached through the kernel"
-        );
+/// The node's pods in the routing datapath: the loaded datapath (its
+/// programs stay loaded while it lives) and the pin directory of its maps.
+#[derive(Clone)]
+pub struct Endpoints {
+    datapath: Arc<Mutex<Datapath>>,
+    pin_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("pin_dir", &self.pin_dir)
+            .finish_non_exhaustive()
     }
 }
 
-/// Removes pod `uid`'s endpoint (when its IP is known) and its program's
-/// link. Missing pieces are fine.
-#[tracing::instrument(skip(shared))]
-pub fn remove(shared: &Shared, uid: &str, ip: Option<Ipv4Addr>) {
-    let pin_dir = &shared.cfg.bpf_pin_dir;
-    if let Some(ip) = ip {
-        let removed = EndpointMap::open_pinned(pin_dir).and_then(|mut map| map.remove(ip));
-        if let Err(err) = removed {
-            tracing::warn!(?err, "failed to remove the pod's endpoint");
+impl Endpoints {
+    /// The endpoints of `datapath`, whose maps are pinned in `pin_dir`.
+    pub fn new(datapath: Datapath, pin_dir: PathBuf) -> Self {
+        Self {
+            datapath: Arc::new(Mutex::new(datapath)),
+            pin_dir,
         }
     }
-    if let Err(err) = routing::detach_route(pin_dir, &host_veth_name(uid), RouteHook::Pod) {
-        tracing::warn!(?err, "failed to detach the pod routing program");
-    }
-}
 
-/// Attaches the underlay program to the device holding `node_ip` (in the
-/// agent's network namespace). Without one, traffic from other nodes to
-/// local pods is forwarded by the kernel.
-pub fn attach_underlay(shared: &Shared, node_ip: Ipv4Addr) {
-    let Some(interface) = interface_with(node_ip) else {
-        tracing::warn!(%node_ip, "no interface holds the node IP; underlay routing program not attached");
-        return;
-    };
-    let attached = match shared.datapath.lock() {
-        Ok(mut datapath) => datapath.attach_route(&interface, RouteHook::Underlay),
-        Err(poisoned) => poisoned
-            .into_inner()
-            .attach_route(&interface, RouteHook::Underlay),
-    };
-    match attached {
-        Ok(()) => tracing::info!(%interface, "underlay routing program attached"),
-        Err(err) => {
-            tracing::warn!(?err, %interface, "failed to attach the underlay routing program");
+    fn datapath(&self) -> std::sync::MutexGuard<'_, Datapath> {
+        self.datapath.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches the pod program to `net`'s host veth and programs the endpoint
+    /// `name` (`namespace/pod`). Attaching again (an adopted pod, a new agent)
+    /// swaps the program in place.
+    #[tracing::instrument(skip_all, fields(pod = %name, ip = %net.ip))]
+    pub fn add(&self, name: &str, net: &PodNetwork) {
+        let attached = self.datapath().attach_route(&net.host_veth, RouteHook::Pod);
+        if let Err(err) = attached {
+            tracing::warn!(?err, interface = %net.host_veth, "failed to attach the pod routing program; the kernel forwards this pod's traffic");
+        }
+        let endpoint = Endpoint {
+            name: name.to_owned(),
+            ip: net.ip,
+            host_ifindex: net.host_ifindex,
+            pod_mac: net.pod_mac,
+            host_mac: net.host_mac,
+        };
+        let programmed =
+            EndpointMap::open_pinned(&self.pin_dir).and_then(|mut map| map.upsert(&endpoint));
+        if let Err(err) = programmed {
+            tracing::warn!(
+                ?err,
+                "failed to program the pod's endpoint; it is reached through the kernel"
+            );
+        }
+    }
+
+    /// Removes pod `uid`'s endpoint (when its IP is known) and its program's
+    /// link. Missing pieces are fine.
+    #[tracing::instrument(skip(self))]
+    pub fn remove(&self, uid: &str, ip: Option<Ipv4Addr>) {
+        let pin_dir = &self.pin_dir;
+        if let Some(ip) = ip {
+            let removed = EndpointMap::open_pinned(pin_dir).and_then(|mut map| map.remove(ip));
+            if let Err(err) = removed {
+                tracing::warn!(?err, "failed to remove the pod's endpoint");
+            }
+        }
+        if let Err(err) = routing::detach_route(pin_dir, &host_veth_name(uid), RouteHook::Pod) {
+            tracing::warn!(?err, "failed to detach the pod routing program");
+        }
+    }
+
+    /// Attaches the underlay program to the device holding `node_ip` (in the
+    /// agent's network namespace). Without one, traffic from other nodes to
+    /// local pods is forwarded by the kernel.
+    pub fn attach_underlay(&self, node_ip: Ipv4Addr) {
+        let Some(interface) = interface_with(node_ip) else {
+            tracing::warn!(%node_ip, "no interface holds the node IP; underlay routing program not attached");
+            return;
+        };
+        let attached = self
+            .datapath()
+            .attach_route(&interface, RouteHook::Underlay);
+        match attached {
+            Ok(()) => tracing::info!(%interface, "underlay routing program attached"),
+            Err(err) => {
+                tracing::warn!(?err, %interface, "failed to attach the underlay routing program");
+            }
+        }
+    }
+
+    /// After a restart: removes the links of interfaces that are gone and the
+    /// endpoints of pods this node no longer has. `allocated` is what the IPAM
+    /// holds (pod IP → pod UID); an endpoint stays only if its IP is allocated
+    /// and it names that pod's current host veth. Live entries are left as they
+    /// are.
+    pub fn reconcile(&self, allocated: &BTreeMap<Ipv4Addr, String>) {
+        let pin_dir = &self.pin_dir;
+        match routing::prune_route_links(pin_dir) {
+            Ok(pruned) if !pruned.is_empty() => {
+                tracing::info!(?pruned, "links of deleted interfaces removed");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(?err, "failed to prune routing links"),
+        }
+        let removed = EndpointMap::open_pinned(pin_dir).and_then(|mut map| {
+            map.retain(|e| {
+                allocated
+                    .get(&e.ip)
+                    .is_some_and(|uid| host_ifindex(uid) == Some(e.host_ifindex))
+            })
+        });
+        match removed {
+            Ok(stale) if !stale.is_empty() => {
+                tracing::info!(count = stale.len(), "stale endpoints removed");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(?err, "failed to reconcile the endpoints map"),
         }
     }
 }
@@ -111,36 +164,6 @@ pub fn pod_name(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or_default(),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
-}
-
-/// After a restart: removes the links of interfaces that are gone and the
-/// endpoints of pods this node no longer has. `allocated` is what the IPAM
-/// holds (pod IP → pod UID); an endpoint stays only if its IP is allocated
-/// and it names that pod's current host veth. Live entries are left as they
-/// are.
-pub fn reconcile(shared: &Shared, allocated: &BTreeMap<Ipv4Addr, String>) {
-    let pin_dir = &shared.cfg.bpf_pin_dir;
-    match routing::prune_route_links(pin_dir) {
-        Ok(pruned) if !pruned.is_empty() => {
-            tracing::info!(?pruned, "links of deleted interfaces removed");
-        }
-        Ok(_) => {}
-        Err(err) => tracing::warn!(?err, "failed to prune routing links"),
-    }
-    let removed = EndpointMap::open_pinned(pin_dir).and_then(|mut map| {
-        map.retain(|e| {
-            allocated
-                .get(&e.ip)
-                .is_some_and(|uid| host_ifindex(uid) == Some(e.host_ifindex))
-        })
-    });
-    match removed {
-        Ok(stale) if !stale.is_empty() => {
-            tracing::info!(count = stale.len(), "stale endpoints removed");
-        }
-        Ok(_) => {}
-        Err(err) => tracing::warn!(?err, "failed to reconcile the endpoints map"),
-    }
 }
 
 /// The index of pod `uid`'s host veth in the agent's namespace, if it exists.

@@ -15,11 +15,16 @@
 //! cleanup::leftovers(parts)                          // must be empty when no pods remain
 //! ```
 //!
-//! [`agent`] is the kubelet loop over these parts: node registration and
-//! heartbeat, the node-sync watch, and one [`worker`] per pod ([`podspec`]
-//! turns a container spec into argv, env and mounts; [`probe`] runs probes).
-//! [`policy`] keeps the node's network-policy maps compiled from the view;
-//! [`metrics`] serves them (and the datapath counters) to Prometheus.
+//! [`agent`] wires the kubelet role together over these parts:
+//! [`node_status`] registers the Node and keeps its heartbeat;
+//! [`node_sync`] follows the node-sync watch as the one writer of the
+//! [`view`] and runs one [`worker`] per pod ([`podspec`] turns a container
+//! spec into argv, env and mounts; [`probe`] runs probes). Loops that read
+//! the view take a [`view::ViewReader`] and the change signal of what they
+//! read: [`services`] and [`dns`] (Services, EndpointSlices), [`policy`]
+//! (the node's network-policy maps), [`routes`] (other nodes' pod CIDRs).
+//! Writes go through [`api::NodeApi`]; [`metrics`] serves the policy and
+//! datapath counters and the loops' run counts to Prometheus.
 //! [`server`] is the node's HTTPS endpoint the API server streams logs
 //! ([`logs`]) and runs `kubectl exec` ([`remotecommand`]) through.
 //!
@@ -33,6 +38,7 @@
 )]
 
 pub mod agent;
+pub mod api;
 pub mod cleanup;
 pub mod dns;
 pub mod endpoints;
@@ -40,6 +46,8 @@ pub mod ipam;
 pub mod logs;
 pub mod metrics;
 pub mod netns;
+pub mod node_status;
+pub mod node_sync;
 pub mod pod_dns;
 pub mod podspec;
 pub mod policy;
@@ -52,4 +60,5 @@ pub mod sandbox;
 pub mod server;
 pub mod services;
 pub mod shim;
+pub mod view;
 pub mod worker;

@@ -12,6 +12,10 @@
 //!   dropped (the `denied` verdicts).
 //! - `skep_datapath_packets_total` / `skep_datapath_bytes_total`
 //!   `{interface,direction,family,protocol}`: what the TC programs saw.
+//! - `skep_agent_sync_runs_total{loop,cause}`: the agent's own count of its
+//!   sync loops' runs ([`SyncRuns`]), by what woke them: a change of what
+//!   the loop reads (`change`), a retry after a failure (`retry`) or the
+//!   periodic check against the kernel (`resync`).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,7 +33,7 @@ use skep_datapath::metrics::{MetricsRow, protocol_name};
 use skep_datapath::policy::{PolicyCounter, PolicyMaps};
 use skep_ebpf_common::{Direction, Family as IpFamily, PolicyVerdict};
 
-use crate::agent::Shared;
+use crate::view::ViewReader;
 
 /// Cilium's agent metrics port, the default of `--metrics-listen`.
 pub const DEFAULT_METRICS_PORT: u16 = 9962;
@@ -62,16 +66,112 @@ impl std::str::FromStr for MetricsListen {
 /// The labels of a verdict counter.
 type Labels = Vec<(&'static str, String)>;
 
+/// A loop that keeps something of the node in step with the view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncLoop {
+    /// The service maps ([`crate::services`]).
+    Services,
+    /// The policy maps ([`crate::policy`]).
+    Policy,
+    /// The cluster DNS records ([`crate::dns`]).
+    Dns,
+    /// The routes to other nodes ([`crate::routes`]).
+    Routes,
+}
+
+impl SyncLoop {
+    /// The `loop` label.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Services => "services",
+            Self::Policy => "policy",
+            Self::Dns => "dns",
+            Self::Routes => "routes",
+        }
+    }
+}
+
+/// Why a sync loop ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// What the loop reads changed (its view signal, or a setting it
+    /// follows, such as the DNS server's address).
+    Change,
+    /// The last run failed.
+    Retry,
+    /// The periodic check against what someone else may have changed.
+    Resync,
+}
+
+impl Cause {
+    /// The `cause` label.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Change => "change",
+            Self::Retry => "retry",
+            Self::Resync => "resync",
+        }
+    }
+}
+
+/// How often each sync loop ran, and why: the proof of who woke whom
+/// (`skep_agent_sync_runs_total{loop,cause}`). Clones count together.
+#[derive(Clone, Debug, Default)]
+pub struct SyncRuns(Family<Vec<(&'static str, &'static str)>, Counter>);
+
+impl SyncRuns {
+    /// Counters at 0 for every loop and cause, so a scrape shows them all.
+    #[must_use]
+    pub fn new() -> Self {
+        let runs = Self::default();
+        for sync in [
+            SyncLoop::Services,
+            SyncLoop::Policy,
+            SyncLoop::Dns,
+            SyncLoop::Routes,
+        ] {
+            for cause in [Cause::Change, Cause::Retry, Cause::Resync] {
+                let _ = runs.get(sync, cause);
+            }
+        }
+        runs
+    }
+
+    /// Counts one run of `sync` woken by `cause`.
+    pub fn count(&self, sync: SyncLoop, cause: Cause) {
+        self.0
+            .get_or_create(&vec![("loop", sync.name()), ("cause", cause.name())])
+            .inc();
+    }
+
+    /// The runs of `sync` woken by `cause` so far.
+    #[must_use]
+    pub fn get(&self, sync: SyncLoop, cause: Cause) -> u64 {
+        self.0
+            .get_or_create(&vec![("loop", sync.name()), ("cause", cause.name())])
+            .get()
+    }
+}
+
 /// The metrics text for the policy counters (`pods` names the local pods
 /// by address; an unknown one is shown by its address with an empty
-/// namespace) and the datapath counters (`interface` names an ifindex).
+/// namespace), the datapath counters (`interface` names an ifindex) and
+/// the sync loops' runs.
 pub fn encode_text(
     policy: &[PolicyCounter],
     pods: &BTreeMap<Ipv4Addr, (String, String)>,
     datapath: &[MetricsRow],
     interface: impl Fn(u32) -> String,
+    runs: &SyncRuns,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
+    registry.register(
+        "skep_agent_sync_runs",
+        "Runs of the agent's sync loops, per loop and what woke it",
+        runs.0.clone(),
+    );
     let verdicts = Family::<Labels, Counter>::default();
     let drops = Family::<Labels, Counter>::default();
     let packets = Family::<Labels, Counter>::default();
@@ -148,10 +248,9 @@ fn interface_name(ifindex: u32) -> String {
 }
 
 /// The pods bound here by address: (namespace, name).
-fn local_pods(shared: &Shared) -> BTreeMap<Ipv4Addr, (String, String)> {
-    let view = crate::agent::lock_view(shared);
+fn local_pods(view: &ViewReader) -> BTreeMap<Ipv4Addr, (String, String)> {
     let mut out = BTreeMap::new();
-    for pod in view.pods.values() {
+    for pod in view.pods().values() {
         let Some(status) = &pod.status else { continue };
         let ips = status
             .pod_ips
@@ -172,20 +271,38 @@ fn local_pods(shared: &Shared) -> BTreeMap<Ipv4Addr, (String, String)> {
     out
 }
 
+/// What `/metrics` reads: the pinned maps, the view (pod names) and the
+/// sync loops' counters.
+#[derive(Clone, Debug)]
+pub struct MetricsSources {
+    /// Where the datapath's maps are pinned.
+    pub pin_dir: std::path::PathBuf,
+    /// The node's view.
+    pub view: ViewReader,
+    /// The sync loops' runs.
+    pub runs: SyncRuns,
+}
+
 /// One scrape: reads the pinned counters and encodes them.
-fn scrape(shared: &Shared) -> Result<String, String> {
-    let pin_dir = &shared.cfg.bpf_pin_dir;
+fn scrape(sources: &MetricsSources) -> Result<String, String> {
+    let pin_dir = &sources.pin_dir;
     let policy = PolicyMaps::open(pin_dir)
         .and_then(|maps| maps.counters())
         .map_err(|e| format!("failed to read the policy counters: {e}"))?;
     let datapath = skep_datapath::metrics::read_pinned(pin_dir)
         .map_err(|e| format!("failed to read the datapath counters: {e}"))?;
-    encode_text(&policy, &local_pods(shared), &datapath, interface_name)
-        .map_err(|e| format!("failed to encode the metrics: {e}"))
+    encode_text(
+        &policy,
+        &local_pods(&sources.view),
+        &datapath,
+        interface_name,
+        &sources.runs,
+    )
+    .map_err(|e| format!("failed to encode the metrics: {e}"))
 }
 
-async fn metrics(shared: Arc<Shared>) -> Response {
-    match tokio::task::spawn_blocking(move || scrape(&shared)).await {
+async fn metrics(sources: Arc<MetricsSources>) -> Response {
+    match tokio::task::spawn_blocking(move || scrape(&sources)).await {
         Ok(Ok(text)) => (
             [(
                 header::CONTENT_TYPE,
@@ -202,14 +319,16 @@ async fn metrics(shared: Arc<Shared>) -> Response {
     }
 }
 
-/// Serves `/metrics` where `shared.cfg.metrics_listen` says, until aborted.
-/// A port that cannot be bound is logged; the agent runs on without it.
-pub async fn serve(shared: Arc<Shared>) {
-    let addr = match shared.cfg.metrics_listen {
+/// Serves `/metrics` where `listen` says (`node_ip` for
+/// [`MetricsListen::NodeIp`]), until aborted. A port that cannot be bound
+/// is logged; the agent runs on without it.
+pub async fn serve(listen: MetricsListen, node_ip: Ipv4Addr, sources: MetricsSources) {
+    let addr = match listen {
         MetricsListen::Off => return,
-        MetricsListen::NodeIp => SocketAddr::from((shared.node_ip, DEFAULT_METRICS_PORT)),
+        MetricsListen::NodeIp => SocketAddr::from((node_ip, DEFAULT_METRICS_PORT)),
         MetricsListen::At(addr) => addr,
     };
+    let sources = Arc::new(sources);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -224,8 +343,8 @@ pub async fn serve(shared: Arc<Shared>) {
     let app = Router::new().route(
         "/metrics",
         get({
-            let shared = Arc::clone(&shared);
-            move || metrics(Arc::clone(&shared))
+            let sources = Arc::clone(&sources);
+            move || metrics(Arc::clone(&sources))
         }),
     );
     if let Err(err) = axum::serve(listener, app).await {
@@ -269,7 +388,13 @@ mod tests {
                 bytes: 1_100,
             },
         }];
-        let text = encode_text(&policy, &pods, &datapath, |i| format!("veth{i}")).expect("encodes");
+        let runs = SyncRuns::default();
+        runs.count(SyncLoop::Policy, Cause::Change);
+        runs.count(SyncLoop::Policy, Cause::Change);
+        runs.count(SyncLoop::Routes, Cause::Resync);
+        assert_eq!(runs.clone().get(SyncLoop::Policy, Cause::Change), 2);
+        let text =
+            encode_text(&policy, &pods, &datapath, |i| format!("veth{i}"), &runs).expect("encodes");
         for line in [
             "# TYPE skep_policy_verdicts counter",
             r#"skep_policy_verdicts_total{namespace="x",pod="a",direction="ingress",verdict="allowed"} 3"#,
@@ -278,6 +403,8 @@ mod tests {
             r#"skep_policy_drops_total{namespace="",pod="10.244.1.9",direction="egress"} 2"#,
             r#"skep_datapath_packets_total{interface="veth4",direction="egress",family="ipv4",protocol="tcp"} 11"#,
             r#"skep_datapath_bytes_total{interface="veth4",direction="egress",family="ipv4",protocol="tcp"} 1100"#,
+            r#"skep_agent_sync_runs_total{loop="policy",cause="change"} 2"#,
+            r#"skep_agent_sync_runs_total{loop="routes",cause="resync"} 1"#,
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");

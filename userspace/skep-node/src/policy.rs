@@ -2,8 +2,9 @@
 //! equal to what [`skep_policy::compile`] makes of the view (every pod's
 //! policy facts, every Namespace and `NetworkPolicy`).
 //!
-//! After every move of `cluster_changed` (a burst gathered for
-//! [`DEBOUNCE`]) it compiles, diffs against what the maps hold and writes
+//! After every change of the view's policy inputs ([`Concern::Policy`]: a
+//! Namespace's labels, a `NetworkPolicy`, a pod's policy facts; a burst
+//! gathered for [`DEBOUNCE`]) it compiles, diffs against what the maps hold and writes
 //! only the difference, in an order that never denies a flow the old or the
 //! new state allows ([`apply`]). On start it reads the current state back
 //! from the pinned maps, so a restarted agent reconciles without flushing,
@@ -15,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -25,7 +25,8 @@ use skep_datapath::policy::PolicyMaps;
 use skep_ebpf_common::policy::{PeerIdentity, PolicyEndpoint, PolicyKey, PolicyValue};
 use skep_policy::{Identities, PolicyDiff, PolicyPod, PolicyState};
 
-use crate::agent::{Shared, View};
+use crate::metrics::{Cause, SyncLoop, SyncRuns};
+use crate::view::{Concern, View, ViewReader};
 
 /// How long a burst of changes is gathered before the maps are synced.
 const DEBOUNCE: Duration = Duration::from_millis(20);
@@ -199,15 +200,21 @@ impl Inputs {
         let mut pods: Vec<PolicyPod> = view
             .peer_pods
             .values()
-            .filter_map(PolicyPod::from_pod)
+            .filter_map(|p| PolicyPod::from_pod(p))
             .collect();
         pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let namespaces: BTreeMap<_, _> = view.namespaces.iter().collect();
         let policies: BTreeMap<_, _> = view.network_policies.iter().collect();
         Self {
             pods,
-            namespaces: namespaces.into_values().cloned().collect(),
-            policies: policies.into_values().cloned().collect(),
+            namespaces: namespaces
+                .into_values()
+                .map(|n| Namespace::clone(n))
+                .collect(),
+            policies: policies
+                .into_values()
+                .map(|p| NetworkPolicy::clone(p))
+                .collect(),
         }
     }
 }
@@ -348,12 +355,24 @@ enum SyncError {
     Identities(#[from] IdentitiesFileError),
 }
 
+/// What the policy sync needs besides the view.
+#[derive(Clone, Debug)]
+pub struct PolicySync {
+    /// Where the policy maps are pinned.
+    pub pin_dir: PathBuf,
+    /// The agent's data directory (the identities file lives below it).
+    pub data_dir: PathBuf,
+    /// This node's name.
+    pub node_name: String,
+}
+
 /// Keeps the pinned policy maps equal to what the view compiles to (see
-/// the module doc). Failures are logged and retried.
-pub async fn sync_loop(shared: Arc<Shared>) {
-    let pin_dir = shared.cfg.bpf_pin_dir.clone();
+/// the module doc). Failures are logged and retried. Each run is counted
+/// in `runs`.
+#[tracing::instrument(skip_all, fields(node = %cfg.node_name))]
+pub async fn sync_loop(cfg: PolicySync, view: ViewReader, runs: SyncRuns) {
     let maps = loop {
-        match PolicyMaps::open(&pin_dir) {
+        match PolicyMaps::open(&cfg.pin_dir) {
             Ok(maps) => break maps,
             Err(err) => {
                 tracing::error!(?err, "failed to open the policy maps; retrying");
@@ -361,7 +380,7 @@ pub async fn sync_loop(shared: Arc<Shared>) {
             }
         }
     };
-    let path = identities_path(&shared.cfg.data_dir);
+    let path = identities_path(&cfg.data_dir);
     let (file, ids) = match IdentitiesFile::load(&path) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -381,36 +400,44 @@ pub async fn sync_loop(shared: Arc<Shared>) {
         }
     };
     let mut sync = Sync {
-        node: shared.cfg.node_name.clone(),
+        node: cfg.node_name.clone(),
         maps,
         ids,
         file,
         current: None,
         synced: None,
     };
-    let mut changed = shared.cluster_changed.subscribe();
-    let mut failed = false;
+    let mut changed = view.changes(Concern::Policy);
+    let mut cause = Cause::Change;
     loop {
         // Nothing to do until the view is synced once: an empty view would
         // lift every isolation the last agent left.
+        let mut failed = false;
         if *changed.borrow_and_update() != 0 {
-            let inputs = Inputs::of(&crate::agent::lock_view(&shared));
-            match sync.run(inputs) {
-                Ok(_) => failed = false,
-                Err(err) => {
-                    tracing::error!(?err, "failed to sync the policy maps; retrying");
-                    sync.current = None;
-                    sync.synced = None;
-                    failed = true;
-                }
+            runs.count(SyncLoop::Policy, cause);
+            let inputs = Inputs::of(&view.snapshot());
+            if let Err(err) = sync.run(inputs) {
+                tracing::error!(?err, "failed to sync the policy maps; retrying");
+                sync.current = None;
+                sync.synced = None;
+                failed = true;
             }
         }
-        let wait = if failed { RETRY } else { RETRY * 30 };
-        match tokio::time::timeout(wait, changed.changed()).await {
-            Ok(Ok(())) => tokio::time::sleep(DEBOUNCE).await,
-            Ok(Err(_)) => return,
-            Err(_) => {}
-        }
+        // Inputs equal to the last synced ones compile to the same maps: no
+        // timer, only a change or a retry wakes this loop.
+        let wait = if failed {
+            tokio::time::timeout(RETRY, changed.changed()).await.ok()
+        } else {
+            Some(changed.changed().await)
+        };
+        cause = match wait {
+            Some(Ok(())) => {
+                tokio::time::sleep(DEBOUNCE).await;
+                Cause::Change
+            }
+            Some(Err(_)) => return,
+            None => Cause::Retry,
+        };
     }
 }
 

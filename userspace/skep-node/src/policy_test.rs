@@ -9,7 +9,7 @@ use skep_ebpf_common::policy::{
 use skep_policy::PolicyState;
 
 use super::{IdentitiesFile, Inputs, PolicySink, apply};
-use crate::agent::View;
+use crate::view::View;
 
 /// Records every operation; fails the `fail_at`-th one.
 #[derive(Default)]
@@ -234,10 +234,7 @@ fn inputs_keep_the_pods_policy_can_judge_in_a_stable_order() {
     ] {
         let pod =
             format!(r#"{{"metadata":{{"name":"{name}","namespace":"x","uid":"{uid}"}},{extra}}}"#);
-        view.peer_pods.insert(
-            uid.to_owned(),
-            serde_json::from_str(&pod).expect("test pod"),
-        );
+        view.apply("n1", "PodPeer", false, pod.as_bytes());
     }
     let inputs = Inputs::of(&view);
     let names: Vec<&str> = inputs.pods.iter().map(|p| p.name.as_str()).collect();

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -28,6 +29,8 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use crate::ipam::parse_cidr;
+use crate::metrics::{Cause, SyncLoop, SyncRuns};
+use crate::view::{Concern, ViewReader};
 
 /// The route protocol number skep's node routes carry (free in iproute2's
 /// `rt_protos`; `ip route show proto 83` lists them).
@@ -358,6 +361,61 @@ pub async fn sync(table: &impl RouteTable, desired: &NodeRoutes) -> Result<SyncR
         }
     }
     Ok(report)
+}
+
+/// Keeps the routes to other nodes' pod CIDRs in step with the Nodes in
+/// the view until aborted: after every change of their routing facts
+/// ([`Concern::Nodes`]), and every 30 s against routes someone else
+/// removed; the Service CIDR's `unreachable` route likewise. Turns on IPv4
+/// forwarding first. Until the view has synced once the routes are left as
+/// the last agent left them. Each run is counted in `runs`.
+#[tracing::instrument(skip_all, fields(node = %own))]
+pub async fn sync_loop(own: String, service_cidr: Cidr, view: ViewReader, runs: SyncRuns) {
+    const RESYNC: Duration = Duration::from_secs(30);
+    const RETRY: Duration = Duration::from_secs(2);
+    let table = loop {
+        match NetlinkRoutes::connect() {
+            Ok(table) => break table,
+            Err(err) => {
+                tracing::error!(?err, "failed to open netlink for node routes; retrying");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    };
+    if let Err(err) = crate::sandbox::enable_forwarding(std::path::Path::new("/proc")) {
+        tracing::error!(
+            ?err,
+            "failed to turn on IPv4 forwarding: pods cannot reach other nodes"
+        );
+    }
+    let mut changed = view.changes(Concern::Nodes);
+    let mut wait = RESYNC;
+    loop {
+        if let Err(err) = table.replace_unreachable(service_cidr).await {
+            tracing::error!(?err, %service_cidr, "failed to route the service CIDR unreachable");
+        }
+        let cause = match tokio::time::timeout(wait, changed.changed()).await {
+            Ok(Ok(())) => Cause::Change,
+            Ok(Err(_)) => return,
+            Err(_) if wait == RETRY => Cause::Retry,
+            Err(_) => Cause::Resync,
+        };
+        // An empty view would remove every other node's route.
+        if *changed.borrow_and_update() == 0 {
+            continue;
+        }
+        runs.count(SyncLoop::Routes, cause);
+        let nodes = view.snapshot().nodes;
+        let desired = desired(&own, nodes.values().map(AsRef::as_ref));
+        wait = match sync(&table, &desired).await {
+            Ok(report) if report.failed.is_empty() => RESYNC,
+            Ok(_) => RETRY,
+            Err(err) => {
+                tracing::warn!(?err, "failed to read node routes; retrying");
+                RETRY
+            }
+        };
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
 
-use crate::agent::{Shared, lock_view};
+use crate::agent::PodHub;
 use crate::logs::{self, LineSplitter, LogOptions};
 use crate::remotecommand::{self, ClientMessage};
 use crate::runtime::ContainerState;
@@ -161,7 +161,7 @@ impl NodeServer {
     }
 
     /// Serves until the task is dropped.
-    pub async fn serve(self, shared: Arc<Shared>) {
+    pub async fn serve(self, shared: Arc<PodHub>) {
         let app = router(shared);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
         loop {
@@ -211,7 +211,7 @@ impl NodeServer {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<PodHub>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -261,15 +261,16 @@ fn forbidden(caller: &Caller, subresource: &str) -> Response {
 }
 
 /// Pod `namespace/name` bound here: its UID and object.
-fn find_pod(shared: &Shared, namespace: &str, name: &str) -> Option<(String, Pod)> {
-    lock_view(shared)
-        .pods
+fn find_pod(shared: &PodHub, namespace: &str, name: &str) -> Option<(String, Pod)> {
+    shared
+        .view
+        .pods()
         .iter()
         .find(|(_, p)| {
             p.metadata.namespace.as_deref() == Some(namespace)
                 && p.metadata.name.as_deref() == Some(name)
         })
-        .map(|(uid, p)| (uid.clone(), p.clone()))
+        .map(|(uid, p)| (uid.clone(), Pod::clone(p)))
 }
 
 /// The container's waiting reason from the pod's status, if any.
@@ -345,7 +346,7 @@ fn cri_from_rfc3339(time: &str) -> Option<String> {
 }
 
 async fn container_logs(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<PodHub>>,
     Extension(caller): Extension<Caller>,
     Path((namespace, name, container)): Path<(String, String, String)>,
     Query(params): Query<Vec<(String, String)>>,
@@ -403,7 +404,7 @@ async fn container_logs(
 /// already, then, when following, new lines until the container ends or
 /// the receiver goes.
 async fn stream_log(
-    shared: Arc<Shared>,
+    shared: Arc<PodHub>,
     path: PathBuf,
     id: String,
     opts: LogOptions,
@@ -482,7 +483,7 @@ struct ExecRequest {
 }
 
 async fn exec(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<PodHub>>,
     Extension(caller): Extension<Caller>,
     Path((namespace, name, container)): Path<(String, String, String)>,
     Query(params): Query<Vec<(String, String)>>,
@@ -560,7 +561,7 @@ async fn exec(
 /// Runs the command and carries its streams over `socket` until it ends
 /// (then its status on the error channel, then a normal close) or the
 /// client goes (then the command is killed).
-async fn exec_session(shared: Arc<Shared>, socket: WebSocket, id: String, req: ExecRequest) {
+async fn exec_session(shared: Arc<PodHub>, socket: WebSocket, id: String, req: ExecRequest) {
     let (mut sink, mut incoming) = socket.split();
     let mut process = match shared
         .runtime

@@ -15,14 +15,17 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use skep_datapath::{Protocol, ServiceMap, ServiceSpec};
 
-use crate::agent::{Shared, View};
+use tokio::sync::watch;
+
+use crate::metrics::{Cause, SyncLoop, SyncRuns};
+use crate::view::{Concern, View, ViewReader};
 
 /// The label an EndpointSlice names its Service with.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -48,7 +51,7 @@ pub struct NodeFacts<'a> {
 #[must_use]
 pub fn desired(view: &View, node: &NodeFacts<'_>) -> Vec<ServiceSpec> {
     let mut slices: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-    for ((ns, _), slice) in &view.endpoint_slices {
+    for ((ns, _), slice) in view.endpoint_slices.iter() {
         let service = slice
             .metadata
             .labels
@@ -64,7 +67,7 @@ pub fn desired(view: &View, node: &NodeFacts<'_>) -> Vec<ServiceSpec> {
         }
     }
     let mut out: BTreeMap<skep_datapath::Frontend, ServiceSpec> = BTreeMap::new();
-    for ((ns, name), service) in &view.services {
+    for ((ns, name), service) in view.services.iter() {
         let own = slices
             .get(&(ns.as_str(), name.as_str()))
             .map_or(&[][..], Vec::as_slice);
@@ -238,17 +241,35 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// How soon a failed sync is retried.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// What the service sync needs besides the view.
+#[derive(Clone, Debug)]
+pub struct ServiceSync {
+    /// Where the service maps are pinned.
+    pub pin_dir: PathBuf,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's address.
+    pub node_ip: Ipv4Addr,
+    /// The cluster DNS Service address.
+    pub cluster_dns: Ipv4Addr,
+}
+
 /// Keeps the pinned service maps equal to [`desired`]: opens them (rebuilding
 /// the last agent's state from the pins, so nothing is flushed), then syncs
-/// after every move of `cluster_changed` (the DNS server, once it set
-/// `dns_addr`, nudges it with `send_modify(|_| ())`; `dns_addr` is also
-/// re-read every few seconds), writing only what changed. Until the view has
-/// synced once the maps are left as the last agent left them. Failures are
-/// logged and retried.
-pub async fn sync_loop(shared: Arc<Shared>) {
-    let pin_dir = shared.cfg.bpf_pin_dir.clone();
+/// after every change of the view's Services and EndpointSlices (a burst
+/// gathered for [`DEBOUNCE`]) and of `dns_addr` (where the node's DNS
+/// server listens, once it does), writing only what changed. Until the
+/// view has synced once the maps are left as the last agent left them.
+/// Failures are logged and retried. Each run is counted in `runs`.
+#[tracing::instrument(skip_all, fields(node = %cfg.node_name))]
+pub async fn sync_loop(
+    cfg: ServiceSync,
+    view: ViewReader,
+    mut dns_addr: watch::Receiver<Option<SocketAddrV4>>,
+    runs: SyncRuns,
+) {
     let mut map = loop {
-        match ServiceMap::open_pinned(&pin_dir) {
+        match ServiceMap::open_pinned(&cfg.pin_dir) {
             Ok(map) => break map,
             Err(err) => {
                 tracing::error!(?err, "failed to open the service maps; retrying");
@@ -256,26 +277,23 @@ pub async fn sync_loop(shared: Arc<Shared>) {
             }
         }
     };
-    let mut changed = shared.cluster_changed.subscribe();
+    let mut changed = view.changes(Concern::Services);
+    let mut dns_open = true;
     let mut last: Option<Vec<ServiceSpec>> = None;
     let mut failed = false;
+    let mut cause = Cause::Change;
     loop {
-        let dns_before = shared.dns_addr.get().copied();
         // Nothing to do until the view is synced once: an empty view would
         // remove the last agent's services.
         if *changed.borrow_and_update() != 0 {
-            let want = {
-                let view = crate::agent::lock_view(&shared);
-                desired(
-                    &view,
-                    &NodeFacts {
-                        node_name: &shared.cfg.node_name,
-                        node_ip: shared.node_ip,
-                        cluster_dns: shared.cfg.cluster_dns,
-                        dns_addr: dns_before,
-                    },
-                )
+            runs.count(SyncLoop::Services, cause);
+            let facts = NodeFacts {
+                node_name: &cfg.node_name,
+                node_ip: cfg.node_ip,
+                cluster_dns: cfg.cluster_dns,
+                dns_addr: *dns_addr.borrow_and_update(),
             };
+            let want = desired(&view.snapshot(), &facts);
             if failed || last.as_ref() != Some(&want) {
                 match map.sync(&want) {
                     Ok(()) => {
@@ -291,14 +309,34 @@ pub async fn sync_loop(shared: Arc<Shared>) {
                 }
             }
         }
-        // Wake on a view change (gathering a burst), or now and then to
-        // retry and to pick up `dns_addr` set without a change.
-        let wait = if failed { RETRY } else { RETRY * 5 };
-        match tokio::time::timeout(wait, changed.changed()).await {
-            Ok(Ok(())) => tokio::time::sleep(DEBOUNCE).await,
-            Ok(Err(_)) => return,
-            Err(_) => {}
-        }
+        // Wake on a change (gathering a burst), or to retry a failure.
+        let woken = async {
+            loop {
+                tokio::select! {
+                    r = changed.changed() => return r.is_ok(),
+                    r = dns_addr.changed(), if dns_open => {
+                        if r.is_ok() {
+                            return true;
+                        }
+                        // No DNS server (it failed to start): nothing more to follow.
+                        dns_open = false;
+                    }
+                }
+            }
+        };
+        let wait = if failed {
+            tokio::time::timeout(RETRY, woken).await.ok()
+        } else {
+            Some(woken.await)
+        };
+        cause = match wait {
+            Some(true) => {
+                tokio::time::sleep(DEBOUNCE).await;
+                Cause::Change
+            }
+            Some(false) => return,
+            None => Cause::Retry,
+        };
     }
 }
 

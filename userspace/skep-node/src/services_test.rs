@@ -12,20 +12,17 @@ const NODE: NodeFacts<'static> = NodeFacts {
 fn view(services: &[Value], slices: &[Value]) -> View {
     let mut view = View::default();
     for s in services {
-        let svc: Service = serde_json::from_value(s.clone()).expect("service");
-        let key = (
-            svc.metadata.namespace.clone().unwrap_or_default(),
-            svc.metadata.name.clone().unwrap_or_default(),
-        );
-        view.services.insert(key, svc);
+        let body = serde_json::to_vec(s).expect("service");
+        assert!(!view.apply("n1", "Service", false, &body).touched.is_empty());
     }
     for s in slices {
-        let slice: EndpointSlice = serde_json::from_value(s.clone()).expect("slice");
-        let key = (
-            slice.metadata.namespace.clone().unwrap_or_default(),
-            slice.metadata.name.clone().unwrap_or_default(),
+        let body = serde_json::to_vec(s).expect("slice");
+        assert!(
+            !view
+                .apply("n1", "EndpointSlice", false, &body)
+                .touched
+                .is_empty()
         );
-        view.endpoint_slices.insert(key, slice);
     }
     view
 }

@@ -18,12 +18,11 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use skep_image::{ErrorKind, PullPolicy, RegistryCredentials};
-use skep_proto::v1::write_request::Op;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::agent::{Shared, unmount_rootfs_all, wait_for_ipam};
+use crate::agent::{PodHub, unmount_rootfs_all};
 use crate::endpoints;
+use crate::node_sync::PodSlot;
 use crate::podspec;
 use crate::probe::{ProbeResult, ProbeState};
 use crate::runtime::{BindMount, ContainerSpec, ContainerState, Resources};
@@ -146,9 +145,9 @@ impl Ctr {
 }
 
 /// Pull credentials from the pod's `imagePullSecrets` (dockerconfigjson).
-fn credentials(shared: &Shared, pod: &Pod) -> RegistryCredentials {
+fn credentials(shared: &PodHub, pod: &Pod) -> RegistryCredentials {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let sources = crate::agent::lock_view(shared).sources(&ns);
+    let sources = shared.view.sources(&ns);
     let mut creds = RegistryCredentials::anonymous();
     for r in pod
         .spec
@@ -193,7 +192,7 @@ fn credentials(shared: &Shared, pod: &Pod) -> RegistryCredentials {
 
 /// One pod's worker state.
 struct Worker {
-    shared: Arc<Shared>,
+    shared: Arc<PodHub>,
     uid: String,
     ip: Option<Ipv4Addr>,
     init: Vec<Ctr>,
@@ -210,7 +209,7 @@ struct Worker {
 
 /// Runs pod `uid`'s worker until the pod is deleted or leaves the node.
 #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
-pub async fn run(shared: Arc<Shared>, uid: String, mut rx: watch::Receiver<Option<Pod>>) {
+pub async fn run(shared: Arc<PodHub>, uid: String, mut rx: PodSlot) {
     let Some(first) = rx.borrow().clone() else {
         return;
     };
@@ -298,13 +297,13 @@ impl Worker {
         // A restarted agent learns its pod CIDR (and so opens its IPAM) a
         // moment after the first pods arrive: wait for it, or the running
         // sandbox would look missing and be built again over the live one.
-        wait_for_ipam(&self.shared).await;
+        self.shared.wait_for_ipam().await;
         if let Some(ipam) = self.shared.ipam.get()
             && let Ok(Some(ip)) = ipam.get(&self.uid)
         {
             self.ip = Some(ip);
             match self.shared.sandboxes.inspect(&self.uid, ip).await {
-                Ok(Some(net)) => endpoints::add(&self.shared, &endpoints::pod_name(pod), &net),
+                Ok(Some(net)) => self.shared.endpoints.add(&endpoints::pod_name(pod), &net),
                 Ok(None) => {}
                 Err(err) => tracing::warn!(%err, "failed to inspect the adopted sandbox"),
             }
@@ -316,7 +315,7 @@ impl Worker {
         if self.ip.is_some() {
             return true;
         }
-        wait_for_ipam(&self.shared).await;
+        self.shared.wait_for_ipam().await;
         let Some(ipam) = self.shared.ipam.get() else {
             return false;
         };
@@ -331,11 +330,12 @@ impl Worker {
             },
         };
         match self.shared.sandboxes.create(&self.uid, ip).await {
-            Ok(net) => endpoints::add(&self.shared, &endpoints::pod_name(pod), &net),
+            Ok(net) => self.shared.endpoints.add(&endpoints::pod_name(pod), &net),
             Err(err) => {
                 tracing::warn!(%err, "failed to create pod sandbox");
                 self.shared
-                    .event(pod, true, "FailedCreatePodSandBox", format!("{err}"));
+                    .events
+                    .record(pod, true, "FailedCreatePodSandBox", format!("{err}"));
                 return false;
             }
         }
@@ -366,7 +366,7 @@ impl Worker {
             return true;
         }
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let sources = crate::agent::lock_view(&self.shared).sources(&ns);
+        let sources = self.shared.view.sources(&ns);
         let dir = self.shared.pod_dir(&self.uid).join("volumes");
         match podspec::prepare_volumes(pod, &dir, &sources) {
             Ok(v) => {
@@ -387,7 +387,9 @@ impl Worker {
                     .is_none_or(|(last, at)| *last != message || at.elapsed() >= MOUNT_EVENT_EVERY);
                 if due {
                     tracing::info!(%message, "pod volumes not ready");
-                    self.shared.event(pod, true, "FailedMount", message.clone());
+                    self.shared
+                        .events
+                        .record(pod, true, "FailedMount", message.clone());
                     self.mount_error = Some((message, Instant::now()));
                 }
                 false
@@ -550,7 +552,7 @@ impl Worker {
                         .is_none_or(|(r, _)| r != "CrashLoopBackOff")
                     {
                         let name = c.spec.name.clone();
-                        self.shared.event(
+                        self.shared.events.record(
                             pod,
                             true,
                             "BackOff",
@@ -607,7 +609,7 @@ impl Worker {
         let policy = PullPolicy::from_k8s(spec.image_pull_policy.as_deref(), &image_ref);
         let present = shared.images.image(&image_ref).ok().flatten().is_some();
         if policy == PullPolicy::Always || !present {
-            shared.event(
+            shared.events.record(
                 pod,
                 false,
                 "Pulling",
@@ -623,7 +625,7 @@ impl Worker {
                     ErrorKind::NeverPull => "ErrImageNeverPull",
                     _ => "ErrImagePull",
                 };
-                shared.event(
+                shared.events.record(
                     pod,
                     true,
                     "Failed",
@@ -635,7 +637,7 @@ impl Worker {
             }
         };
         if policy == PullPolicy::Always || !present {
-            shared.event(
+            shared.events.record(
                 pod,
                 false,
                 "Pulled",
@@ -645,7 +647,7 @@ impl Worker {
         self.ctr(init, i).pull_failed = false;
         let image_id = format!("{}@{}", image.reference, image.manifest_digest);
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let sources = crate::agent::lock_view(&shared).sources(&ns);
+        let sources = shared.view.sources(&ns);
         let pod_dir = shared.pod_dir(&self.uid);
         let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
         let volumes = self.volumes.clone().unwrap_or_default();
@@ -664,7 +666,9 @@ impl Worker {
         let (env, mut mounts) = match config {
             Ok(v) => v,
             Err(err) => {
-                shared.event(pod, true, "Failed", format!("Error: {err}"));
+                shared
+                    .events
+                    .record(pod, true, "Failed", format!("Error: {err}"));
                 self.fail(init, i, "CreateContainerConfigError", err.to_string());
                 return;
             }
@@ -765,7 +769,9 @@ impl Worker {
         let created = match shared.runtime.create(&cspec).await {
             Ok(id) => id,
             Err(err) => {
-                shared.event(pod, true, "Failed", format!("Error: {err}"));
+                shared
+                    .events
+                    .record(pod, true, "Failed", format!("Error: {err}"));
                 // `runc create` ran and the process could not be started
                 // (say, its command is not in the image): the shim recorded
                 // that as the attempt's exit, which the next refresh reports
@@ -789,21 +795,23 @@ impl Worker {
                 return;
             }
         };
-        shared.event(
+        shared.events.record(
             pod,
             false,
             "Created",
             format!("Created container {}", spec.name),
         );
         if let Err(err) = shared.runtime.start(&created).await {
-            shared.event(pod, true, "Failed", format!("Error: {err}"));
+            shared
+                .events
+                .record(pod, true, "Failed", format!("Error: {err}"));
             let c = self.ctr(init, i);
             c.id = Some(created);
             self.fail(init, i, "CreateContainerError", err.to_string());
             return;
         }
         tracing::debug!(container = %spec.name, "container started");
-        shared.event(
+        shared.events.record(
             pod,
             false,
             "Started",
@@ -836,7 +844,12 @@ impl Worker {
                 && let Some(r) = p.tick(&shared.runtime, &id, &spec, ip).await
             {
                 if let ProbeResult::Failure(m) = &r {
-                    shared.event(pod, true, "Unhealthy", format!("Startup probe failed: {m}"));
+                    shared.events.record(
+                        pod,
+                        true,
+                        "Unhealthy",
+                        format!("Startup probe failed: {m}"),
+                    );
                 }
                 if p.passing {
                     c.started = true;
@@ -851,7 +864,7 @@ impl Worker {
             && let Some(r) = p.tick(&shared.runtime, &id, &spec, ip).await
         {
             if let ProbeResult::Failure(m) = &r {
-                shared.event(
+                shared.events.record(
                     pod,
                     true,
                     "Unhealthy",
@@ -864,7 +877,7 @@ impl Worker {
             && let Some(r) = p.tick(&shared.runtime, &id, &spec, ip).await
         {
             if let ProbeResult::Failure(m) = &r {
-                shared.event(
+                shared.events.record(
                     pod,
                     true,
                     "Unhealthy",
@@ -872,7 +885,7 @@ impl Worker {
                 );
             }
             if !p.passing {
-                shared.event(
+                shared.events.record(
                     pod,
                     false,
                     "Killing",
@@ -976,11 +989,7 @@ impl Worker {
         };
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
-        match self
-            .shared
-            .write(Op::Update, "Pod", &ns, &name, "status", body)
-            .await
-        {
+        match self.shared.api.update_pod_status(&ns, &name, body).await {
             Ok(_) => {
                 tracing::debug!(phase = ?status.phase, "pod status written");
                 self.written = Some(status);
@@ -995,7 +1004,7 @@ impl Worker {
         if let Some(pod) = deleted {
             for c in self.init.iter().chain(&self.main) {
                 if c.id.is_some() && c.exited.is_none() {
-                    self.shared.event(
+                    self.shared.events.record(
                         pod,
                         false,
                         "Killing",
@@ -1015,11 +1024,7 @@ impl Worker {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let body = br#"{"gracePeriodSeconds":0}"#.to_vec();
         for _ in 0..5 {
-            match self
-                .shared
-                .write(Op::Delete, "Pod", &ns, &name, "", body.clone())
-                .await
-            {
+            match self.shared.api.delete_pod(&ns, &name, body.clone()).await {
                 Ok(_) => break,
                 Err(s) if s.code() == tonic::Code::NotFound => break,
                 Err(err) => {
