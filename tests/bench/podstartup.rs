@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use serde_json::json;
 use skep_e2e::{agent::Agent, cluster::Server, process::skep, unique_name};
-use skep_node::runtime::{ContainerSpec, Resources, Runtime, RuntimeConfig};
+use skep_runtime::runtime::{ContainerSpec, Resources, Runtime, RuntimeConfig};
 
 use crate::api::tls_client;
 use crate::stats::Sample;
@@ -48,7 +48,6 @@ impl Floor {
             state_dir: dir.join("runtime"),
             runc: "runc".into(),
             shim: "/bin/false".into(),
-            shim_prefix_args: Vec::new(),
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: "unused".into(),
         })?;

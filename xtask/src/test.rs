@@ -124,8 +124,7 @@ fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
         bail!("the end-to-end tests create namespaces and load eBPF programs: run them as root");
     }
     // Building skep's `cli` test target builds the skep binary next to the
-    // e2e binary, with the same features; the e2e tests start it. The node
-    // tests run containers under `examples/skep-shim`.
+    // e2e binary, with the same features; the e2e tests start it.
     status(
         cargo()
             .args(["test", "--profile", PROFILE])
@@ -133,14 +132,7 @@ fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
             .args(PRIVILEGED_TESTS)
             .args(["--test", "cli", "--no-run"]),
     )?;
-    // The node tests run containers under this stand-in for `skep shim`;
-    // an example only lands in `<target>/<profile>/examples/` when built.
-    status(
-        cargo()
-            .args(["build", "--profile", PROFILE])
-            .args(PACKAGES)
-            .args(["--example", "skep-shim"]),
-    )?;
+    build_shim()?;
     status(
         cargo()
             .args(["test", "--profile", PROFILE])
@@ -148,6 +140,20 @@ fn e2e(filter: Option<&str>) -> anyhow::Result<()> {
             .args(PRIVILEGED_TESTS)
             .args(["--", "--test-threads=1"])
             .args(filter),
+    )
+}
+
+/// Builds `skep-shim` into `<target>/<profile>/`, beside the skep binary
+/// the tests and benchmarks start (its agents run containers under it) and
+/// the runtime's node tests. Cargo builds a package's bins only for that
+/// package's own test targets, so the shim is built on its own, with the
+/// same package selection (its small dependency tree is all this builds).
+pub fn build_shim() -> anyhow::Result<()> {
+    status(
+        cargo()
+            .args(["build", "--profile", PROFILE])
+            .args(PACKAGES)
+            .args(["--bin", "skep-shim"]),
     )
 }
 

@@ -26,14 +26,14 @@ use skep_proto::v1::node_sync_client::NodeSyncClient;
 use skep_proto::v1::watch_event::Type as EventKind;
 use skep_proto::v1::write_request::Op;
 use skep_proto::v1::{WatchRequest, WriteRequest};
+use skep_runtime::cleanup::{self, NodeParts};
+use skep_runtime::ipam::Ipam;
+use skep_runtime::runtime::{Runtime, RuntimeConfig};
+use skep_runtime::sandbox::{SandboxConfig, SandboxManager};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use crate::cleanup::{self, NodeParts};
-use crate::ipam::Ipam;
 use crate::podspec::Sources;
-use crate::runtime::{Runtime, RuntimeConfig};
-use crate::sandbox::{SandboxConfig, SandboxManager};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -87,10 +87,8 @@ pub struct AgentConfig {
     pub kubeconfig: PathBuf,
     /// The runc binary.
     pub runc: PathBuf,
-    /// The binary running the shim, with the arguments before the shim's.
+    /// The per-container shim binary (`skep-shim`).
     pub shim: PathBuf,
-    /// Arguments put before the shim's (`["shim"]` for `skep shim`).
-    pub shim_prefix_args: Vec<String>,
     /// Where cgroup hierarchies are mounted.
     pub cgroup_root: PathBuf,
     /// How often the Ready condition's heartbeat is refreshed.
@@ -142,8 +140,7 @@ impl AgentConfig {
             data_dir,
             kubeconfig,
             runc: "runc".into(),
-            shim: PathBuf::from("/proc/self/exe"),
-            shim_prefix_args: vec!["shim".into()],
+            shim: PathBuf::from(skep_runtime::shim::BINARY),
             cgroup_root: "/sys/fs/cgroup".into(),
             heartbeat: Duration::from_secs(10),
             backoff_base: Duration::from_secs(10),
@@ -686,7 +683,6 @@ pub async fn run(
         state_dir: cfg.data_dir.join("runtime"),
         runc: cfg.runc.clone(),
         shim: cfg.shim.clone(),
-        shim_prefix_args: cfg.shim_prefix_args.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
         cgroup_parent: format!("skep/{}", cfg.node_name),
     })
@@ -988,7 +984,7 @@ async fn route_loop(shared: Arc<Shared>) {
             }
         }
     };
-    if let Err(err) = crate::sandbox::enable_forwarding(std::path::Path::new("/proc")) {
+    if let Err(err) = skep_runtime::sandbox::enable_forwarding(std::path::Path::new("/proc")) {
         tracing::error!(
             ?err,
             "failed to turn on IPv4 forwarding: pods cannot reach other nodes"

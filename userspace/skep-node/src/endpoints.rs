@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 
 use skep_datapath::routing::{self, RouteHook};
 use skep_datapath::{Endpoint, EndpointMap};
+use skep_runtime::sandbox::{PodNetwork, host_veth_name};
 
 use crate::agent::Shared;
-use crate::sandbox::{PodNetwork, host_veth_name};
 
 /// Attaches the pod program to `net`'s host veth and programs the endpoint
 /// `name` (`namespace/pod`). Attaching again (an adopted pod, a new agent)

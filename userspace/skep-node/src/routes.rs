@@ -26,8 +26,7 @@ use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
-
-use crate::ipam::parse_cidr;
+use skep_runtime::ipam::parse_cidr;
 
 /// The route protocol number skep's node routes carry (free in iproute2's
 /// `rt_protos`; `ip route show proto 83` lists them).

@@ -1,13 +1,14 @@
 //! The per-container shim (the conmon / containerd-shim role).
 //!
-//! The agent runs `<shim binary> [prefix args] --id … --bundle … …`; the shim
-//! forks, and the parent exits as soon as `runc create` has finished, printing
-//! `ok <pid>` or an error on stdout. The daemonised child becomes a child
-//! subreaper (so the container's init is reparented to it when `runc create`
-//! exits), copies the container's stdout/stderr into a CRI-format log file,
-//! reaps the container init, and writes the exit code and finish time
-//! atomically to the exit file. The exit is therefore recorded even when the
-//! agent is not running.
+//! The agent runs `skep-shim --id … --bundle … …` (the binary in
+//! `userspace/skep-shim`, a `main` over [`run`]); the shim forks, and the
+//! parent exits as soon as `runc create` has finished, printing `ok <pid>`
+//! or an error on stdout. The daemonised child becomes a child subreaper (so
+//! the container's init is reparented to it when `runc create` exits),
+//! copies the container's stdout/stderr into a CRI-format log file, reaps
+//! the container init, and writes the exit code and finish time atomically
+//! to the exit file. The exit is therefore recorded even when the agent is
+//! not running.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -20,6 +21,12 @@ use std::time::{Duration, SystemTime};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
+
+use crate::logs;
+
+/// The shim binary's name; the agent looks for it next to its own
+/// executable.
+pub const BINARY: &str = "skep-shim";
 
 /// Longest log line written as one CRI record; longer ones are split with
 /// the `P` (partial) tag, like the kubelet's 16 KiB limit.
@@ -106,15 +113,6 @@ impl ShimArgs {
     }
 }
 
-/// Formats `t` as the CRI log timestamp `2006-01-02T15:04:05.000000000Z`.
-pub fn cri_timestamp(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-    );
-    t.format(&fmt).unwrap_or_default()
-}
-
 /// Runs the shim. Must be called at the start of a single-threaded process
 /// (it forks). Returns the process exit code for the foreground parent.
 pub fn run(args: &[String]) -> i32 {
@@ -122,14 +120,14 @@ pub fn run(args: &[String]) -> i32 {
     let args = match ShimArgs::parse(args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("skep shim: {e}");
+            eprintln!("skep-shim: {e}");
             return 2;
         }
     };
     let (ready_r, ready_w) = match cloexec_pipe() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("skep shim: failed to create pipe: {e}");
+            eprintln!("skep-shim: failed to create pipe: {e}");
             return 1;
         }
     };
@@ -137,7 +135,7 @@ pub fn run(args: &[String]) -> i32 {
     // the child may run arbitrary code after fork.
     match unsafe { nix::unistd::fork() } {
         Err(e) => {
-            eprintln!("skep shim: failed to fork: {e}");
+            eprintln!("skep-shim: failed to fork: {e}");
             1
         }
         Ok(ForkResult::Parent { .. }) => {
@@ -150,7 +148,7 @@ pub fn run(args: &[String]) -> i32 {
                 println!("{msg}");
                 0
             } else {
-                eprintln!("skep shim: {msg}");
+                eprintln!("skep-shim: {msg}");
                 1
             }
         }
@@ -216,7 +214,7 @@ fn detach_stdio() {
 
 fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
     let data = serde_json::to_vec(record).map_err(io::Error::other)?;
-    crate::ipam::write_atomic(path, &data)
+    crate::files::write_atomic(path, &data)
 }
 
 /// Runs `runc create`, reports readiness, copies output, reaps the init.
@@ -336,7 +334,7 @@ fn copy_stream(input: File, stream: &str, log: &Mutex<File>) {
             "F"
         };
         let mut record =
-            format!("{} {stream} {tag} ", cri_timestamp(SystemTime::now())).into_bytes();
+            format!("{} {stream} {tag} ", logs::cri_timestamp(SystemTime::now())).into_bytes();
         record.extend_from_slice(&line);
         record.push(b'\n');
         if let Ok(mut f) = log.lock() {
@@ -374,12 +372,6 @@ mod tests {
         assert_eq!(ShimArgs::parse(&a.to_args()), Ok(a));
         assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
-    }
-
-    #[test]
-    fn timestamp_format() {
-        let t = SystemTime::UNIX_EPOCH + Duration::new(1_136_214_245, 5);
-        assert_eq!(cri_timestamp(t), "2006-01-02T15:04:05.000000005Z");
     }
 
     #[test]

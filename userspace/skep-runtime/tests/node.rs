@@ -1,6 +1,6 @@
-//! Privileged end-to-end tests of skep-node against the real kernel and runc:
-//! network sandboxes with real traffic, containers with logs, limits,
-//! signals, exec, adoption and full teardown.
+//! Privileged end-to-end tests of skep-runtime against the real kernel, runc
+//! and the `skep-shim` binary: network sandboxes with real traffic, containers
+//! with logs, limits, signals, exec, adoption and full teardown.
 //!
 //! Each test builds its own "node": a fresh network namespace (no default
 //! route, so nothing leaves the machine), its own run/state directories and
@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use skep_node::cleanup::{self, NodeParts};
-use skep_node::ipam::Ipam;
-use skep_node::netns;
-use skep_node::runtime::{
+use skep_runtime::cleanup::{self, NodeParts};
+use skep_runtime::ipam::Ipam;
+use skep_runtime::netns;
+use skep_runtime::runtime::{
     BindMount, ContainerSpec, ContainerState, Resources, Runtime, RuntimeConfig,
 };
-use skep_node::sandbox::{self, DnsConfig, PodNetwork, SandboxConfig, SandboxManager};
+use skep_runtime::sandbox::{self, DnsConfig, PodNetwork, SandboxConfig, SandboxManager};
 
 const RUNC: &str = "/usr/sbin/runc";
 const BUSYBOX: &str = "/bin/busybox";
@@ -36,21 +36,23 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "skep-node end-to-end tests need root (netns, veth, runc)"
+        "skep-runtime end-to-end tests need root (netns, veth, runc)"
     );
 }
 
-/// The shim stand-in built from `examples/skep-shim.rs` by `cargo test`.
+/// The `skep-shim` binary of this test binary's profile,
+/// `<target>/<profile>/skep-shim` (`cargo xtask test --only e2e` builds it).
 fn shim_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
+    // <target>/<profile>/deps/node-<hash>
     let dir = exe
         .parent()
         .and_then(Path::parent)
-        .context("test binary has no target dir")?;
-    let shim = dir.join("examples/skep-shim");
+        .context("test binary is not in <target>/<profile>/deps")?;
+    let shim = dir.join("skep-shim");
     ensure!(
-        shim.exists(),
-        "{} missing: run via `cargo test -p skep-node` (which builds examples)",
+        shim.is_file(),
+        "{} missing: build it first (cargo build -p skep-shim with this profile; cargo xtask test does)",
         shim.display()
     );
     Ok(shim)
@@ -107,7 +109,6 @@ impl TestNode {
             state_dir: base.path().join("state"),
             runc: RUNC.into(),
             shim: shim_binary()?,
-            shim_prefix_args: vec![],
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: cgroup_parent.clone(),
         })?;
