@@ -6,9 +6,8 @@
 //! One pod, start to end (what the agent's pod worker does):
 //!
 //! ```text
-//! ip    = ipam.allocate(uid)                         // ipam: host-local style, on disk
-//! net   = sandboxes.create(uid, ip)                  // sandbox: netns + veth + routes
-//! files = sandbox::write_pod_files(pod_dir, name, ip, &dns)
+//! net   = network.setup(uid)                         // PodNetworks: IP (ipam) + netns, veth, routes (sandbox)
+//! files = sandbox::write_pod_files(pod_dir, name, net.ip, &dns)
 //! id    = runtime.create(&ContainerSpec { netns: net.netns_path, mounts: [hosts, resolv.conf, volumes], .. })
 //! runtime.start(&id)                                 // the shim records output + exit
 //! runtime.status(&id) / runtime.list()               // also after an agent restart
@@ -16,6 +15,12 @@
 //! cleanup::remove_pod(parts, uid, grace)             // TERM, grace, KILL, then everything
 //! cleanup::leftovers(parts)                          // must be empty when no pods remain
 //! ```
+//!
+//! The privileged operations sit behind two small traits,
+//! [`ContainerRuntime`] (runc, [`runtime::Runtime`]) and [`PodNetworks`]
+//! ([`ipam::Ipam`] + [`sandbox::SandboxManager`], as [`HostPodNetworks`]);
+//! the `fake` feature adds in-memory versions of both ([`fake`]) so code
+//! written against the traits is unit-tested without root.
 //!
 //! [`shim`] is the supervisor each container runs under (the `skep-shim`
 //! binary), and [`logs`] the CRI log format it writes and the node's log
@@ -31,6 +36,8 @@
 
 #[cfg(feature = "agent")]
 pub mod cleanup;
+#[cfg(all(feature = "agent", any(test, feature = "fake")))]
+pub mod fake;
 pub mod files;
 #[cfg(feature = "agent")]
 pub mod ipam;
@@ -44,3 +51,8 @@ pub mod runtime;
 #[cfg(feature = "agent")]
 pub mod sandbox;
 pub mod shim;
+#[cfg(feature = "agent")]
+mod traits;
+
+#[cfg(feature = "agent")]
+pub use traits::{ContainerRuntime, HostPodNetworks, PodNetworkError, PodNetworks};
