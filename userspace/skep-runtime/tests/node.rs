@@ -582,6 +582,68 @@ async fn term_ignored_is_killed_after_grace_period() -> Result<()> {
     Ok(())
 }
 
+/// The number in field `field` of `/proc/<pid>/<file>` (`status`:
+/// `PPid`, `Threads`, `VmRSS` in KiB …; `smaps_rollup`: `Pss` in KiB).
+fn proc_field(pid: i32, file: &str, field: &str) -> Result<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/{file}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/{file}"))
+}
+
+#[tokio::test]
+async fn each_container_runs_under_a_small_shim() -> Result<()> {
+    let node = TestNode::new().await?;
+    let (net, files) = node.pod("pod-shim").await?;
+    // Output on both streams, longer than one CRI record, so the shim's
+    // copy buffers are as full as they get; then the container just runs.
+    let spec = node.container(
+        "pod-shim",
+        "main",
+        &net,
+        &files,
+        &[
+            "sh",
+            "-c",
+            "printf '%20000s\\n' out; printf '%20000s\\n' err >&2; echo ready; sleep 1000",
+        ],
+    );
+    let id = node.runtime.create(&spec).await?;
+    node.runtime.start(&id).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&spec.log_path)
+        .unwrap_or_default()
+        .contains(" ready")
+    {
+        ensure!(Instant::now() < deadline, "container never got ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = match node.runtime.status(&id).await?.state {
+        ContainerState::Running { pid } => pid,
+        other => bail!("not running: {other:?}"),
+    };
+    // The shim is the subreaper the container's init was reparented to.
+    let shim = i32::try_from(proc_field(pid, "status", "PPid")?)?;
+    let exe = fs::read_link(format!("/proc/{shim}/exe"))?;
+    ensure!(
+        exe.file_name().is_some_and(|n| n == "skep-shim"),
+        "the container's parent is {}, not the shim",
+        exe.display()
+    );
+    let threads = proc_field(shim, "status", "Threads")?;
+    ensure!(threads == 1, "the shim runs {threads} threads, not one");
+    // A report, not an assertion (the aim is under 2 MB resident): VmRSS
+    // counts the libc pages every process shares, Pss shares them out.
+    let rss = proc_field(shim, "status", "VmRSS")?;
+    let anon = proc_field(shim, "status", "RssAnon")?;
+    let pss = proc_field(shim, "smaps_rollup", "Pss")?;
+    eprintln!("skep-shim resident memory: VmRSS {rss} KiB (RssAnon {anon} KiB, Pss {pss} KiB)");
+
+    cleanup::remove_pod(node.parts(), "pod-shim", Duration::ZERO).await?;
+    check_nothing_left(&node, "pod-shim").await
+}
+
 /// The container `web` of `pod-web` has its limits in the v1 cgroups and its
 /// init in both the v1 and v2 hierarchies.
 fn check_limits(node: &TestNode, pid: i32) -> Result<()> {
