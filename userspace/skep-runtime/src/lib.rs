@@ -19,8 +19,9 @@
 //! The privileged operations sit behind two small traits,
 //! [`ContainerRuntime`] (runc, [`runtime::Runtime`]) and [`PodNetworks`]
 //! ([`ipam::Ipam`] + [`sandbox::SandboxManager`], as [`HostPodNetworks`]);
-//! the `fake` feature adds in-memory versions of both ([`fake`]) so code
-//! written against the traits is unit-tested without root.
+//! the `fake` feature adds in-memory versions of both
+//! (`skep_runtime::fake`) so code written against the traits is
+//! unit-tested without root.
 //!
 //! [`shim`] is the supervisor each container runs under (the `skep-shim`
 //! binary), and [`logs`] the CRI log format it writes and the node's log

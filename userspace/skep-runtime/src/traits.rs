@@ -1,6 +1,6 @@
 //! The kernel seam: what the agent asks of the host, as two small traits
 //! with the real Linux implementations here and in-memory ones in
-//! [`crate::fake`].
+//! `crate::fake` (feature `fake`).
 //!
 //! The methods return `impl Future + Send` rather than being `async fn`, so
 //! a caller can spawn the futures on a multi-threaded runtime. That makes
