@@ -173,11 +173,13 @@ impl RuntimeState {
         Ok(())
     }
 
-    fn exit_record(&mut self, id: &str) -> Result<Option<ExitRecord>, RuntimeError> {
-        Ok(match &self.container(id)?.status.state {
+    /// How container `id` ended; `None` while it runs or when there is no
+    /// such container (as the real one finds no exit file).
+    fn exit_record(&self, id: &str) -> Option<ExitRecord> {
+        match &self.containers.get(id)?.status.state {
             ContainerState::Exited(exit) => Some(exit.clone()),
             _ => None,
-        })
+        }
     }
 }
 
@@ -358,17 +360,17 @@ impl ContainerRuntime for FakeRuntime {
             let mut state = lock(&self.state);
             state.calls.push(Call::Stop(id.to_owned(), grace));
             state.injected(Op::Stop, id)?;
-            if let Some(exit) = state.exit_record(id)? {
+            if let Some(exit) = state.exit_record(id) {
                 return Ok(exit);
             }
             if !grace.is_zero() {
                 state.kill(id, "TERM")?;
-                if let Some(exit) = state.exit_record(id)? {
+                if let Some(exit) = state.exit_record(id) {
                     return Ok(exit);
                 }
             }
             state.kill(id, "KILL")?;
-            state.exit_record(id)?.ok_or_else(|| RuntimeError::Timeout {
+            state.exit_record(id).ok_or_else(|| RuntimeError::Timeout {
                 op: "stop",
                 id: id.to_owned(),
                 timeout: grace,
@@ -711,6 +713,13 @@ mod tests {
             Err(RuntimeError::NotFound { .. })
         ));
         assert!(rt.kill(&id, "TERM").await.is_err());
+        assert!(
+            matches!(
+                rt.stop(&id, Duration::ZERO).await,
+                Err(RuntimeError::Command { op: "kill", .. })
+            ),
+            "stopping what is gone fails as runc kill does"
+        );
         Ok(())
     }
 
