@@ -477,10 +477,11 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 /// Resident memory with the burst's pods running, from `/proc/<pid>/status`
-/// (VmRSS, RssAnon) and `smaps_rollup` (Pss: shared pages shared out), in KiB.
+/// (`VmRSS`, `RssAnon`) and `smaps_rollup` (`Pss`: shared pages shared
+/// out), in KiB.
 struct Memory {
     agent: Option<u64>,
-    /// (VmRSS, RssAnon, Pss) of each shim.
+    /// (`VmRSS`, `RssAnon`, `Pss`) of each shim.
     shims: Vec<(u64, u64, u64)>,
 }
 

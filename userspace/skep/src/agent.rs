@@ -111,9 +111,10 @@ impl AgentFlags {
         cfg.kubelet_listen.set_port(self.kubelet_port);
         cfg.shim = self.shim()?;
         let node = self.node_name();
-        cfg.bpf_pin_dir = self.bpf_pin_dir.clone().unwrap_or_else(|| {
-            skep_datapath::default_pin_dir(std::path::Path::new("/sys/fs/bpf"), &node)
-        });
+        cfg.bpf_pin_dir = self
+            .bpf_pin_dir
+            .clone()
+            .unwrap_or_else(|| skep_datapath::default_pin_dir(Path::new("/sys/fs/bpf"), &node));
         cfg.socket_lb_cgroup = if let Some(dir) = &self.socket_lb_cgroup {
             dir.clone()
         } else {
