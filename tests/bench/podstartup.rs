@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use serde_json::json;
 use skep_e2e::{agent::Agent, cluster::Server, process::skep, unique_name};
-use skep_node::runtime::{ContainerSpec, Resources, Runtime, RuntimeConfig};
+use skep_runtime::runtime::{ContainerSpec, Resources, Runtime, RuntimeConfig};
 
 use crate::api::tls_client;
 use crate::stats::Sample;
@@ -48,7 +48,6 @@ impl Floor {
             state_dir: dir.join("runtime"),
             runc: "runc".into(),
             shim: "/bin/false".into(),
-            shim_prefix_args: Vec::new(),
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: "unused".into(),
         })?;
@@ -443,6 +442,7 @@ pub async fn run() -> anyhow::Result<()> {
     cluster.delete_all().await?;
     let floor_burst = floor.burst()?;
     let skep_burst = cluster.burst("b").await?;
+    let memory = Memory::measure(&agent);
     cluster.delete_all().await?;
 
     print_pair(
@@ -465,6 +465,7 @@ pub async fn run() -> anyhow::Result<()> {
         ms(skep_seq.quantile(0.99)),
         skep_seq.quantile(0.99).as_secs_f64() / floor_seq.quantile(0.99).as_secs_f64().max(1e-9)
     );
+    memory.print();
     drop(cluster);
     drop(agent);
     drop(server);
@@ -473,6 +474,68 @@ pub async fn run() -> anyhow::Result<()> {
         println!("kept {}", dir.keep().display());
     }
     Ok(())
+}
+
+/// Resident memory with the burst's pods running, from `/proc/<pid>/status`
+/// (`VmRSS`, `RssAnon`) and `smaps_rollup` (`Pss`: shared pages shared
+/// out), in KiB.
+struct Memory {
+    agent: Option<u64>,
+    /// (`VmRSS`, `RssAnon`, `Pss`) of each shim.
+    shims: Vec<(u64, u64, u64)>,
+}
+
+impl Memory {
+    fn measure(agent: &Agent) -> Self {
+        let field = skep_e2e::process::proc_field;
+        let shims = agent
+            .shim_pids()
+            .into_iter()
+            .filter_map(|pid| {
+                Some((
+                    field(pid, "status", "VmRSS")?,
+                    field(pid, "status", "RssAnon")?,
+                    field(pid, "smaps_rollup", "Pss")?,
+                ))
+            })
+            .collect();
+        Self {
+            agent: agent.pid().and_then(|pid| field(pid, "status", "VmRSS")),
+            shims,
+        }
+    }
+
+    fn print(&self) {
+        #[expect(clippy::cast_precision_loss, reason = "KiB of one machine's memory")]
+        let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        println!(
+            "
+resident memory with {PODS} pods running (VmRSS)"
+        );
+        println!(
+            "  {:<34} {:>10}",
+            "skep agent",
+            self.agent.map_or_else(|| "?".to_owned(), mib)
+        );
+        let mut by_rss = self.shims.clone();
+        by_rss.sort_unstable();
+        let Some(&(rss, anon, pss)) = by_rss.get(by_rss.len() / 2) else {
+            println!("  no shims found");
+            return;
+        };
+        println!(
+            "  {:<34} {:>10}   (anon {}, Pss {}; aim < 2 MB)",
+            "one skep-shim (median)",
+            mib(rss),
+            mib(anon),
+            mib(pss)
+        );
+        println!(
+            "  {:<34} {:>10}   (Pss summed)",
+            format!("all {} shims", self.shims.len()),
+            mib(self.shims.iter().map(|s| s.2).sum())
+        );
+    }
 }
 
 fn wait_ready(server: &Server, node: &str) -> anyhow::Result<()> {

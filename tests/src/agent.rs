@@ -127,6 +127,31 @@ impl Agent {
         Ok(())
     }
 
+    /// The agent process's pid, while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The pids of the shims of this agent's running containers (each
+    /// the parent of its container's init).
+    #[must_use]
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let containers = self.data_dir.join("runtime/containers");
+        let mut pids: Vec<u32> = std::fs::read_dir(containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|c| std::fs::read_to_string(c.path().join("pid")).ok())
+            .filter_map(|init| init.trim().parse::<u32>().ok())
+            .filter_map(|init| crate::process::proc_field(init, "status", "PPid"))
+            .filter_map(|pid| u32::try_from(pid).ok())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// The end of the agent's log, for failure messages.
     #[must_use]
     pub fn log_tail(&self) -> String {

@@ -44,6 +44,18 @@ pub fn skep_binary() -> anyhow::Result<PathBuf> {
     Ok(skep)
 }
 
+/// The number in field `field` of `/proc/<pid>/<file>` (`status`: `PPid`,
+/// `VmRSS` in KiB …; `smaps_rollup`: `Pss` in KiB), `None` if the process
+/// is gone.
+#[must_use]
+pub fn proc_field(pid: u32, file: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// Runs `skep ARGS…` and returns its whole output, whatever the exit status.
 pub fn skep(args: &[&str]) -> anyhow::Result<Output> {
     let skep = skep_binary()?;

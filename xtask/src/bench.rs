@@ -66,6 +66,7 @@ pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
                     .args(PACKAGES)
                     .args(["--test", "bench", "--test", "cli", "--no-run"]),
             )?;
+            crate::test::build_shim()?;
             status(
                 cargo()
                     .args(["test", "--profile", PROFILE])

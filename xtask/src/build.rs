@@ -25,16 +25,24 @@ pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds `package` and returns the JSON messages cargo printed.
-fn build_messages(package: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let out = cargo()
-        .args(["build", "--profile", PROFILE, "--package", package])
+/// Builds `packages` (in one cargo run, so they share one feature set) and
+/// returns the JSON messages cargo printed.
+fn build_messages(packages: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", PROFILE]);
+    for package in packages {
+        cmd.args(["--package", package]);
+    }
+    let out = cmd
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
         .output()
         .context("failed to run cargo build")?;
     if !out.status.success() {
-        bail!("cargo build --package {package} failed");
+        bail!(
+            "cargo build --package {} failed",
+            packages.join(" --package ")
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -45,7 +53,7 @@ fn build_messages(package: &str) -> anyhow::Result<Vec<serde_json::Value>> {
 /// Builds the eBPF object through skep-datapath's build script (the same
 /// aya-build call a plain `cargo build` makes) and returns its path.
 pub fn ebpf_object() -> anyhow::Result<PathBuf> {
-    let messages = build_messages("skep-datapath")?;
+    let messages = build_messages(&["skep-datapath"])?;
     let out_dir = messages
         .iter()
         .filter(|m| m["reason"] == "build-script-executed")
@@ -66,16 +74,31 @@ pub fn ebpf_object() -> anyhow::Result<PathBuf> {
     Ok(object)
 }
 
-/// Builds the `skep` binary and returns its path.
+/// Builds the `skep` binary with the `skep-shim` binary beside it (the
+/// agent runs every container under it) and returns skep's path.
 pub fn skep_binary() -> anyhow::Result<PathBuf> {
-    build_messages("skep")?
-        .iter()
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "skep")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("cargo did not report the skep executable")
+    let messages = build_messages(&["skep", "skep-shim"])?;
+    let executable = |name: &str| {
+        messages
+            .iter()
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .with_context(|| format!("cargo did not report the {name} executable"))
+    };
+    let skep = executable("skep")?;
+    let shim = executable("skep-shim")?;
+    if shim.parent() != skep.parent() {
+        bail!(
+            "skep-shim was built at {}, not beside {}",
+            shim.display(),
+            skep.display()
+        );
+    }
+    Ok(skep)
 }
 
-/// `cargo xtask up`: builds skep and replaces this process with `skep up`.
+/// `cargo xtask up`: builds skep (and its shim) and replaces this process
+/// with `skep up`.
 pub fn up(args: &[String]) -> anyhow::Result<()> {
     let skep = skep_binary()?;
     let err = Command::new(&skep).arg("up").args(args).exec();

@@ -175,19 +175,26 @@ fn e2e(filter: Option<&str>) -> anyhow::Result<Vec<(String, Duration)>> {
         bail!("building the privileged tests failed");
     }
     let executables = lanes::executables(&String::from_utf8_lossy(&out.stdout));
-    // The node tests run containers under this stand-in for `skep shim`;
-    // an example only lands in `<target>/<profile>/examples/` when built.
-    status(
-        cargo()
-            .args(["build", "--profile", PROFILE])
-            .args(PACKAGES)
-            .args(["--example", "skep-shim"]),
-    )?;
+    build_shim()?;
     let runs = lanes::run(lanes::plan(&privileged_targets(), filter), &executables)?;
     Ok(runs
         .into_iter()
         .map(|(label, took, _)| (label, took))
         .collect())
+}
+
+/// Builds `skep-shim` into `<target>/<profile>/`, beside the skep binary
+/// the tests and benchmarks start (its agents run containers under it) and
+/// the runtime's node tests. Cargo builds a package's bins only for that
+/// package's own test targets, so the shim is built on its own, with the
+/// same package selection (its small dependency tree is all this builds).
+pub fn build_shim() -> anyhow::Result<()> {
+    status(
+        cargo()
+            .args(["build", "--profile", PROFILE])
+            .args(PACKAGES)
+            .args(["--bin", "skep-shim"]),
+    )
 }
 
 pub fn status(cmd: &mut Command) -> anyhow::Result<()> {

@@ -25,17 +25,17 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use skep_proto::v1::node_sync_client::NodeSyncClient;
+use skep_runtime::cleanup::{self, NodeParts};
+use skep_runtime::ipam::Ipam;
+use skep_runtime::runtime::{Runtime, RuntimeConfig};
+use skep_runtime::sandbox::{SandboxConfig, SandboxManager};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::api::{EventRecorder, NodeApi};
-use crate::cleanup::{self, NodeParts};
 use crate::endpoints::Endpoints;
-use crate::ipam::Ipam;
 use crate::metrics::SyncRuns;
-use crate::runtime::{Runtime, RuntimeConfig};
-use crate::sandbox::{SandboxConfig, SandboxManager};
 #[cfg(doc)]
 use crate::view::Concern;
 use crate::view::{ViewReader, ViewWriter};
@@ -92,10 +92,8 @@ pub struct AgentConfig {
     pub kubeconfig: PathBuf,
     /// The runc binary.
     pub runc: PathBuf,
-    /// The binary running the shim, with the arguments before the shim's.
+    /// The per-container shim binary (`skep-shim`).
     pub shim: PathBuf,
-    /// Arguments put before the shim's (`["shim"]` for `skep shim`).
-    pub shim_prefix_args: Vec<String>,
     /// Where cgroup hierarchies are mounted.
     pub cgroup_root: PathBuf,
     /// How often the Ready condition's heartbeat is refreshed.
@@ -147,8 +145,7 @@ impl AgentConfig {
             data_dir,
             kubeconfig,
             runc: "runc".into(),
-            shim: PathBuf::from("/proc/self/exe"),
-            shim_prefix_args: vec!["shim".into()],
+            shim: PathBuf::from(skep_runtime::shim::BINARY),
             cgroup_root: "/sys/fs/cgroup".into(),
             heartbeat: Duration::from_secs(10),
             backoff_base: Duration::from_secs(10),
@@ -350,7 +347,6 @@ pub async fn run(
         state_dir: cfg.data_dir.join("runtime"),
         runc: cfg.runc.clone(),
         shim: cfg.shim.clone(),
-        shim_prefix_args: cfg.shim_prefix_args.clone(),
         cgroup_root: cfg.cgroup_root.clone(),
         cgroup_parent: format!("skep/{}", cfg.node_name),
     })

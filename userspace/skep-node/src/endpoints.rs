@@ -17,8 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use skep_datapath::routing::{self, RouteHook};
 use skep_datapath::{Datapath, Endpoint, EndpointMap};
-
-use crate::sandbox::{PodNetwork, host_veth_name};
+use skep_runtime::sandbox::{PodNetwork, host_veth_name};
 
 /// The node's pods in the routing datapath: the loaded datapath (its
 /// programs stay loaded while it lives) and the pin directory of its maps.

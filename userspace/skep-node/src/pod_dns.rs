@@ -8,8 +8,7 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Pod;
 use skep_dns::ResolvConf;
-
-use crate::sandbox::DnsConfig;
+use skep_runtime::sandbox::DnsConfig;
 
 /// Most nameservers a resolv.conf may list (glibc's MAXNS).
 const MAX_NAMESERVERS: usize = 3;

@@ -18,8 +18,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
 };
-
-use crate::runtime::BindMount;
+use skep_runtime::runtime::BindMount;
 
 /// Why a container's configuration could not be built
 /// (`CreateContainerConfigError`).

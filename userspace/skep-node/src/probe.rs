@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use skep_runtime::runtime::Runtime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
-
-use crate::runtime::Runtime;
 
 /// One probe's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,11 +184,10 @@ mod tests {
 
     fn runtime() -> anyhow::Result<(tempfile::TempDir, Runtime)> {
         let dir = tempfile::tempdir()?;
-        let rt = Runtime::new(crate::runtime::RuntimeConfig {
+        let rt = Runtime::new(skep_runtime::runtime::RuntimeConfig {
             state_dir: dir.path().to_owned(),
             runc: "/bin/false".into(),
             shim: "/bin/false".into(),
-            shim_prefix_args: Vec::new(),
             cgroup_root: dir.path().to_owned(),
             cgroup_parent: "x".into(),
         })?;

@@ -27,8 +27,8 @@ use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
 };
 use rtnetlink::{Handle, RouteMessageBuilder};
+use skep_runtime::ipam::parse_cidr;
 
-use crate::ipam::parse_cidr;
 use crate::metrics::{Cause, SyncLoop, SyncRuns};
 use crate::view::{Concern, ViewReader};
 
@@ -382,7 +382,7 @@ pub async fn sync_loop(own: String, service_cidr: Cidr, view: ViewReader, runs: 
             }
         }
     };
-    if let Err(err) = crate::sandbox::enable_forwarding(std::path::Path::new("/proc")) {
+    if let Err(err) = skep_runtime::sandbox::enable_forwarding(std::path::Path::new("/proc")) {
         tracing::error!(
             ?err,
             "failed to turn on IPv4 forwarding: pods cannot reach other nodes"

@@ -2,7 +2,7 @@
 //! streams container logs and runs `kubectl exec` through it.
 //!
 //! - `GET /containerLogs/{namespace}/{pod}/{container}?follow&previous&tailLines&timestamps&sinceSeconds&sinceTime&limitBytes`:
-//!   the container's CRI log file as plain text ([`crate::logs`]);
+//!   the container's CRI log file as plain text ([`skep_runtime::logs`]);
 //!   `follow` streams until the container ends or the client goes.
 //! - `GET /exec/{namespace}/{pod}/{container}?command=…&stdin&stdout&stderr`:
 //!   a WebSocket in the remote-command channel protocol
@@ -37,14 +37,14 @@ use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
+use skep_runtime::logs::{self, LineSplitter, LogOptions};
+use skep_runtime::runtime::ContainerState;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
 
 use crate::agent::PodHub;
-use crate::logs::{self, LineSplitter, LogOptions};
 use crate::remotecommand::{self, ClientMessage};
-use crate::runtime::ContainerState;
 
 /// How often a followed log is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -313,7 +313,7 @@ fn log_options(params: &[(String, String)]) -> Result<LogOptions, String> {
             .transpose()
     };
     let since = match (number("sinceSeconds")?, param(params, "sinceTime")) {
-        (Some(secs), _) => Some(crate::shim::cri_timestamp(
+        (Some(secs), _) => Some(logs::cri_timestamp(
             SystemTime::now()
                 .checked_sub(Duration::from_secs(secs))
                 .unwrap_or(SystemTime::UNIX_EPOCH),

@@ -18,6 +18,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use skep_image::{ErrorKind, PullPolicy, RegistryCredentials};
+use skep_runtime::runtime::{BindMount, ContainerSpec, ContainerState, Resources};
+use skep_runtime::sandbox::write_pod_files;
 use tokio::time::Instant;
 
 use crate::agent::{PodHub, unmount_rootfs_all};
@@ -25,8 +27,6 @@ use crate::endpoints;
 use crate::node_sync::PodSlot;
 use crate::podspec;
 use crate::probe::{ProbeResult, ProbeState};
-use crate::runtime::{BindMount, ContainerSpec, ContainerState, Resources};
-use crate::sandbox::write_pod_files;
 
 /// How often a worker looks at its containers when nothing else happens.
 const TICK: Duration = Duration::from_millis(500);
@@ -711,7 +711,7 @@ impl Worker {
         // Logs of the current and the previous instance are kept (`kubectl
         // logs --previous`), older ones go, as with the kubelet.
         let log_dir = pod_dir.join("logs").join(&spec.name);
-        for (old, path) in crate::logs::log_files(&log_dir) {
+        for (old, path) in skep_runtime::logs::log_files(&log_dir) {
             if old + 1 < attempt {
                 let _ = std::fs::remove_file(path);
             }

@@ -3,7 +3,7 @@
 //! in-process.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -31,6 +31,10 @@ pub struct AgentFlags {
     /// The runc binary.
     #[arg(long, default_value = "runc")]
     pub runc: PathBuf,
+    /// The per-container shim binary (default: `skep-shim` next to this
+    /// `skep` executable).
+    #[arg(long)]
+    pub shim: Option<PathBuf>,
     /// A registry reached over plain HTTP (repeatable).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -90,6 +94,11 @@ impl AgentFlags {
         })
     }
 
+    /// The shim binary: `--shim`, else `skep-shim` next to this executable.
+    pub fn shim(&self) -> anyhow::Result<PathBuf> {
+        find_shim(self.shim.as_deref())
+    }
+
     /// The agent configuration for state in `data_dir`.
     pub fn config(&self, data_dir: PathBuf, kubeconfig: PathBuf) -> anyhow::Result<AgentConfig> {
         let mut cfg = AgentConfig::new(&self.node_name(), data_dir, kubeconfig);
@@ -100,13 +109,12 @@ impl AgentFlags {
         cfg.insecure_registries
             .clone_from(&self.insecure_registries);
         cfg.kubelet_listen.set_port(self.kubelet_port);
-        cfg.shim =
-            std::env::current_exe().context("failed to find the skep binary for the shim")?;
-        cfg.shim_prefix_args = vec!["shim".into()];
+        cfg.shim = self.shim()?;
         let node = self.node_name();
-        cfg.bpf_pin_dir = self.bpf_pin_dir.clone().unwrap_or_else(|| {
-            skep_datapath::default_pin_dir(std::path::Path::new("/sys/fs/bpf"), &node)
-        });
+        cfg.bpf_pin_dir = self
+            .bpf_pin_dir
+            .clone()
+            .unwrap_or_else(|| skep_datapath::default_pin_dir(Path::new("/sys/fs/bpf"), &node));
         cfg.socket_lb_cgroup = if let Some(dir) = &self.socket_lb_cgroup {
             dir.clone()
         } else {
@@ -123,6 +131,24 @@ impl AgentFlags {
             .unwrap_or(skep_node::metrics::MetricsListen::NodeIp);
         Ok(cfg)
     }
+}
+
+/// The container shim: `flag` if given, else `skep-shim` next to this
+/// `skep` executable; an error naming the path when it is not there.
+pub fn find_shim(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let shim = match flag {
+        Some(shim) => shim.to_owned(),
+        None => std::env::current_exe()
+            .context("failed to find the skep executable")?
+            .with_file_name(skep_runtime::shim::BINARY),
+    };
+    if !shim.is_file() {
+        anyhow::bail!(
+            "no container shim at {} (build it beside skep: cargo build -p skep-shim; or pass --shim)",
+            shim.display()
+        );
+    }
+    Ok(shim)
 }
 
 /// Arguments of `skep agent`.

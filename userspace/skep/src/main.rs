@@ -94,13 +94,6 @@ impl HostArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    // `skep shim …` is the per-container shim: it forks, so it runs before
-    // anything starts threads (tokio, logging).
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("shim") {
-        let code = skep_node::shim::run(&args[2..]);
-        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
-    }
     let cli = Cli::parse();
     install_tracing(cli.log_format);
     let result = match cli.command {

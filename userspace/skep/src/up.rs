@@ -29,6 +29,8 @@ pub struct UpArgs {
 pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     let host = args.host.host();
     preflight::check(&host)?;
+    // Before anything starts: a missing shim would fail every pod.
+    args.agent.shim()?;
     let node_name = args.agent.node_name();
     let data_dir = args.control_plane.data_dir.clone();
     std::fs::create_dir_all(&data_dir)

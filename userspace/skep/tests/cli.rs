@@ -51,3 +51,29 @@ fn ct_list_without_a_datapath_says_so_in_one_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn agent_without_its_shim_says_so_in_one_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("skep-shim");
+    let missing = missing.to_str().expect("utf-8 path");
+    let data_dir = dir.path().to_str().expect("utf-8 path");
+    let out = skep(&[
+        "agent",
+        "--kubeconfig",
+        "/no/such/kubeconfig",
+        "--data-dir",
+        data_dir,
+        "--node-name",
+        "cli-test",
+        "--shim",
+        missing,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("no container shim at {missing}")),
+        "{stderr}"
+    );
+}

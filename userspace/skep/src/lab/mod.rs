@@ -111,6 +111,8 @@ fn absolute(dir: &Path) -> anyhow::Result<PathBuf> {
 fn up(args: &UpArgs) -> anyhow::Result<()> {
     let host = args.host.host();
     preflight::check_privileges(&host)?;
+    // Each node's `skep agent` runs its containers under the shim beside us.
+    crate::agent::find_shim(None)?;
     let mounts = preflight::mounts(&host)?;
     let cgroup2 = preflight::cgroup2_mount(&mounts)?;
     let data_dir = absolute(&args.data_dir)?;
@@ -450,7 +452,7 @@ fn teardown(state: &LabState) -> anyhow::Result<()> {
         );
         note(
             format!("remove cgroups of {}", node.name),
-            skep_node::cleanup::remove_pod_cgroups(
+            skep_runtime::cleanup::remove_pod_cgroups(
                 &state.cgroup_root,
                 &format!("skep/{}", node.name),
             )
@@ -462,7 +464,7 @@ fn teardown(state: &LabState) -> anyhow::Result<()> {
         );
         note(
             format!("remove namespace {}", node.netns.display()),
-            skep_node::netns::remove(&node.netns).map_err(Into::into),
+            skep_runtime::netns::remove(&node.netns).map_err(Into::into),
         );
     }
     if let Some(server) = state.server {

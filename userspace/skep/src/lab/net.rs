@@ -77,7 +77,7 @@ pub async fn create_bridge(state: &LabState) -> anyhow::Result<()> {
 
 /// Creates node `node`'s namespace and wires it to the bridge.
 pub async fn create_node(state: &LabState, node: &LabNode) -> anyhow::Result<()> {
-    skep_node::netns::create(&node.netns, Path::new("/proc"))
+    skep_runtime::netns::create(&node.netns, Path::new("/proc"))
         .with_context(|| format!("failed to create namespace {}", node.netns.display()))?;
     let handle = connect()?;
     let peer = format!("{}p", node.host_veth);
@@ -114,7 +114,7 @@ pub async fn create_node(state: &LabState, node: &LabNode) -> anyhow::Result<()>
         .await
         .with_context(|| format!("failed to move {peer} into {}", node.name))?;
     let (ip, prefix) = (node.ip, state.prefix);
-    skep_node::netns::run_in(Some(node.netns.clone()), move || {
+    skep_runtime::netns::run_in(Some(node.netns.clone()), move || {
         inside_node(peer, ip, prefix)
     })
     .await

@@ -565,7 +565,7 @@ pub fn write_pod_files(
     let contents = format!(
         "# Kubernetes-managed hosts file (skep).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
     );
-    crate::ipam::write_atomic(&hosts, contents.as_bytes()).map_err(io_err("write", &hosts))?;
+    crate::files::write_atomic(&hosts, contents.as_bytes()).map_err(io_err("write", &hosts))?;
     let resolv_conf = dir.join("resolv.conf");
     let mut contents = String::new();
     for ns in &dns.nameservers {
@@ -577,11 +577,11 @@ pub fn write_pod_files(
     if !dns.options.is_empty() {
         let _ = writeln!(contents, "options {}", dns.options.join(" "));
     }
-    crate::ipam::write_atomic(&resolv_conf, contents.as_bytes())
+    crate::files::write_atomic(&resolv_conf, contents.as_bytes())
         .map_err(io_err("write", &resolv_conf))?;
     // /etc/hostname, as the kubelet mounts it.
     let hostname_file = dir.join("hostname");
-    crate::ipam::write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())
+    crate::files::write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())
         .map_err(io_err("write", &hostname_file))?;
     Ok(PodFiles { hosts, resolv_conf })
 }

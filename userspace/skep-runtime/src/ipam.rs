@@ -10,7 +10,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 /// Name of the file remembering the last handed-out address.
@@ -258,30 +258,13 @@ impl Ipam {
     }
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
-        write_atomic(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes()).map_err(|source| {
-            IpamError::Io {
+        crate::files::write_atomic(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes())
+            .map_err(|source| IpamError::Io {
                 op: "write",
                 path: self.dir.join(LAST_RESERVED),
                 source,
-            }
-        })
+            })
     }
-}
-
-/// Writes `data` to `path` via a temporary file and rename, so readers see
-/// either the old or the new content.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Reading containers' CRI log files the way the kubelet serves them to
-//! `kubectl logs`: one record per line, `<RFC 3339 time> <stream> <F|P>
+//! Containers' CRI log files: the shim writes them ([`cri_timestamp`] stamps
+//! each record), the node's log server reads them the way the kubelet serves
+//! them to `kubectl logs`: one record per line, `<RFC 3339 time> <stream> <F|P>
 //! <content>`, rendered as the content (a newline after full records),
 //! optionally prefixed by the time, filtered by `sinceSeconds`, cut to the
 //! last `tailLines` and to `limitBytes`.
@@ -9,6 +10,7 @@
 //! (`kubectl logs --previous`).
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// What `kubectl logs` asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +40,15 @@ pub struct Record<'a> {
     pub partial: bool,
     /// The text, without the newline.
     pub content: &'a [u8],
+}
+
+/// Formats `t` as the CRI log timestamp `2006-01-02T15:04:05.000000000Z`.
+pub fn cri_timestamp(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
 }
 
 /// Parses one line (without its `\n`) of a CRI log file.
@@ -167,6 +178,12 @@ mod tests {
 
     fn lines() -> Vec<Vec<u8>> {
         LineSplitter::default().push(FILE)
+    }
+
+    #[test]
+    fn timestamp_format() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_136_214_245, 5);
+        assert_eq!(cri_timestamp(t), "2006-01-02T15:04:05.000000005Z");
     }
 
     #[test]

@@ -95,10 +95,9 @@ pub struct RuntimeConfig {
     pub state_dir: PathBuf,
     /// The runc binary.
     pub runc: PathBuf,
-    /// The binary that runs [`shim::run`] (normally the agent's own binary).
+    /// The shim binary, a `main` over [`shim::run`] (`skep-shim`, normally
+    /// next to the agent's own executable).
     pub shim: PathBuf,
-    /// Arguments put before the shim arguments (e.g. `["shim"]` for `skep shim …`).
-    pub shim_prefix_args: Vec<String>,
     /// Where cgroup hierarchies are mounted (normally `/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
     /// Node-owned cgroup parent, relative to each hierarchy (e.g. `skep/node-1`).
@@ -520,7 +519,7 @@ impl Runtime {
             path: meta_path.clone(),
             source: io::Error::other(e),
         })?;
-        crate::ipam::write_atomic(&meta_path, &data).map_err(io_err("write", &meta_path))?;
+        crate::files::write_atomic(&meta_path, &data).map_err(io_err("write", &meta_path))?;
         if let Some(parent) = spec.log_path.parent() {
             fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
         }
@@ -534,7 +533,6 @@ impl Runtime {
             pid_file: dir.join("pid"),
         };
         let out = Command::new(&self.cfg.shim)
-            .args(&self.cfg.shim_prefix_args)
             .args(args.to_args())
             .stdin(Stdio::null())
             .output()
@@ -615,7 +613,8 @@ impl Runtime {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        crate::ipam::write_atomic(&path, now.to_string().as_bytes()).map_err(io_err("write", &path))
+        crate::files::write_atomic(&path, now.to_string().as_bytes())
+            .map_err(io_err("write", &path))
     }
 
     fn meta(&self, id: &str) -> Result<ContainerMeta, RuntimeError> {
@@ -946,7 +945,6 @@ mod tests {
             state_dir: dir.to_owned(),
             runc: "/usr/sbin/runc".into(),
             shim: "/bin/false".into(),
-            shim_prefix_args: vec![],
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: "skep/n1".into(),
         })

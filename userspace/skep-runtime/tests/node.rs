@@ -1,6 +1,6 @@
-//! Privileged end-to-end tests of skep-node against the real kernel and runc:
-//! network sandboxes with real traffic, containers with logs, limits,
-//! signals, exec, adoption and full teardown.
+//! Privileged end-to-end tests of skep-runtime against the real kernel, runc
+//! and the `skep-shim` binary: network sandboxes with real traffic, containers
+//! with logs, limits, signals, exec, adoption and full teardown.
 //!
 //! Each test builds its own "node": a fresh network namespace (no default
 //! route, so nothing leaves the machine), its own run/state directories and
@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use skep_node::cleanup::{self, NodeParts};
-use skep_node::ipam::Ipam;
-use skep_node::netns;
-use skep_node::runtime::{
+use skep_runtime::cleanup::{self, NodeParts};
+use skep_runtime::ipam::Ipam;
+use skep_runtime::netns;
+use skep_runtime::runtime::{
     BindMount, ContainerSpec, ContainerState, Resources, Runtime, RuntimeConfig,
 };
-use skep_node::sandbox::{self, DnsConfig, PodNetwork, SandboxConfig, SandboxManager};
+use skep_runtime::sandbox::{self, DnsConfig, PodNetwork, SandboxConfig, SandboxManager};
 
 const RUNC: &str = "/usr/sbin/runc";
 const BUSYBOX: &str = "/bin/busybox";
@@ -36,21 +36,23 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
-        "skep-node end-to-end tests need root (netns, veth, runc)"
+        "skep-runtime end-to-end tests need root (netns, veth, runc)"
     );
 }
 
-/// The shim stand-in built from `examples/skep-shim.rs` by `cargo test`.
+/// The `skep-shim` binary of this test binary's profile,
+/// `<target>/<profile>/skep-shim` (`cargo xtask test --only e2e` builds it).
 fn shim_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
+    // <target>/<profile>/deps/node-<hash>
     let dir = exe
         .parent()
         .and_then(Path::parent)
-        .context("test binary has no target dir")?;
-    let shim = dir.join("examples/skep-shim");
+        .context("test binary is not in <target>/<profile>/deps")?;
+    let shim = dir.join("skep-shim");
     ensure!(
-        shim.exists(),
-        "{} missing: run via `cargo test -p skep-node` (which builds examples)",
+        shim.is_file(),
+        "{} missing: build it first (cargo build -p skep-shim with this profile; cargo xtask test does)",
         shim.display()
     );
     Ok(shim)
@@ -107,7 +109,6 @@ impl TestNode {
             state_dir: base.path().join("state"),
             runc: RUNC.into(),
             shim: shim_binary()?,
-            shim_prefix_args: vec![],
             cgroup_root: "/sys/fs/cgroup".into(),
             cgroup_parent: cgroup_parent.clone(),
         })?;
@@ -579,6 +580,68 @@ async fn term_ignored_is_killed_after_grace_period() -> Result<()> {
     cleanup::remove_pod(node.parts(), "pod-stubborn", Duration::ZERO).await?;
     check_nothing_left(&node, "pod-stubborn").await?;
     Ok(())
+}
+
+/// The number in field `field` of `/proc/<pid>/<file>` (`status`:
+/// `PPid`, `Threads`, `VmRSS` in KiB …; `smaps_rollup`: `Pss` in KiB).
+fn proc_field(pid: i32, file: &str, field: &str) -> Result<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/{file}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no {field} in /proc/{pid}/{file}"))
+}
+
+#[tokio::test]
+async fn each_container_runs_under_a_small_shim() -> Result<()> {
+    let node = TestNode::new().await?;
+    let (net, files) = node.pod("pod-shim").await?;
+    // Output on both streams, longer than one CRI record, so the shim's
+    // copy buffers are as full as they get; then the container just runs.
+    let spec = node.container(
+        "pod-shim",
+        "main",
+        &net,
+        &files,
+        &[
+            "sh",
+            "-c",
+            "printf '%20000s\\n' out; printf '%20000s\\n' err >&2; echo ready; sleep 1000",
+        ],
+    );
+    let id = node.runtime.create(&spec).await?;
+    node.runtime.start(&id).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(&spec.log_path)
+        .unwrap_or_default()
+        .contains(" ready")
+    {
+        ensure!(Instant::now() < deadline, "container never got ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = match node.runtime.status(&id).await?.state {
+        ContainerState::Running { pid } => pid,
+        other => bail!("not running: {other:?}"),
+    };
+    // The shim is the subreaper the container's init was reparented to.
+    let shim = i32::try_from(proc_field(pid, "status", "PPid")?)?;
+    let exe = fs::read_link(format!("/proc/{shim}/exe"))?;
+    ensure!(
+        exe.file_name().is_some_and(|n| n == "skep-shim"),
+        "the container's parent is {}, not the shim",
+        exe.display()
+    );
+    let threads = proc_field(shim, "status", "Threads")?;
+    ensure!(threads == 1, "the shim runs {threads} threads, not one");
+    // A report, not an assertion (the aim is under 2 MB resident): VmRSS
+    // counts the libc pages every process shares, Pss shares them out.
+    let rss = proc_field(shim, "status", "VmRSS")?;
+    let anon = proc_field(shim, "status", "RssAnon")?;
+    let pss = proc_field(shim, "smaps_rollup", "Pss")?;
+    eprintln!("skep-shim resident memory: VmRSS {rss} KiB (RssAnon {anon} KiB, Pss {pss} KiB)");
+
+    cleanup::remove_pod(node.parts(), "pod-shim", Duration::ZERO).await?;
+    check_nothing_left(&node, "pod-shim").await
 }
 
 /// The container `web` of `pod-web` has its limits in the v1 cgroups and its

@@ -1,25 +1,34 @@
 //! The per-container shim (the conmon / containerd-shim role).
 //!
-//! The agent runs `<shim binary> [prefix args] --id … --bundle … …`; the shim
-//! forks, and the parent exits as soon as `runc create` has finished, printing
-//! `ok <pid>` or an error on stdout. The daemonised child becomes a child
-//! subreaper (so the container's init is reparented to it when `runc create`
-//! exits), copies the container's stdout/stderr into a CRI-format log file,
-//! reaps the container init, and writes the exit code and finish time
-//! atomically to the exit file. The exit is therefore recorded even when the
-//! agent is not running.
+//! The agent runs `skep-shim --id … --bundle … …` (the binary in
+//! `userspace/skep-shim`, a `main` over [`run`]); the shim forks, and the
+//! parent exits as soon as `runc create` has finished, printing `ok <pid>`
+//! or an error on stdout. The daemonised child becomes a child subreaper (so
+//! the container's init is reparented to it when `runc create` exits),
+//! copies the container's stdout/stderr into a CRI-format log file, reaps
+//! the container init, and writes the exit code and finish time atomically
+//! to the exit file. The exit is therefore recorded even when the agent is
+//! not running.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use serde::{Deserialize, Serialize};
+
+use crate::logs;
+
+/// The shim binary's name; the agent looks for it next to its own
+/// executable.
+pub const BINARY: &str = "skep-shim";
 
 /// Longest log line written as one CRI record; longer ones are split with
 /// the `P` (partial) tag, like the kubelet's 16 KiB limit.
@@ -106,15 +115,6 @@ impl ShimArgs {
     }
 }
 
-/// Formats `t` as the CRI log timestamp `2006-01-02T15:04:05.000000000Z`.
-pub fn cri_timestamp(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-    );
-    t.format(&fmt).unwrap_or_default()
-}
-
 /// Runs the shim. Must be called at the start of a single-threaded process
 /// (it forks). Returns the process exit code for the foreground parent.
 pub fn run(args: &[String]) -> i32 {
@@ -122,14 +122,14 @@ pub fn run(args: &[String]) -> i32 {
     let args = match ShimArgs::parse(args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("skep shim: {e}");
+            eprintln!("skep-shim: {e}");
             return 2;
         }
     };
     let (ready_r, ready_w) = match cloexec_pipe() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("skep shim: failed to create pipe: {e}");
+            eprintln!("skep-shim: failed to create pipe: {e}");
             return 1;
         }
     };
@@ -137,7 +137,7 @@ pub fn run(args: &[String]) -> i32 {
     // the child may run arbitrary code after fork.
     match unsafe { nix::unistd::fork() } {
         Err(e) => {
-            eprintln!("skep shim: failed to fork: {e}");
+            eprintln!("skep-shim: failed to fork: {e}");
             1
         }
         Ok(ForkResult::Parent { .. }) => {
@@ -150,7 +150,7 @@ pub fn run(args: &[String]) -> i32 {
                 println!("{msg}");
                 0
             } else {
-                eprintln!("skep shim: {msg}");
+                eprintln!("skep-shim: {msg}");
                 1
             }
         }
@@ -216,19 +216,30 @@ fn detach_stdio() {
 
 fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
     let data = serde_json::to_vec(record).map_err(io::Error::other)?;
-    crate::ipam::write_atomic(path, &data)
+    crate::files::write_atomic(path, &data)
 }
 
-/// Runs `runc create`, reports readiness, copies output, reaps the init.
+/// Runs `runc create`, reports readiness, then copies output and reaps
+/// the init in one thread: a `poll` over the two output pipes and a
+/// signalfd for `SIGCHLD` (no thread per stream, no async runtime).
 fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
-    let log = OpenOptions::new()
+    let mut log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&args.log)
         .map_err(|e| format!("failed to open log {}: {e}", args.log.display()))?;
-    let log = Arc::new(Mutex::new(log));
     let (out_r, out_w) = cloexec_pipe().map_err(|e| format!("failed to create pipe: {e}"))?;
     let (err_r, err_w) = cloexec_pipe().map_err(|e| format!("failed to create pipe: {e}"))?;
+    // SIGCHLD is blocked from here on and read from a signalfd instead, so
+    // no exit goes unnoticed. runc starts with an empty mask (std's spawn
+    // resets it), and so does the container it starts.
+    let mut sigchld = SigSet::empty();
+    sigchld.add(Signal::SIGCHLD);
+    sigchld
+        .thread_block()
+        .map_err(|e| format!("failed to block SIGCHLD: {e}"))?;
+    let children = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| format!("failed to create signalfd: {e}"))?;
     let runc_log = args.bundle.join("runc.log");
     let status = Command::new(&args.runc)
         .arg("--root")
@@ -250,16 +261,6 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         .map_err(|e| format!("failed to run {}: {e}", args.runc.display()))?;
     // The Command (and its copies of the write ends) is gone; only the
     // container holds them now, so EOF means the container is gone.
-    let (done_tx, done_rx) = mpsc::channel();
-    for (fd, stream) in [(out_r, "stdout"), (err_r, "stderr")] {
-        let log = Arc::clone(&log);
-        let done = done_tx.clone();
-        std::thread::spawn(move || {
-            copy_stream(File::from(fd), stream, &log);
-            let _ = done.send(());
-        });
-    }
-    drop(done_tx);
     if !status.success() {
         let detail = fs::read_to_string(&runc_log)
             .ok()
@@ -272,20 +273,49 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| format!("failed to read pid file {}", args.pid_file.display()))?;
     let _ = ready.write_all(format!("ok {pid}\n").as_bytes());
-    let (exit_code, signal) = reap(Pid::from_raw(pid));
-    let finished_at = SystemTime::now();
-    // Drain the output; give stragglers holding the pipes a bounded time.
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    for _ in 0..2 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            break;
+
+    let mut streams = [
+        Stream::new(File::from(out_r), "stdout"),
+        Stream::new(File::from(err_r), "stderr"),
+    ];
+    let mut record = Vec::with_capacity(256);
+    let init = Pid::from_raw(pid);
+    let mut exit = None;
+    while exit.is_none() {
+        let (children_ready, streams_ready) = wait_ready(&children, &streams, PollTimeout::NONE);
+        for (stream, ready) in streams.iter_mut().zip(streams_ready) {
+            if ready {
+                stream.copy(&mut log, &mut record);
+            }
+        }
+        if children_ready {
+            while children.read_signal().ok().flatten().is_some() {}
+            exit = reap(init);
         }
     }
-    if let Ok(mut f) = log.lock() {
-        let _ = f.sync_all();
-        let _ = f.flush();
+    let (exit_code, signal) = exit.unwrap_or((-1, None));
+    let finished_at = SystemTime::now();
+    // Drain the output; give stragglers holding the pipes a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while streams.iter().any(|s| s.open) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(timeout) = PollTimeout::try_from(left) else {
+            break;
+        };
+        if timeout == PollTimeout::ZERO {
+            break;
+        }
+        let (_, streams_ready) = wait_ready(&children, &streams, timeout);
+        for (stream, ready) in streams.iter_mut().zip(streams_ready) {
+            if ready {
+                stream.copy(&mut log, &mut record);
+            }
+        }
     }
+    for stream in &mut streams {
+        stream.finish(&mut log, &mut record);
+    }
+    let _ = log.sync_all();
     Ok(ExitRecord {
         exit_code,
         signal,
@@ -294,55 +324,144 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
     })
 }
 
-/// Reaps children until `pid` ends; returns (exit code, signal).
-fn reap(pid: Pid) -> (i32, Option<i32>) {
+/// Waits up to `timeout` for a child to change state or an open stream to
+/// have output (or EOF); returns which did.
+fn wait_ready(
+    children: &SignalFd,
+    streams: &[Stream; 2],
+    timeout: PollTimeout,
+) -> (bool, [bool; 2]) {
+    let readable = PollFlags::POLLIN;
+    let mut fds = vec![PollFd::new(children.as_fd(), readable)];
+    for stream in streams.iter().filter(|s| s.open) {
+        fds.push(PollFd::new(stream.input.as_fd(), readable));
+    }
+    match poll(&mut fds, timeout) {
+        Ok(n) if n > 0 => {}
+        // EINTR or a timeout: nothing to do yet.
+        _ => return (false, [false; 2]),
+    }
+    let fired = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+    let children_ready = fired(&fds[0]);
+    let mut streams_ready = [false; 2];
+    let mut next = fds[1..].iter();
+    for (i, stream) in streams.iter().enumerate() {
+        if stream.open {
+            streams_ready[i] = next.next().is_some_and(fired);
+        }
+    }
+    (children_ready, streams_ready)
+}
+
+/// Reaps every child that ended (runc's helpers, the init); returns the
+/// init's (exit code, signal) once it ended.
+fn reap(init: Pid) -> Option<(i32, Option<i32>)> {
     loop {
-        match nix::sys::wait::waitpid(None::<Pid>, Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(p, code)) if p == pid => return (code, None),
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => {
-                return (128 + sig as i32, Some(sig as i32));
+        let flags = WaitPidFlag::__WALL | WaitPidFlag::WNOHANG;
+        match nix::sys::wait::waitpid(None::<Pid>, Some(flags)) {
+            Ok(WaitStatus::Exited(p, code)) if p == init => return Some((code, None)),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == init => {
+                return Some((128 + sig as i32, Some(sig as i32)));
             }
+            Ok(WaitStatus::StillAlive) => return None,
             Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(_) => {
-                // No children left: the init was not ours to reap.
-                return (-1, None);
-            }
+            // No children left: the init was not ours to reap.
+            Err(_) => return Some((-1, None)),
         }
     }
 }
 
-/// Copies `input` line by line into `log` as CRI records tagged `stream`.
-fn copy_stream(input: File, stream: &str, log: &Mutex<File>) {
-    let mut reader = BufReader::with_capacity(MAX_LOG_LINE, input);
-    let mut line = Vec::with_capacity(256);
-    loop {
-        line.clear();
-        let read = (&mut reader)
-            .take(MAX_LOG_LINE as u64)
-            .read_until(b'\n', &mut line);
-        match read {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let full = line.last() == Some(&b'\n');
-        if full {
-            line.pop();
-        }
-        // A line cut at the size limit is partial; a last line without a
-        // newline at EOF is still complete.
-        let tag = if !full && line.len() >= MAX_LOG_LINE {
-            "P"
-        } else {
-            "F"
-        };
-        let mut record =
-            format!("{} {stream} {tag} ", cri_timestamp(SystemTime::now())).into_bytes();
-        record.extend_from_slice(&line);
-        record.push(b'\n');
-        if let Ok(mut f) = log.lock() {
-            let _ = f.write_all(&record);
+/// One of the container's output streams, cut into CRI records.
+struct Stream {
+    input: File,
+    name: &'static str,
+    lines: Lines,
+    open: bool,
+}
+
+impl Stream {
+    fn new(input: File, name: &'static str) -> Self {
+        Self {
+            input,
+            name,
+            lines: Lines::default(),
+            open: true,
         }
     }
+
+    /// Reads what the pipe holds (it is readable) and logs the lines it
+    /// completes; at EOF, the unfinished last line too.
+    fn copy(&mut self, log: &mut File, record: &mut Vec<u8>) {
+        let mut buf = [0_u8; 8192];
+        match self.input.read(&mut buf) {
+            Ok(0) => self.finish(log, record),
+            Ok(n) => {
+                let name = self.name;
+                self.lines.push(&buf[..n], |line, partial| {
+                    write_record(log, record, name, line, partial);
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.finish(log, record),
+        }
+    }
+
+    fn finish(&mut self, log: &mut File, record: &mut Vec<u8>) {
+        self.open = false;
+        let name = self.name;
+        self.lines
+            .finish(|line| write_record(log, record, name, line, false));
+    }
+}
+
+/// Cuts a byte stream into log lines: at each newline, and at
+/// [`MAX_LOG_LINE`] bytes (a partial record; the line goes on in the next).
+#[derive(Debug, Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// Adds `data`; calls `emit(line, partial)` for each record it completes.
+    fn push(&mut self, data: &[u8], mut emit: impl FnMut(&[u8], bool)) {
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        loop {
+            let rest = &self.pending[start..];
+            let window = &rest[..rest.len().min(MAX_LOG_LINE)];
+            if let Some(end) = window.iter().position(|b| *b == b'\n') {
+                emit(&rest[..end], false);
+                start += end + 1;
+            } else if rest.len() >= MAX_LOG_LINE {
+                emit(window, true);
+                start += MAX_LOG_LINE;
+            } else {
+                break;
+            }
+        }
+        self.pending.drain(..start);
+    }
+
+    /// At EOF: a last line without a newline is still complete.
+    fn finish(&mut self, mut emit: impl FnMut(&[u8])) {
+        if !self.pending.is_empty() {
+            emit(&self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+/// Appends one CRI record (`<time> <stream> <F|P> <line>`) to `log` in one
+/// write, `record` being the reused buffer.
+fn write_record(log: &mut File, record: &mut Vec<u8>, stream: &str, line: &[u8], partial: bool) {
+    record.clear();
+    record.extend_from_slice(logs::cri_timestamp(SystemTime::now()).as_bytes());
+    record.push(b' ');
+    record.extend_from_slice(stream.as_bytes());
+    record.extend_from_slice(if partial { b" P " } else { b" F " });
+    record.extend_from_slice(line);
+    record.push(b'\n');
+    let _ = log.write_all(record);
 }
 
 /// Reads a shim exit file, `None` when it does not exist yet.
@@ -377,22 +496,20 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_format() {
-        let t = SystemTime::UNIX_EPOCH + Duration::new(1_136_214_245, 5);
-        assert_eq!(cri_timestamp(t), "2006-01-02T15:04:05.000000005Z");
-    }
-
-    #[test]
     fn copies_lines_in_cri_format() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("log");
-        let log = Mutex::new(File::create(&log_path)?);
+        let mut log = File::create(&log_path)?;
         let (r, w) = cloexec_pipe()?;
         let oversized = "x".repeat(MAX_LOG_LINE + 10);
         let mut w = File::from(w);
         write!(w, "hello\nworld\n{oversized}\nlast")?;
         drop(w);
-        copy_stream(File::from(r), "stderr", &log);
+        let mut stream = Stream::new(File::from(r), "stderr");
+        let mut record = Vec::new();
+        while stream.open {
+            stream.copy(&mut log, &mut record);
+        }
         let text = fs::read_to_string(&log_path)?;
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{lines:?}");
@@ -405,5 +522,30 @@ mod tests {
         assert_eq!(fields[4][1..], ["stderr", "F", "last"]);
         assert_eq!(fields[0][0].len(), "2006-01-02T15:04:05.000000000Z".len());
         Ok(())
+    }
+
+    /// Lines split across reads, an empty one, one longer than the limit.
+    #[test]
+    fn lines_are_cut_at_newlines_and_the_limit() {
+        let mut lines = Lines::default();
+        let mut out: Vec<(Vec<u8>, bool)> = Vec::new();
+        lines.push(b"ab", |l, p| out.push((l.to_vec(), p)));
+        assert!(out.is_empty(), "an unfinished line waits");
+        lines.push(b"c\n\nd", |l, p| out.push((l.to_vec(), p)));
+        assert_eq!(out, [(b"abc".to_vec(), false), (Vec::new(), false)]);
+        out.clear();
+        let exact = vec![b'y'; MAX_LOG_LINE];
+        lines.push(&exact, |l, p| out.push((l.to_vec(), p)));
+        lines.push(b"\n", |l, p| out.push((l.to_vec(), p)));
+        assert_eq!(
+            out.len(),
+            2,
+            "the limit cuts first, as the kubelet's reader does"
+        );
+        assert!(out[0].1 && out[0].0.len() == MAX_LOG_LINE && out[0].0[0] == b'd');
+        assert_eq!(out[1], (b"y".to_vec(), false));
+        let mut last = Vec::new();
+        lines.finish(|l| last.push(l.to_vec()));
+        assert!(last.is_empty());
     }
 }
