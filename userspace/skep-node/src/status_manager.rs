@@ -1,0 +1,144 @@
+//! The status manager (the kubelet's `status_manager`): pod workers hand it
+//! the status they computed; one task writes it when it differs from what
+//! was last written, keeping only the newest per pod while a write is in
+//! flight (rapid updates coalesce), on the view's newest copy of the pod
+//! (or the newer `resourceVersion` its own last write returned).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use tokio::sync::Notify;
+
+use crate::api::NodeApi;
+use crate::view::ViewReader;
+
+/// How long a failed write waits before it is tried again.
+const RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Pod UID → the newest status a worker handed over, not yet written.
+    pending: HashMap<String, PodStatus>,
+    /// Pod UID → what was last written and the `resourceVersion` it got.
+    written: HashMap<String, (PodStatus, String)>,
+}
+
+/// Workers' side of the status manager: cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct StatusManager {
+    inner: Arc<Mutex<Inner>>,
+    wake: Arc<Notify>,
+}
+
+impl StatusManager {
+    /// A manager with nothing to write; [`StatusManager::run`] writes.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Pod `uid`'s status is now `status`: written unless it is what was
+    /// written last (a newer one handed over before it is written
+    /// replaces it).
+    pub fn set(&self, uid: &str, status: PodStatus) {
+        let mut inner = crate::lock(&self.inner);
+        if inner.written.get(uid).is_some_and(|(w, _)| *w == status) {
+            inner.pending.remove(uid);
+            return;
+        }
+        inner.pending.insert(uid.to_owned(), status);
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// The status last written for pod `uid`.
+    pub fn written(&self, uid: &str) -> Option<PodStatus> {
+        crate::lock(&self.inner)
+            .written
+            .get(uid)
+            .map(|(s, _)| s.clone())
+    }
+
+    /// Pod `uid` is gone: nothing more is written for it.
+    pub fn forget(&self, uid: &str) {
+        let mut inner = crate::lock(&self.inner);
+        inner.pending.remove(uid);
+        inner.written.remove(uid);
+    }
+
+    /// Writes pending statuses through `api` until aborted, reading each
+    /// pod's newest copy from `view`.
+    pub async fn run(self, api: Arc<dyn NodeApi>, view: ViewReader) {
+        loop {
+            self.wake.notified().await;
+            if !self.flush(api.as_ref(), &view).await {
+                tokio::time::sleep(RETRY).await;
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Writes what is pending once; returns whether everything was written.
+    pub async fn flush(&self, api: &dyn NodeApi, view: &ViewReader) -> bool {
+        let batch: Vec<(String, PodStatus)> = crate::lock(&self.inner).pending.drain().collect();
+        if batch.is_empty() {
+            return true;
+        }
+        let pods = view.pods();
+        let mut ok = true;
+        for (uid, status) in batch {
+            let Some(pod) = pods.get(&uid) else {
+                // Gone from the node: nobody reads its status any more.
+                continue;
+            };
+            let last_rv = crate::lock(&self.inner)
+                .written
+                .get(&uid)
+                .map(|(_, rv)| rv.clone());
+            let mut updated = Pod::clone(pod);
+            if let Some(rv) = last_rv
+                && newer(&rv, updated.metadata.resource_version.as_deref())
+            {
+                updated.metadata.resource_version = Some(rv);
+            }
+            updated.status = Some(status.clone());
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let Ok(body) = serde_json::to_vec(&updated) else {
+                continue;
+            };
+            match api.update_pod_status(&ns, &name, body).await {
+                Ok(stored) => {
+                    let rv = serde_json::from_slice::<Pod>(&stored)
+                        .ok()
+                        .and_then(|p| p.metadata.resource_version)
+                        .unwrap_or_default();
+                    tracing::debug!(pod = %format!("{ns}/{name}"), phase = ?status.phase, "pod status written");
+                    crate::lock(&self.inner).written.insert(uid, (status, rv));
+                }
+                Err(err) => {
+                    tracing::debug!(pod = %format!("{ns}/{name}"), %err, "failed to write pod status; retrying");
+                    ok = false;
+                    // Kept unless a newer one came meanwhile.
+                    crate::lock(&self.inner)
+                        .pending
+                        .entry(uid)
+                        .or_insert(status);
+                }
+            }
+        }
+        ok
+    }
+}
+
+/// Whether resourceVersion `a` is newer than `b` (they are revisions).
+fn newer(a: &str, b: Option<&str>) -> bool {
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (parse(a), b.and_then(parse)) {
+        (Some(a), Some(b)) => a > b,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
