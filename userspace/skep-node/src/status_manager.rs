@@ -19,6 +19,8 @@ const RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// How many statuses workers handed over.
+    handed: u64,
     /// Pod UID → the newest status a worker handed over, not yet written.
     pending: HashMap<String, PodStatus>,
     /// Pod UID → what was last written and the `resourceVersion` it got.
@@ -44,6 +46,7 @@ impl StatusManager {
     /// replaces it).
     pub fn set(&self, uid: &str, status: PodStatus) {
         let mut inner = crate::lock(&self.inner);
+        inner.handed += 1;
         if inner.written.get(uid).is_some_and(|(w, _)| *w == status) {
             inner.pending.remove(uid);
             return;
@@ -51,6 +54,11 @@ impl StatusManager {
         inner.pending.insert(uid.to_owned(), status);
         drop(inner);
         self.wake.notify_one();
+    }
+
+    /// How many statuses workers handed over (one per worker pass).
+    pub fn handed(&self) -> u64 {
+        crate::lock(&self.inner).handed
     }
 
     /// The status last written for pod `uid`.
