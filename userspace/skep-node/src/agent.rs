@@ -311,29 +311,8 @@ pub async fn run(
     let api: Arc<dyn NodeApi> = Arc::new(client.clone());
     let writer = ViewWriter::new(&cfg.node_name);
     let view = writer.reader();
-    let network = Arc::new(PodNetworkManager::new(Arc::new(endpoints)));
-    let parts = Arc::new(PodParts {
-        cfg: WorkerConfig {
-            node_ip,
-            cluster_dns: cfg.cluster_dns,
-            cluster_domain: cfg.cluster_domain.clone(),
-            node_resolv_conf: PathBuf::from(crate::dns::NODE_RESOLV_CONF),
-            pods_dir: cfg.data_dir.join("pods"),
-            backoff_base: cfg.backoff_base,
-            backoff_max: cfg.backoff_max,
-        },
-        runtime: Arc::clone(&runtime),
-        network: Arc::clone(&network),
-        images: Arc::new(images),
-        status: StatusManager::new(),
-        api: Arc::clone(&api),
-        events: EventRecorder::new(Arc::clone(&api), &cfg.node_name),
-        view: view.clone(),
-        pleg: Pleg::new(),
-        cgroups: Arc::new(HostCgroups {
-            runtime: Arc::clone(&runtime),
-        }),
-    });
+    let parts = pod_parts(&cfg, node_ip, &runtime, images, endpoints, &api, &view);
+    let network = Arc::clone(&parts.network);
 
     let mut tasks = spawn_tasks(&cfg, client, &parts, writer);
     tasks.push(tokio::spawn(open_pod_networks(
@@ -355,6 +334,40 @@ pub async fn run(
     }
     tracing::info!("node agent stopped; pods keep running");
     Ok(())
+}
+
+/// The pod workers' parts on this host.
+fn pod_parts(
+    cfg: &AgentConfig,
+    node_ip: Ipv4Addr,
+    runtime: &Arc<Runtime>,
+    images: skep_image::Store,
+    endpoints: Endpoints,
+    api: &Arc<dyn NodeApi>,
+    view: &ViewReader,
+) -> Arc<HostPodParts> {
+    Arc::new(PodParts {
+        cfg: WorkerConfig {
+            node_ip,
+            cluster_dns: cfg.cluster_dns,
+            cluster_domain: cfg.cluster_domain.clone(),
+            node_resolv_conf: PathBuf::from(crate::dns::NODE_RESOLV_CONF),
+            pods_dir: cfg.data_dir.join("pods"),
+            backoff_base: cfg.backoff_base,
+            backoff_max: cfg.backoff_max,
+        },
+        runtime: Arc::clone(runtime),
+        network: Arc::new(PodNetworkManager::new(Arc::new(endpoints))),
+        images: Arc::new(images),
+        status: StatusManager::new(),
+        api: Arc::clone(api),
+        events: EventRecorder::new(Arc::clone(api), &cfg.node_name),
+        view: view.clone(),
+        pleg: Pleg::new(),
+        cgroups: Arc::new(HostCgroups {
+            runtime: Arc::clone(runtime),
+        }),
+    })
 }
 
 /// Starts the agent's tasks (see the module doc), each with what it needs.

@@ -56,9 +56,8 @@ impl DatapathEntry for FakeDatapath {
     }
 
     fn remove(&self, uid: &str, _ip: Option<Ipv4Addr>) {
-        let containers_left = futures::executor::block_on(self.runtime.list_pod(uid))
-            .map(|l| !l.is_empty())
-            .unwrap_or(true);
+        let containers_left =
+            futures::executor::block_on(self.runtime.list_pod(uid)).map_or(true, |l| !l.is_empty());
         crate::lock(&self.removed).push((uid.to_owned(), containers_left));
     }
 
@@ -320,11 +319,9 @@ async fn a_crashing_container_restarts_with_growing_back_off() -> anyhow::Result
     let mut started = Vec::new();
     for attempt in 0..4 {
         let id = format!("u1-app-{attempt}");
-        n.wait(
-            &format!("attempt {attempt}"),
-            Duration::from_secs(120),
-            |n| n.creates().contains(&id),
-        )
+        n.wait(&format!("attempt {attempt}"), Duration::from_mins(2), |n| {
+            n.creates().contains(&id)
+        })
         .await;
         started.push(Instant::now());
         n.rt.finish(&id, 1)?;
