@@ -372,8 +372,16 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
             .init
             .iter()
             .chain(&self.main)
-            .filter(|c| c.running_since.is_some() && c.exited.is_none())
-            .flat_map(|c| [&c.liveness, &c.readiness, &c.startup])
+            .filter(|c| !c.init && c.running_since.is_some() && c.exited.is_none())
+            // Only the probes a pass runs: the startup probe until it
+            // passes, then readiness and liveness.
+            .flat_map(|c| {
+                if c.started {
+                    [&c.liveness, &c.readiness]
+                } else {
+                    [&c.startup, &None]
+                }
+            })
             .flatten()
             .map(crate::probe::ProbeState::next_due);
         let retries = self
