@@ -390,7 +390,24 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
             .chain(&self.main)
             .filter_map(|c| c.retry_at)
             .filter(|t| *t > now);
-        probes.chain(retries).chain(self.setup_retry).min()
+        // A failed pull shows as ErrImagePull until the next pass turns
+        // it into ImagePullBackOff, as the kubelet's next sync does.
+        let pull_backoff = self
+            .init
+            .iter()
+            .chain(&self.main)
+            .any(|c| {
+                c.pull_failed
+                    && c.waiting
+                        .as_ref()
+                        .is_some_and(|(r, _)| r != "ImagePullBackOff")
+            })
+            .then(|| now + SETUP_RETRY);
+        probes
+            .chain(retries)
+            .chain(self.setup_retry)
+            .chain(pull_backoff)
+            .min()
     }
 
     /// Picks up containers and the sandbox an earlier agent left running

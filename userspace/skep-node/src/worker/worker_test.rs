@@ -74,6 +74,7 @@ struct Node {
     rt: Arc<FakeRuntime>,
     net: Arc<PodNetworkManager<FakePodNetworks>>,
     api: Arc<FakeApi>,
+    images: Arc<FakeImages>,
     datapath: Arc<FakeDatapath>,
     parts: Arc<Parts>,
     writer: ViewWriter,
@@ -105,6 +106,7 @@ impl Node {
         ));
         network.open(net);
         let api = Arc::new(FakeApi::default());
+        let images = Arc::new(FakeImages::default());
         let mut writer = ViewWriter::new("n1");
         writer.begin_snapshot();
         writer.synced(1);
@@ -120,7 +122,7 @@ impl Node {
             },
             runtime: Arc::clone(&rt),
             network: Arc::clone(&network),
-            images: Arc::new(FakeImages::default()),
+            images: Arc::clone(&images) as Arc<dyn ImageSource>,
             status: StatusManager::new(),
             api: Arc::clone(&api) as Arc<dyn NodeApi>,
             events: EventRecorder::new(Arc::clone(&api) as Arc<dyn NodeApi>, "n1"),
@@ -150,6 +152,7 @@ impl Node {
             rt,
             net: network,
             api,
+            images,
             datapath,
             parts,
             writer,
@@ -527,5 +530,30 @@ async fn a_status_echo_does_not_wake_the_worker_a_spec_change_does() -> anyhow::
     assert_eq!(n.parts.status.handed(), passes + 1);
     assert_eq!(crate::lock(&n.api.writes).len(), before);
     assert_eq!(n.creates(), ["u1-app-0"]);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_pull_shows_err_image_pull_then_image_pull_back_off() -> anyhow::Result<()> {
+    let mut n = Node::new(FakeRuntime::new(), networks()?)?;
+    n.images.make_missing("nope");
+    n.put(&Node::pod(
+        &json!({"containers": [{"name": "app", "image": "nope"}]}),
+    ));
+    let reason = |n: &Node| n.container().and_then(|c| c.state?.waiting?.reason);
+    n.wait("ErrImagePull", Duration::from_secs(5), |n| {
+        reason(n).as_deref() == Some("ErrImagePull")
+    })
+    .await;
+    n.wait("ImagePullBackOff", Duration::from_secs(5), |n| {
+        reason(n).as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
+    // Pulls are retried with back-off (10 s, 20 s …), not on every pass.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let pulls = n.images.pulls().len();
+    assert!((2..=3).contains(&pulls), "{pulls} pulls in 25 s");
+    assert!(n.creates().is_empty());
+    assert!(n.events().iter().any(|e| e == "Failed"));
     Ok(())
 }
