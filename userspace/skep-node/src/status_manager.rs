@@ -150,3 +150,86 @@ fn newer(a: &str, b: Option<&str>) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+    use serde_json::json;
+    use skep_proto::v1::WriteRequest;
+
+    use super::*;
+    use crate::view::ViewWriter;
+
+    /// Stores status writes with resourceVersion 100, 101, …
+    #[derive(Default)]
+    struct Api(Mutex<Vec<Pod>>);
+
+    impl NodeApi for Api {
+        fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+            let mut writes = crate::lock(&self.0);
+            let mut pod: Pod = serde_json::from_slice(&request.object).unwrap_or_default();
+            let stored_rv = 100 + writes.len();
+            writes.push(pod.clone());
+            pod.metadata.resource_version = Some(stored_rv.to_string());
+            Box::pin(std::future::ready(Ok(
+                serde_json::to_vec(&pod).unwrap_or_default()
+            )))
+        }
+    }
+
+    fn phase(p: &str) -> PodStatus {
+        PodStatus {
+            phase: Some(p.into()),
+            ..PodStatus::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_the_newest_status_once_on_the_newest_resource_version() {
+        let mut writer = ViewWriter::new("n1");
+        writer.begin_snapshot();
+        writer.synced(1);
+        let pod = json!({"metadata": {"name": "p", "namespace": "a", "uid": "u1",
+            "resourceVersion": "7"}, "spec": {"nodeName": "n1", "containers": []}});
+        writer.apply(
+            7,
+            "Pod",
+            false,
+            &serde_json::to_vec(&pod).unwrap_or_default(),
+        );
+        let (api, view, status) = (Api::default(), writer.reader(), StatusManager::new());
+
+        // Rapid updates coalesce: only the newest is written.
+        status.set("u1", phase("Pending"));
+        status.set("u1", phase("Running"));
+        assert!(status.flush(&api, &view).await);
+        assert_eq!(crate::lock(&api.0).len(), 1);
+        let first = crate::lock(&api.0)[0].clone();
+        assert_eq!(
+            first.status.and_then(|s| s.phase).as_deref(),
+            Some("Running")
+        );
+        assert_eq!(first.metadata.resource_version.as_deref(), Some("7"));
+
+        // The same again is not written.
+        status.set("u1", phase("Running"));
+        assert!(status.flush(&api, &view).await);
+        assert_eq!(crate::lock(&api.0).len(), 1);
+
+        // Before the echo reaches the view, the next write carries the
+        // resourceVersion the last one got.
+        status.set("u1", phase("Succeeded"));
+        assert!(status.flush(&api, &view).await);
+        let second = crate::lock(&api.0)[1].clone();
+        assert_eq!(second.metadata.resource_version.as_deref(), Some("100"));
+        assert_eq!(status.handed(), 4);
+
+        // A pod gone from the node is not written.
+        status.forget("u1");
+        status.set("u9", phase("Running"));
+        assert!(status.flush(&api, &view).await);
+        assert_eq!(crate::lock(&api.0).len(), 2);
+    }
+}
