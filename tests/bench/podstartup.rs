@@ -524,11 +524,9 @@ resident memory with {PODS} pods running (VmRSS)"
             return;
         };
         println!(
-            "  {:<34} {:>10}   (anon {}, Pss {}; aim < 2 MB)",
+            "  {:<34} {:>10}   (anon {anon} KiB, Pss {pss} KiB; aim < 2 MB)",
             "one skep-shim (median)",
-            mib(rss),
-            mib(anon),
-            mib(pss)
+            format!("{rss} KiB"),
         );
         println!(
             "  {:<34} {:>10}   (Pss summed)",
