@@ -18,7 +18,7 @@ const LOOPS: [&str; 4] = ["services", "policy", "dns", "routes"];
 
 fn manifests(n1: &str) -> String {
     format!(
-        r#"apiVersion: v1
+        r"apiVersion: v1
 kind: Namespace
 metadata: {{name: {NS}}}
 ---
@@ -34,7 +34,7 @@ spec:
     imagePullPolicy: Never
     command: [sh, -c, 'while [ ! -e /tmp/stop ]; do sleep 0.2; done; rm -f /tmp/stop; exit 3']
     ports: [{{name: http, containerPort: 80}}]
-"#
+"
     )
 }
 
