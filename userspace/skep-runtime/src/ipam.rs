@@ -130,6 +130,7 @@ impl Ipam {
     /// Returns the address of pod `uid`, allocating one if it has none.
     #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
     pub fn allocate(&self, uid: &str) -> Result<Ipv4Addr, IpamError> {
+        let began = std::time::Instant::now();
         let _guard = self
             .lock
             .lock()
@@ -158,6 +159,7 @@ impl Ipam {
                         })?;
                     self.write_last_reserved(ip)?;
                     tracing::debug!(%ip, "allocated pod address");
+                    crate::timing::phase("ipam", began);
                     return Ok(ip);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

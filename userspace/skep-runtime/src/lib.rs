@@ -53,6 +53,8 @@ pub mod runtime;
 pub mod sandbox;
 pub mod shim;
 #[cfg(feature = "agent")]
+pub mod timing;
+#[cfg(feature = "agent")]
 mod traits;
 
 #[cfg(feature = "agent")]

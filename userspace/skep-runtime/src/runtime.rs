@@ -11,7 +11,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
@@ -23,6 +23,7 @@ use tokio::process::Command;
 
 use crate::quantity;
 use crate::shim::{self, ExitRecord, ShimArgs};
+use crate::timing;
 
 /// CFS period used for CPU limits (the kubelet's default, 100ms).
 const CFS_PERIOD_US: u64 = 100_000;
@@ -496,6 +497,7 @@ impl Runtime {
     /// The container's process waits until [`Runtime::start`].
     #[tracing::instrument(skip_all, fields(pod_uid = %spec.pod_uid, container = %spec.name))]
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let began = Instant::now();
         let id = spec.id();
         let dir = self.container_dir(&id);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
@@ -532,6 +534,8 @@ impl Runtime {
             exit_file: dir.join("exit.json"),
             pid_file: dir.join("pid"),
         };
+        timing::phase("oci_spec", began);
+        let shim_began = Instant::now();
         let out = Command::new(&self.cfg.shim)
             .args(args.to_args())
             .stdin(Stdio::null())
@@ -549,12 +553,16 @@ impl Runtime {
                 ),
             });
         }
-        let pid = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .strip_prefix("ok ")
-            .and_then(|p| p.parse::<u32>().ok());
+        let shim_us = shim_began.elapsed().as_micros();
+        let (pid, runc_us) = shim::parse_ready(&String::from_utf8_lossy(&out.stdout));
+        if let Some(runc_us) = runc_us {
+            timing::phase_us("runc_create", runc_us);
+            timing::phase_us("shim", shim_us.saturating_sub(runc_us));
+        }
         if let Some(pid) = pid {
+            let joined = Instant::now();
             self.join_unified(&spec.pod_uid, &spec.name, pid)?;
+            timing::phase("cgroup_v2_join", joined);
         }
         tracing::info!(%id, ?pid, "container created");
         Ok(id)
@@ -607,14 +615,19 @@ impl Runtime {
     /// Starts a created container.
     #[tracing::instrument(skip_all, fields(container = %id))]
     pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let began = Instant::now();
         self.runc("start", id, &["start", id]).await?;
+        timing::phase("runc_start", began);
+        let began = Instant::now();
         let path = self.container_dir(id).join("started");
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
         crate::files::write_atomic(&path, now.to_string().as_bytes())
-            .map_err(io_err("write", &path))
+            .map_err(io_err("write", &path))?;
+        timing::phase("start_record", began);
+        Ok(())
     }
 
     fn meta(&self, id: &str) -> Result<ContainerMeta, RuntimeError> {

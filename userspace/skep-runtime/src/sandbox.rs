@@ -17,6 +17,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
@@ -24,6 +25,7 @@ use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::netns::{self, NetnsError};
+use crate::timing;
 
 /// The link-local gateway every pod routes through.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -218,9 +220,12 @@ impl SandboxManager {
     /// is removed again.
     #[tracing::instrument(skip_all, fields(pod_uid = %uid, %ip))]
     pub async fn create(&self, uid: &str, ip: Ipv4Addr) -> Result<PodNetwork, SandboxError> {
+        let began = Instant::now();
         self.teardown(uid).await?;
+        timing::phase("sandbox_clear", began);
         match self.build(uid, ip).await {
             Ok(net) => {
+                timing::phase("sandbox", began);
                 tracing::info!(host_veth = %net.host_veth, "pod sandbox ready");
                 Ok(net)
             }
@@ -238,10 +243,13 @@ impl SandboxManager {
         let netns_path = self.netns_path(uid);
         let host = host_veth_name(uid);
         let peer = peer_veth_name(uid);
+        let began = Instant::now();
         netns::create(&netns_path, &self.cfg.proc_root).map_err(|source| SandboxError::Netns {
             uid: uid.to_owned(),
             source,
         })?;
+        timing::phase("netns", began);
+        let began = Instant::now();
 
         // Node side: veth pair, move the peer, proxy_arp, host route.
         let (host_ifindex, host_mac) = {
@@ -258,6 +266,8 @@ impl SandboxManager {
             .await?
         };
 
+        timing::phase("veth_node_side", began);
+        let began = Instant::now();
         // Pod side: lo, eth0, address, gateway neighbour, default route.
         let (uid2, peer) = (uid.to_owned(), peer.clone());
         let run = netns::run_in(Some(netns_path.clone()), move || {
@@ -265,6 +275,7 @@ impl SandboxManager {
         })
         .await;
         let pod_mac = flatten(uid, run)?;
+        timing::phase("veth_pod_side", began);
 
         Ok(PodNetwork {
             netns_path,
@@ -556,6 +567,7 @@ pub fn write_pod_files(
     ip: Ipv4Addr,
     dns: &DnsConfig,
 ) -> Result<PodFiles, SandboxError> {
+    let began = Instant::now();
     let io_err = |op, path: &Path| {
         let path = path.to_owned();
         move |source| SandboxError::Io { op, path, source }
@@ -583,6 +595,7 @@ pub fn write_pod_files(
     let hostname_file = dir.join("hostname");
     crate::files::write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())
         .map_err(io_err("write", &hostname_file))?;
+    timing::phase("pod_files", began);
     Ok(PodFiles { hosts, resolv_conf })
 }
 

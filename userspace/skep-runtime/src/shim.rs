@@ -241,6 +241,7 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
     let children = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("failed to create signalfd: {e}"))?;
     let runc_log = args.bundle.join("runc.log");
+    let runc_began = Instant::now();
     let status = Command::new(&args.runc)
         .arg("--root")
         .arg(&args.runc_root)
@@ -272,7 +273,9 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .ok_or_else(|| format!("failed to read pid file {}", args.pid_file.display()))?;
-    let _ = ready.write_all(format!("ok {pid}\n").as_bytes());
+    // The pid, and how long runc took (µs), for the agent's start-up timing.
+    let runc_us = runc_began.elapsed().as_micros();
+    let _ = ready.write_all(format!("ok {pid} {runc_us}\n").as_bytes());
 
     let mut streams = [
         Stream::new(File::from(out_r), "stdout"),
@@ -464,6 +467,19 @@ fn write_record(log: &mut File, record: &mut Vec<u8>, stream: &str, line: &[u8],
     let _ = log.write_all(record);
 }
 
+/// Parses the shim's readiness line, `ok <pid> [<runc µs>]`: the
+/// container init's pid and how long runc took, when given.
+pub fn parse_ready(line: &str) -> (Option<u32>, Option<u128>) {
+    let mut words = line
+        .trim()
+        .strip_prefix("ok ")
+        .unwrap_or("")
+        .split_whitespace();
+    let pid = words.next().and_then(|p| p.parse().ok());
+    let runc_us = words.next().and_then(|p| p.parse().ok());
+    (pid, runc_us)
+}
+
 /// Reads a shim exit file, `None` when it does not exist yet.
 pub fn read_exit(path: &Path) -> io::Result<Option<ExitRecord>> {
     match fs::read(path) {
@@ -493,6 +509,13 @@ mod tests {
         assert_eq!(ShimArgs::parse(&a.to_args()), Ok(a));
         assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
+    }
+
+    #[test]
+    fn ready_line_carries_pid_and_runc_time() {
+        assert_eq!(parse_ready("ok 42 1500\n"), (Some(42), Some(1500)));
+        assert_eq!(parse_ready("ok 42"), (Some(42), None));
+        assert_eq!(parse_ready("runc failed"), (None, None));
     }
 
     #[test]
