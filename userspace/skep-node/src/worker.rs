@@ -766,7 +766,8 @@ impl Worker {
                 .join(format!("{attempt}.log")),
         };
         self.ctr(init, i).next_attempt = attempt + 1;
-        let created = match shared.runtime.create(&cspec).await {
+        // Created and started in one runc process: nothing runs between.
+        let created = match shared.runtime.run(&cspec).await {
             Ok(id) => id,
             Err(err) => {
                 shared
@@ -778,10 +779,8 @@ impl Worker {
                 // as a StartError and restarts with back-off, like the
                 // kubelet's RunContainerError.
                 let id = cspec.id();
-                let recorded = matches!(
-                    shared.runtime.status(&id).await.map(|s| s.state),
-                    Ok(ContainerState::Exited(_))
-                );
+                let state = shared.runtime.status(&id).await.map(|s| s.state);
+                let recorded = matches!(state, Ok(ContainerState::Exited(_)));
                 if recorded {
                     let c = self.ctr(init, i);
                     c.id = Some(id);
@@ -790,6 +789,10 @@ impl Worker {
                     c.exited = None;
                     c.waiting = Some(("RunContainerError".into(), err.to_string()));
                 } else {
+                    // Created but not started: the attempt is kept to remove.
+                    if matches!(state, Ok(ContainerState::Created)) {
+                        self.ctr(init, i).id = Some(id);
+                    }
                     self.fail(init, i, "CreateContainerError", err.to_string());
                 }
                 return;
@@ -801,15 +804,6 @@ impl Worker {
             "Created",
             format!("Created container {}", spec.name),
         );
-        if let Err(err) = shared.runtime.start(&created).await {
-            shared
-                .events
-                .record(pod, true, "Failed", format!("Error: {err}"));
-            let c = self.ctr(init, i);
-            c.id = Some(created);
-            self.fail(init, i, "CreateContainerError", err.to_string());
-            return;
-        }
         tracing::debug!(container = %spec.name, "container started");
         shared.events.record(
             pod,

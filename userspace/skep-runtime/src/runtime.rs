@@ -497,6 +497,22 @@ impl Runtime {
     /// The container's process waits until [`Runtime::start`].
     #[tracing::instrument(skip_all, fields(pod_uid = %spec.pod_uid, container = %spec.name))]
     pub async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.launch(spec, false).await
+    }
+
+    /// Creates and starts container `spec` in one runc process (`runc run
+    /// --detach` under the shim): [`Runtime::create`] then
+    /// [`Runtime::start`] without a runc start (a Go process) between.
+    #[tracing::instrument(skip_all, fields(pod_uid = %spec.pod_uid, container = %spec.name))]
+    pub async fn run(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let id = self.launch(spec, true).await?;
+        self.record_start(&id)?;
+        Ok(id)
+    }
+
+    /// Writes the bundle and runs the shim, which runs `runc create`, or
+    /// `runc run --detach` when `start`.
+    async fn launch(&self, spec: &ContainerSpec, start: bool) -> Result<String, RuntimeError> {
         let began = Instant::now();
         let id = spec.id();
         let dir = self.container_dir(&id);
@@ -533,6 +549,8 @@ impl Runtime {
             log: spec.log_path.clone(),
             exit_file: dir.join("exit.json"),
             pid_file: dir.join("pid"),
+            start,
+            cgroup_procs: self.unified_leaf(&spec.pod_uid, &spec.name)?,
         };
         timing::phase("oci_spec", began);
         let shim_began = Instant::now();
@@ -544,7 +562,7 @@ impl Runtime {
             .map_err(io_err("run shim", &self.cfg.shim))?;
         if !out.status.success() {
             return Err(RuntimeError::Command {
-                op: "create",
+                op: if start { "run" } else { "create" },
                 id,
                 detail: format!(
                     "{}: {}",
@@ -556,30 +574,30 @@ impl Runtime {
         let shim_us = shim_began.elapsed().as_micros();
         let (pid, runc_us) = shim::parse_ready(&String::from_utf8_lossy(&out.stdout));
         if let Some(runc_us) = runc_us {
-            timing::phase_us("runc_create", runc_us);
+            timing::phase_us(if start { "runc_run" } else { "runc_create" }, runc_us);
             timing::phase_us("shim", shim_us.saturating_sub(runc_us));
         }
-        if let Some(pid) = pid {
-            let joined = Instant::now();
-            self.join_unified(&spec.pod_uid, &spec.name, pid)?;
-            timing::phase("cgroup_v2_join", joined);
+        if start {
+            tracing::info!(%id, ?pid, "container created and started");
+        } else {
+            tracing::info!(%id, ?pid, "container created");
         }
-        tracing::info!(%id, ?pid, "container created");
         Ok(id)
     }
 
-    /// On hybrid v1/v2 hosts runc only uses the v1 hierarchies; put the
-    /// (not yet started) init into the same path in the v2 one too, so the
-    /// datapath's cgroup v2 socket hooks see the container.
-    fn join_unified(&self, pod_uid: &str, name: &str, pid: u32) -> Result<(), RuntimeError> {
+    /// On hybrid v1/v2 hosts runc only uses the v1 hierarchies; the shim
+    /// puts runc, and so the container's init, into the same path in the
+    /// v2 one too (before it runs), so the datapath's cgroup v2 socket
+    /// hooks see the container. Creates that leaf; returns its
+    /// `cgroup.procs`, or `None` without a v2 hierarchy there.
+    fn unified_leaf(&self, pod_uid: &str, name: &str) -> Result<Option<PathBuf>, RuntimeError> {
         let unified = self.cfg.cgroup_root.join("unified");
         if !unified.join("cgroup.procs").exists() {
-            return Ok(());
+            return Ok(None);
         }
         let dir = unified.join(self.pod_cgroup(pod_uid)).join(name);
         fs::create_dir_all(&dir).map_err(io_err("create cgroup", &dir))?;
-        let procs = dir.join("cgroup.procs");
-        fs::write(&procs, pid.to_string()).map_err(io_err("write", &procs))
+        Ok(Some(dir.join("cgroup.procs")))
     }
 
     async fn runc(
@@ -618,6 +636,11 @@ impl Runtime {
         let began = Instant::now();
         self.runc("start", id, &["start", id]).await?;
         timing::phase("runc_start", began);
+        self.record_start(id)
+    }
+
+    /// Records when container `id` started (its `started` file).
+    fn record_start(&self, id: &str) -> Result<(), RuntimeError> {
         let began = Instant::now();
         let path = self.container_dir(id).join("started");
         let now = SystemTime::now()

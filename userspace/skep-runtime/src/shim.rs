@@ -2,9 +2,15 @@
 //!
 //! The agent runs `skep-shim --id … --bundle … …` (the binary in
 //! `userspace/skep-shim`, a `main` over [`run`]); the shim forks, and the
-//! parent exits as soon as `runc create` has finished, printing `ok <pid>`
-//! or an error on stdout. The daemonised child becomes a child subreaper (so
-//! the container's init is reparented to it when `runc create` exits),
+//! parent exits as soon as runc has finished, printing `ok <pid> <runc µs>`
+//! or an error on stdout. runc is `runc create` (the agent runs `runc
+//! start` later) or, with `--start true`, `runc run --detach`: created and
+//! started in one runc process. With `--cgroup-procs`, runc (and so the
+//! container's init, its child) is born in that cgroup v2 leaf: on hybrid
+//! v1/v2 hosts runc only places it in the v1 hierarchies, and the
+//! datapath's socket hooks must see the container's first `connect`.
+//! The daemonised child becomes a child subreaper (so
+//! the container's init is reparented to it when runc exits),
 //! copies the container's stdout/stderr into a CRI-format log file, reaps
 //! the container init, and writes the exit code and finish time atomically
 //! to the exit file. The exit is therefore recorded even when the agent is
@@ -64,13 +70,17 @@ pub struct ShimArgs {
     pub exit_file: PathBuf,
     /// Where runc writes the container init's pid.
     pub pid_file: PathBuf,
+    /// Start the container too (`runc run --detach`), not only create it.
+    pub start: bool,
+    /// A cgroup v2 `cgroup.procs` file runc is put into before it runs.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl ShimArgs {
     /// The arguments as passed on the command line (`--id X --bundle Y …`).
     pub fn to_args(&self) -> Vec<String> {
         let p = |p: &Path| p.to_string_lossy().into_owned();
-        vec![
+        let mut args = vec![
             "--id".into(),
             self.id.clone(),
             "--bundle".into(),
@@ -85,7 +95,13 @@ impl ShimArgs {
             p(&self.exit_file),
             "--pid-file".into(),
             p(&self.pid_file),
-        ]
+            "--start".into(),
+            self.start.to_string(),
+        ];
+        if let Some(procs) = &self.cgroup_procs {
+            args.extend(["--cgroup-procs".into(), p(procs)]);
+        }
+        args
     }
 
     /// Parses what [`ShimArgs::to_args`] produced.
@@ -105,6 +121,12 @@ impl ShimArgs {
                 "--log" => out.log = value.into(),
                 "--exit-file" => out.exit_file = value.into(),
                 "--pid-file" => out.pid_file = value.into(),
+                "--start" => {
+                    out.start = value
+                        .parse()
+                        .map_err(|_| format!("--start takes true or false, not {value:?}"))?;
+                }
+                "--cgroup-procs" => out.cgroup_procs = Some(value.into()),
                 other => return Err(format!("unknown shim argument {other}")),
             }
         }
@@ -219,7 +241,8 @@ fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
     crate::files::write_atomic(path, &data)
 }
 
-/// Runs `runc create`, reports readiness, then copies output and reaps
+/// Runs `runc create` (or `runc run --detach`), reports readiness, then
+/// copies output and reaps
 /// the init in one thread: a `poll` over the two output pipes and a
 /// signalfd for `SIGCHLD` (no thread per stream, no async runtime).
 fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
@@ -241,15 +264,47 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
     let children = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("failed to create signalfd: {e}"))?;
     let runc_log = args.bundle.join("runc.log");
+    let cgroup = match &args.cgroup_procs {
+        Some(path) => Some(
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("failed to open {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let runc_began = Instant::now();
-    let status = Command::new(&args.runc)
-        .arg("--root")
+    let mut runc = Command::new(&args.runc);
+    runc.arg("--root")
         .arg(&args.runc_root)
         .arg("--log")
         .arg(&runc_log)
         .arg("--log-format")
-        .arg("json")
-        .arg("create")
+        .arg("json");
+    if args.start {
+        runc.args(["run", "--detach"]);
+    } else {
+        runc.arg("create");
+    }
+    if let Some(cgroup) = cgroup {
+        let fd = cgroup.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and
+        // makes one write(2) on a descriptor opened above (kept open by
+        // `cgroup`, which the closure owns): async-signal-safe, no
+        // allocation, no lock.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut runc, move || {
+                let _open = &cgroup;
+                // "0": the writing process itself.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let status = runc
         .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
@@ -267,7 +322,8 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
             .ok()
             .and_then(|l| l.lines().last().map(str::to_owned))
             .unwrap_or_default();
-        return Err(format!("runc create failed ({status}): {detail}"));
+        let op = if args.start { "run" } else { "create" };
+        return Err(format!("runc {op} failed ({status}): {detail}"));
     }
     let pid: i32 = fs::read_to_string(&args.pid_file)
         .ok()
@@ -505,8 +561,16 @@ mod tests {
             log: "/l".into(),
             exit_file: "/e".into(),
             pid_file: "/p".into(),
+            start: false,
+            cgroup_procs: None,
         };
-        assert_eq!(ShimArgs::parse(&a.to_args()), Ok(a));
+        assert_eq!(ShimArgs::parse(&a.to_args()), Ok(a.clone()));
+        let b = ShimArgs {
+            start: true,
+            cgroup_procs: Some("/sys/fs/cgroup/unified/x/cgroup.procs".into()),
+            ..a
+        };
+        assert_eq!(ShimArgs::parse(&b.to_args()), Ok(b));
         assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
     }
