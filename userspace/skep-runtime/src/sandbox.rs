@@ -221,8 +221,12 @@ impl SandboxManager {
     #[tracing::instrument(skip_all, fields(pod_uid = %uid, %ip))]
     pub async fn create(&self, uid: &str, ip: Ipv4Addr) -> Result<PodNetwork, SandboxError> {
         let began = Instant::now();
-        self.teardown(uid).await?;
-        timing::phase("sandbox_clear", began);
+        // The namespace is made first and removed last: without its file
+        // there is nothing of an earlier attempt to clear.
+        if self.netns_path(uid).exists() {
+            self.teardown(uid).await?;
+            timing::phase("sandbox_clear", began);
+        }
         match self.build(uid, ip).await {
             Ok(net) => {
                 timing::phase("sandbox", began);
