@@ -346,8 +346,11 @@ impl Cluster {
         })
     }
 
-    /// Deletes every pod and waits until the node has removed them.
-    async fn delete_all(&self) -> anyhow::Result<()> {
+    /// Deletes every pod and waits until the node has removed them: gone
+    /// from the API (at once with a zero grace period) and then from the
+    /// node (containers, veths), so no teardown runs into the next
+    /// measurement.
+    async fn delete_all(&self, agent: &Agent) -> anyhow::Result<()> {
         let list: serde_json::Value = self
             .client
             .get(format!("{}/api/v1/namespaces/{NAMESPACE}/pods", self.base))
@@ -375,7 +378,12 @@ impl Cluster {
                 .await?
                 .json()
                 .await?;
-            if list["items"].as_array().is_none_or(Vec::is_empty) {
+            let containers = agent.data_dir.join("runtime/containers");
+            let node_clear = std::fs::read_dir(&containers)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+                && agent.new_links().is_empty();
+            if list["items"].as_array().is_none_or(Vec::is_empty) && node_clear {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -611,7 +619,7 @@ pub async fn run() -> anyhow::Result<()> {
     let warm: HashMap<String, Instant> = [("warm".to_owned(), Instant::now())].into();
     cluster.create("warm").await?;
     let skep_one = cluster.collect(&warm).await?;
-    cluster.delete_all().await?;
+    cluster.delete_all(&agent).await?;
     println!(
         "warm-up (first start): floor {}, skep {}",
         ms(floor_one),
@@ -620,11 +628,11 @@ pub async fn run() -> anyhow::Result<()> {
 
     let floor_seq = floor.sequential()?;
     let (skep_seq, traced) = cluster.sequential("s").await?;
-    cluster.delete_all().await?;
+    cluster.delete_all(&agent).await?;
     let floor_burst = floor.burst()?;
     let skep_burst = cluster.burst("b").await?;
     let memory = Memory::measure(&agent);
-    cluster.delete_all().await?;
+    cluster.delete_all(&agent).await?;
 
     print_pair(
         "one pod at a time (create, wait Running, next)",

@@ -226,7 +226,18 @@ impl Agent {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
         for link in self.new_links() {
-            let _ = Command::new("ip").args(["link", "del", &link]).status();
+            // A veth goes with its namespace too (the kernel destroys a
+            // released namespace in the background): gone is fine.
+            let out = Command::new("ip").args(["link", "del", &link]).output();
+            if let Ok(out) = out
+                && !out.status.success()
+                && pod_links().contains(&link)
+            {
+                eprintln!(
+                    "failed to remove pod veth {link}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
         }
         for cg in pod_cgroups(&self.node) {
             remove_cgroup(&cg);
