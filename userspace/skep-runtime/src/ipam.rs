@@ -260,7 +260,8 @@ impl Ipam {
     }
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
-        crate::files::write_atomic(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes())
+        // A hint only (where round-robin goes on): not synced.
+        crate::files::write_replace(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes())
             .map_err(|source| IpamError::Io {
                 op: "write",
                 path: self.dir.join(LAST_RESERVED),

@@ -647,7 +647,8 @@ impl Runtime {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        crate::files::write_atomic(&path, now.to_string().as_bytes())
+        // Not synced: after a host crash the container is gone anyway.
+        crate::files::write_replace(&path, now.to_string().as_bytes())
             .map_err(io_err("write", &path))?;
         timing::phase("start_record", began);
         Ok(())

@@ -564,7 +564,9 @@ pub struct PodFiles {
     pub resolv_conf: PathBuf,
 }
 
-/// Writes `hosts`, `resolv.conf` and `hostname` for a pod into `dir`.
+/// Writes `hosts`, `resolv.conf` and `hostname` for a pod into `dir`
+/// (replaced atomically, not synced: they are written again with every
+/// sandbox).
 pub fn write_pod_files(
     dir: &Path,
     hostname: &str,
@@ -581,7 +583,7 @@ pub fn write_pod_files(
     let contents = format!(
         "# Kubernetes-managed hosts file (skep).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
     );
-    crate::files::write_atomic(&hosts, contents.as_bytes()).map_err(io_err("write", &hosts))?;
+    crate::files::write_replace(&hosts, contents.as_bytes()).map_err(io_err("write", &hosts))?;
     let resolv_conf = dir.join("resolv.conf");
     let mut contents = String::new();
     for ns in &dns.nameservers {
@@ -593,11 +595,11 @@ pub fn write_pod_files(
     if !dns.options.is_empty() {
         let _ = writeln!(contents, "options {}", dns.options.join(" "));
     }
-    crate::files::write_atomic(&resolv_conf, contents.as_bytes())
+    crate::files::write_replace(&resolv_conf, contents.as_bytes())
         .map_err(io_err("write", &resolv_conf))?;
     // /etc/hostname, as the kubelet mounts it.
     let hostname_file = dir.join("hostname");
-    crate::files::write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())
+    crate::files::write_replace(&hostname_file, format!("{hostname}\n").as_bytes())
         .map_err(io_err("write", &hostname_file))?;
     timing::phase("pod_files", began);
     Ok(PodFiles { hosts, resolv_conf })
