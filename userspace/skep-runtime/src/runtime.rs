@@ -515,6 +515,53 @@ impl Runtime {
     async fn launch(&self, spec: &ContainerSpec, start: bool) -> Result<String, RuntimeError> {
         let began = Instant::now();
         let id = spec.id();
+        // Blocking file work (and an fsync) off the async workers: under a
+        // burst of pods they are what every other pod waits on.
+        let (this, owned) = (self.clone(), spec.clone());
+        let args = tokio::task::spawn_blocking(move || this.write_bundle(&owned, start))
+            .await
+            .map_err(|e| RuntimeError::Io {
+                op: "write bundle of",
+                path: self.container_dir(&id),
+                source: io::Error::other(e),
+            })??;
+        timing::phase("oci_spec", began);
+        let shim_began = Instant::now();
+        let out = Command::new(&self.cfg.shim)
+            .args(args.to_args())
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(io_err("run shim", &self.cfg.shim))?;
+        if !out.status.success() {
+            return Err(RuntimeError::Command {
+                op: if start { "run" } else { "create" },
+                id,
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        let shim_us = shim_began.elapsed().as_micros();
+        let (pid, runc_us) = shim::parse_ready(&String::from_utf8_lossy(&out.stdout));
+        if let Some(runc_us) = runc_us {
+            timing::phase_us(if start { "runc_run" } else { "runc_create" }, runc_us);
+            timing::phase_us("shim", shim_us.saturating_sub(runc_us));
+        }
+        if start {
+            tracing::info!(%id, ?pid, "container created and started");
+        } else {
+            tracing::info!(%id, ?pid, "container created");
+        }
+        Ok(id)
+    }
+
+    /// Writes container `spec`'s bundle (`config.json`), its `meta.json`,
+    /// its log directory and cgroup v2 leaf; returns the shim's arguments.
+    fn write_bundle(&self, spec: &ContainerSpec, start: bool) -> Result<ShimArgs, RuntimeError> {
+        let id = spec.id();
         let dir = self.container_dir(&id);
         fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
         let oci = self.oci_spec(spec)?;
@@ -552,37 +599,7 @@ impl Runtime {
             start,
             cgroup_procs: self.unified_leaf(&spec.pod_uid, &spec.name)?,
         };
-        timing::phase("oci_spec", began);
-        let shim_began = Instant::now();
-        let out = Command::new(&self.cfg.shim)
-            .args(args.to_args())
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(io_err("run shim", &self.cfg.shim))?;
-        if !out.status.success() {
-            return Err(RuntimeError::Command {
-                op: if start { "run" } else { "create" },
-                id,
-                detail: format!(
-                    "{}: {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
-        let shim_us = shim_began.elapsed().as_micros();
-        let (pid, runc_us) = shim::parse_ready(&String::from_utf8_lossy(&out.stdout));
-        if let Some(runc_us) = runc_us {
-            timing::phase_us(if start { "runc_run" } else { "runc_create" }, runc_us);
-            timing::phase_us("shim", shim_us.saturating_sub(runc_us));
-        }
-        if start {
-            tracing::info!(%id, ?pid, "container created and started");
-        } else {
-            tracing::info!(%id, ?pid, "container created");
-        }
-        Ok(id)
+        Ok(args)
     }
 
     /// On hybrid v1/v2 hosts runc only uses the v1 hierarchies; the shim
