@@ -263,72 +263,8 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         .map_err(|e| format!("failed to block SIGCHLD: {e}"))?;
     let children = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("failed to create signalfd: {e}"))?;
-    let runc_log = args.bundle.join("runc.log");
-    let cgroup = match &args.cgroup_procs {
-        Some(path) => Some(
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| format!("failed to open {}: {e}", path.display()))?,
-        ),
-        None => None,
-    };
     let runc_began = Instant::now();
-    let mut runc = Command::new(&args.runc);
-    runc.arg("--root")
-        .arg(&args.runc_root)
-        .arg("--log")
-        .arg(&runc_log)
-        .arg("--log-format")
-        .arg("json");
-    if args.start {
-        runc.args(["run", "--detach"]);
-    } else {
-        runc.arg("create");
-    }
-    if let Some(cgroup) = cgroup {
-        let fd = cgroup.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and
-        // makes one write(2) on a descriptor opened above (kept open by
-        // `cgroup`, which the closure owns): async-signal-safe, no
-        // allocation, no lock.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut runc, move || {
-                let _open = &cgroup;
-                // "0": the writing process itself.
-                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            });
-        }
-    }
-    let status = runc
-        .arg("--bundle")
-        .arg(&args.bundle)
-        .arg("--pid-file")
-        .arg(&args.pid_file)
-        .arg(&args.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .status()
-        .map_err(|e| format!("failed to run {}: {e}", args.runc.display()))?;
-    // The Command (and its copies of the write ends) is gone; only the
-    // container holds them now, so EOF means the container is gone.
-    if !status.success() {
-        let detail = fs::read_to_string(&runc_log)
-            .ok()
-            .and_then(|l| l.lines().last().map(str::to_owned))
-            .unwrap_or_default();
-        let op = if args.start { "run" } else { "create" };
-        return Err(format!("runc {op} failed ({status}): {detail}"));
-    }
-    let pid: i32 = fs::read_to_string(&args.pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| format!("failed to read pid file {}", args.pid_file.display()))?;
+    let pid = run_runc(args, out_w, err_w)?;
     // The pid, and how long runc took (µs), for the agent's start-up timing.
     let runc_us = runc_began.elapsed().as_micros();
     let _ = ready.write_all(format!("ok {pid} {runc_us}\n").as_bytes());
@@ -381,6 +317,77 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         finished_at,
         error: None,
     })
+}
+
+/// Runs `runc create` (or `runc run --detach`) with the container's
+/// output going to `out_w` and `err_w`, in `--cgroup-procs`' cgroup if
+/// given; returns the container init's pid.
+fn run_runc(args: &ShimArgs, out_w: OwnedFd, err_w: OwnedFd) -> Result<i32, String> {
+    let runc_log = args.bundle.join("runc.log");
+    let cgroup = match &args.cgroup_procs {
+        Some(path) => Some(
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("failed to open {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut runc = Command::new(&args.runc);
+    runc.arg("--root")
+        .arg(&args.runc_root)
+        .arg("--log")
+        .arg(&runc_log)
+        .arg("--log-format")
+        .arg("json");
+    if args.start {
+        runc.args(["run", "--detach"]);
+    } else {
+        runc.arg("create");
+    }
+    if let Some(cgroup) = cgroup {
+        let fd = cgroup.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and
+        // makes one write(2) on a descriptor opened above (kept open by
+        // `cgroup`, which the closure owns): async-signal-safe, no
+        // allocation, no lock.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut runc, move || {
+                let _open = &cgroup;
+                // "0": the writing process itself.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let status = runc
+        .arg("--bundle")
+        .arg(&args.bundle)
+        .arg("--pid-file")
+        .arg(&args.pid_file)
+        .arg(&args.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .status()
+        .map_err(|e| format!("failed to run {}: {e}", args.runc.display()))?;
+    // The Command (and its copies of the write ends) is gone; only the
+    // container holds them now, so EOF means the container is gone.
+    if !status.success() {
+        let detail = fs::read_to_string(&runc_log)
+            .ok()
+            .and_then(|l| l.lines().last().map(str::to_owned))
+            .unwrap_or_default();
+        let op = if args.start { "run" } else { "create" };
+        return Err(format!("runc {op} failed ({status}): {detail}"));
+    }
+    fs::read_to_string(&args.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("failed to read pid file {}", args.pid_file.display()))
 }
 
 /// Waits up to `timeout` for a child to change state or an open stream to
