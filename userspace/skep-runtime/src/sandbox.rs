@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -130,7 +130,11 @@ pub fn host_veth_name(uid: &str) -> String {
     format!("skep{}", short_hash(uid))
 }
 
-/// The temporary name of the pod end before it is moved and renamed `eth0`.
+/// The pod end's name inside the pod namespace.
+const POD_IFNAME: &str = "eth0";
+
+/// The temporary name earlier agents gave the pod end before they moved it
+/// into the pod namespace and renamed it `eth0` (cleared with leftovers).
 fn peer_veth_name(uid: &str) -> String {
     format!("skpp{}", short_hash(uid))
 }
@@ -246,7 +250,6 @@ impl SandboxManager {
     async fn build(&self, uid: &str, ip: Ipv4Addr) -> Result<PodNetwork, SandboxError> {
         let netns_path = self.netns_path(uid);
         let host = host_veth_name(uid);
-        let peer = peer_veth_name(uid);
         let began = Instant::now();
         netns::create(&netns_path, &self.cfg.proc_root).map_err(|source| SandboxError::Netns {
             uid: uid.to_owned(),
@@ -255,27 +258,21 @@ impl SandboxManager {
         timing::phase("netns", began);
         let began = Instant::now();
 
-        // Node side: veth pair, move the peer, proxy_arp, host route.
+        // Node side: veth pair (the pod end made in the pod namespace),
+        // proxy_arp, host route.
         let (host_ifindex, host_mac) = {
-            let (uid, host, peer, proc_root) = (
-                uid.to_owned(),
-                host.clone(),
-                peer.clone(),
-                self.cfg.proc_root.clone(),
-            );
+            let (uid, host, proc_root) = (uid.to_owned(), host.clone(), self.cfg.proc_root.clone());
             let ns = netns_path.clone();
-            self.in_node(uid.clone(), move || {
-                node_side(uid, host, peer, ns, proc_root, ip)
-            })
-            .await?
+            self.in_node(uid.clone(), move || node_side(uid, host, ns, proc_root, ip))
+                .await?
         };
 
         timing::phase("veth_node_side", began);
         let began = Instant::now();
-        // Pod side: lo, eth0, address, gateway neighbour, default route.
-        let (uid2, peer) = (uid.to_owned(), peer.clone());
+        // Pod side: lo, eth0's address, gateway neighbour, default route.
+        let uid2 = uid.to_owned();
         let run = netns::run_in(Some(netns_path.clone()), move || {
-            pod_side(uid2, peer, ip, host_mac.to_vec())
+            pod_side(uid2, ip, host_mac.to_vec())
         })
         .await;
         let pod_mac = flatten(uid, run)?;
@@ -373,50 +370,43 @@ impl SandboxManager {
     }
 }
 
-/// Node-side half of a sandbox, run in the node namespace: veth pair, peer
-/// moved into the pod namespace, `proxy_arp`, host route. Returns the host
-/// end's index and MAC address.
+/// Node-side half of a sandbox, run in the node namespace: the veth pair,
+/// both ends up, its pod end made as `eth0` right in the pod namespace (one
+/// request: no move, which waits for an RCU grace period, and no rename),
+/// `proxy_arp`, host route. Returns the host end's index and MAC address.
 async fn node_side(
     uid: String,
     host: String,
-    peer: String,
     ns: PathBuf,
     proc_root: PathBuf,
     ip: Ipv4Addr,
 ) -> Result<(u32, [u8; 6]), SandboxError> {
     let handle = connect(&uid)?;
     enable_forwarding(&proc_root)?;
-    handle
-        .link()
-        .add(LinkVeth::new(&host, &peer).build())
-        .execute()
-        .await
-        .map_err(netlink_err("create veth pair", &uid))?;
     let ns_file = fs::File::open(&ns).map_err(|source| SandboxError::Io {
         op: "open namespace file",
         path: ns.clone(),
         source,
     })?;
+    let pod_end = LinkUnspec::new_with_name(POD_IFNAME)
+        .setns_by_fd(ns_file.as_raw_fd())
+        .up()
+        .build();
     handle
         .link()
-        .set(
-            LinkUnspec::new_with_name(&peer)
-                .setns_by_fd(ns_file.as_raw_fd())
+        .add(
+            LinkVeth::new(&host, POD_IFNAME)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(pod_end)))
+                .up()
                 .build(),
         )
         .execute()
         .await
-        .map_err(netlink_err("move veth into pod namespace", &uid))?;
+        .map_err(netlink_err("create veth pair", &uid))?;
     write_sysctl(
         &proc_root.join(format!("sys/net/ipv4/conf/{host}/proxy_arp")),
         "1",
     )?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_name(&host).up().build())
-        .execute()
-        .await
-        .map_err(netlink_err("bring host veth up", &uid))?;
     let link = link_by_name(&handle, &host)
         .await
         .map_err(netlink_err("look up host veth", &uid))?
@@ -444,15 +434,10 @@ async fn node_side(
     Ok((link.header.index, mac))
 }
 
-/// Pod-side half of a sandbox, run in the pod namespace: lo up, peer renamed
-/// `eth0` with the pod IP, gateway neighbour, default route. Returns
-/// `eth0`'s MAC address.
-async fn pod_side(
-    uid: String,
-    peer: String,
-    ip: Ipv4Addr,
-    host_mac: Vec<u8>,
-) -> Result<[u8; 6], SandboxError> {
+/// Pod-side half of a sandbox, run in the pod namespace: lo up, the pod IP
+/// on `eth0`, gateway neighbour, default route. Returns `eth0`'s MAC
+/// address.
+async fn pod_side(uid: String, ip: Ipv4Addr, host_mac: Vec<u8>) -> Result<[u8; 6], SandboxError> {
     let handle = connect(&uid)?;
     handle
         .link()
@@ -460,36 +445,20 @@ async fn pod_side(
         .execute()
         .await
         .map_err(netlink_err("bring lo up", &uid))?;
-    let link = link_by_name(&handle, &peer)
+    let link = link_by_name(&handle, POD_IFNAME)
         .await
         .map_err(netlink_err("look up pod veth", &uid))?
         .ok_or_else(|| SandboxError::MissingLink {
-            name: peer.clone(),
+            name: POD_IFNAME.to_owned(),
             uid: uid.clone(),
         })?;
     let index = link.header.index;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .name("eth0".to_owned())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink_err("rename pod veth to eth0", &uid))?;
     handle
         .address()
         .add(index, IpAddr::V4(ip), 32)
         .execute()
         .await
         .map_err(netlink_err("add pod address", &uid))?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(netlink_err("bring eth0 up", &uid))?;
     handle
         .neighbours()
         .add(index, IpAddr::V4(POD_GATEWAY))
@@ -511,7 +480,7 @@ async fn pod_side(
         .await
         .map_err(netlink_err("add default route", &uid))?;
     link_mac(&link).ok_or_else(|| SandboxError::MissingLink {
-        name: format!("{peer} (mac)"),
+        name: format!("{POD_IFNAME} (mac)"),
         uid,
     })
 }
