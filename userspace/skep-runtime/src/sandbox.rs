@@ -371,7 +371,7 @@ impl SandboxManager {
 }
 
 /// Node-side half of a sandbox, run in the node namespace: the veth pair,
-/// both ends up, its pod end made as `eth0` right in the pod namespace (one
+/// host end up, its pod end made as `eth0` right in the pod namespace (one
 /// request: no move, which waits for an RCU grace period, and no rename),
 /// `proxy_arp`, host route. Returns the host end's index and MAC address.
 async fn node_side(
@@ -388,9 +388,10 @@ async fn node_side(
         path: ns.clone(),
         source,
     })?;
+    // Not `up` here: a veth end cannot open before its peer is linked
+    // (ENOTCONN); the pod side brings it up.
     let pod_end = LinkUnspec::new_with_name(POD_IFNAME)
         .setns_by_fd(ns_file.as_raw_fd())
-        .up()
         .build();
     handle
         .link()
@@ -435,7 +436,7 @@ async fn node_side(
 }
 
 /// Pod-side half of a sandbox, run in the pod namespace: lo up, the pod IP
-/// on `eth0`, gateway neighbour, default route. Returns `eth0`'s MAC
+/// on `eth0`, `eth0` up, gateway neighbour, default route. Returns `eth0`'s MAC
 /// address.
 async fn pod_side(uid: String, ip: Ipv4Addr, host_mac: Vec<u8>) -> Result<[u8; 6], SandboxError> {
     let handle = connect(&uid)?;
@@ -459,6 +460,12 @@ async fn pod_side(uid: String, ip: Ipv4Addr, host_mac: Vec<u8>) -> Result<[u8; 6
         .execute()
         .await
         .map_err(netlink_err("add pod address", &uid))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(netlink_err("bring eth0 up", &uid))?;
     handle
         .neighbours()
         .add(index, IpAddr::V4(POD_GATEWAY))
