@@ -380,8 +380,7 @@ impl Cluster {
                 .await?;
             let containers = agent.data_dir.join("runtime/containers");
             let node_clear = std::fs::read_dir(&containers)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(true)
+                .map_or(true, |mut d| d.next().is_none())
                 && agent.new_links().is_empty();
             if list["items"].as_array().is_none_or(Vec::is_empty) && node_clear {
                 return Ok(());
@@ -498,8 +497,7 @@ fn print_breakdown(log: &Path, traced: &[Traced], floor: &Sample) {
             // The first of each (status: the last write before Running was seen).
             let ev = if *phase == "status_write" {
                 evs.iter()
-                    .filter(|(p, _, end)| p == phase && *end <= t.seen_us)
-                    .next_back()
+                    .rfind(|(p, _, end)| p == phase && *end <= t.seen_us)
             } else {
                 evs.iter().find(|(p, _, _)| p == phase)
             };

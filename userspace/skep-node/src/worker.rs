@@ -773,7 +773,7 @@ impl Worker {
                 shared
                     .events
                     .record(pod, true, "Failed", format!("Error: {err}"));
-                // `runc create` ran and the process could not be started
+                // `runc run` ran and the process could not be started
                 // (say, its command is not in the image): the shim recorded
                 // that as the attempt's exit, which the next refresh reports
                 // as a StartError and restarts with back-off, like the
