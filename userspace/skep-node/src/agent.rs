@@ -11,7 +11,9 @@
 //! | [`crate::policy`] | the policy maps | Namespaces, NetworkPolicies, pods' policy facts | [`Concern::Policy`] |
 //! | [`crate::routes`] | the routes to other nodes | Nodes' routing facts | [`Concern::Nodes`], 30 s |
 //! | [`crate::metrics`] | `/metrics` | pinned counters, local pods, [`SyncRuns`] | scrapes |
-//! | [`crate::worker`] (one per pod) | the pod's sandbox and containers | its pod ([`PodHub`]) | its pod's spec or deletion, 500 ms |
+//! | [`crate::pleg`] | the last relist | the runtime's containers | 1 s |
+//! | [`crate::status_manager`] | pods' last written status | pods' newest copies | workers' statuses |
+//! | [`crate::worker`] (one per pod) | the pod's network and containers | its pod ([`PodParts`]) | its pod's spec or deletion, the PLEG, its probe and back-off timers |
 //!
 //! On start the agent adopts what already runs and removes pods that are
 //! no longer bound to this node. It talks to the control plane only
@@ -20,15 +22,16 @@
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use skep_proto::v1::node_sync_client::NodeSyncClient;
-use skep_runtime::cleanup::{self, NodeParts};
+use skep_runtime::cleanup;
 use skep_runtime::ipam::Ipam;
 use skep_runtime::runtime::{Runtime, RuntimeConfig};
 use skep_runtime::sandbox::{SandboxConfig, SandboxManager};
+use skep_runtime::{HostPodNetworks, PodNetworks as _};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -36,9 +39,12 @@ use tonic::transport::Channel;
 use crate::api::{EventRecorder, NodeApi};
 use crate::endpoints::Endpoints;
 use crate::metrics::SyncRuns;
-#[cfg(doc)]
-use crate::view::Concern;
-use crate::view::{ViewReader, ViewWriter};
+use crate::pleg::Pleg;
+use crate::pod_network::PodNetworkManager;
+use crate::server::ServerParts;
+use crate::status_manager::StatusManager;
+use crate::view::{Concern, ViewReader, ViewWriter};
+use crate::worker::{PodCgroups, PodParts, WorkerConfig};
 
 /// Errors that stop the agent.
 #[derive(Debug, thiserror::Error)]
@@ -178,118 +184,48 @@ pub const DEFAULT_SERVICE_CIDR: crate::routes::Cidr = crate::routes::Cidr {
 /// The cluster DNS address kubeadm clusters use, `10.96.0.10`.
 pub const DEFAULT_CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
-/// What the pod workers and the node server (logs, exec) still share: the
-/// runtime parts, the view, the API and the event recorder. The sync
-/// loops do not see it; the pod worker rewrite splits it further.
-pub struct PodHub {
-    /// The configuration.
-    pub cfg: AgentConfig,
-    /// Writes to the control plane.
-    pub api: Arc<dyn NodeApi>,
-    /// Records Events about pods.
-    pub events: EventRecorder,
-    /// The node's view.
-    pub view: ViewReader,
-    /// The containers.
-    pub runtime: Runtime,
-    /// Pod network sandboxes.
-    pub sandboxes: SandboxManager,
-    /// Pod IPs; opened once the node has its pod CIDR.
-    pub ipam: OnceLock<Ipam>,
-    /// Images.
-    pub images: skep_image::Store,
-    /// The node's address.
-    pub node_ip: Ipv4Addr,
-    /// The node's pods in the routing datapath.
-    pub endpoints: Endpoints,
+/// The pod workers' parts on this host: runc, the host's pod networks.
+pub type HostPodParts = PodParts<Runtime, HostPodNetworks>;
+
+/// Pod cgroups below the runtime's cgroup parent.
+#[derive(Debug)]
+struct HostCgroups {
+    runtime: Arc<Runtime>,
 }
 
-impl PodHub {
-    /// Where pod `uid`'s files live.
-    pub fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.pods_dir().join(uid)
-    }
-
-    fn pods_dir(&self) -> PathBuf {
-        self.cfg.data_dir.join("pods")
-    }
-
-    fn run_dir(&self) -> PathBuf {
-        self.cfg.data_dir.join("run")
-    }
-
-    /// The parts [`cleanup`] works on; `None` before the pod CIDR is known.
-    pub fn parts<'a>(
-        &'a self,
-        pods_dir: &'a std::path::Path,
-        run_dir: &'a std::path::Path,
-    ) -> Option<NodeParts<'a>> {
-        Some(NodeParts {
-            runtime: &self.runtime,
-            sandboxes: &self.sandboxes,
-            ipam: self.ipam.get()?,
-            pods_dir,
-            run_dir,
-            proc_root: std::path::Path::new("/proc"),
-            node_netns: None,
-        })
-    }
-
-    /// Tears pod `uid` down completely (rootfs mounts first).
-    pub async fn remove_pod(
-        &self,
-        uid: &str,
-        grace: Duration,
-    ) -> Result<(), cleanup::CleanupError> {
-        let (pods_dir, run_dir) = (self.pods_dir(), self.run_dir());
-        let Some(parts) = self.parts(&pods_dir, &run_dir) else {
-            return Ok(());
-        };
-        // Stop the containers before their root filesystems go away.
-        if let Ok(list) = self.runtime.list_pod(uid).await {
-            for c in &list {
-                let _ = self.runtime.stop(&c.meta.id, grace).await;
-            }
+impl PodCgroups for HostCgroups {
+    fn remove(&self, uid: &str) {
+        let root = &self.runtime.config().cgroup_root;
+        if let Err(err) = cleanup::remove_pod_cgroups(root, &self.runtime.pod_cgroup(uid)) {
+            tracing::warn!(%err, pod_uid = %uid, "failed to remove pod cgroups");
         }
-        unmount_rootfs_all(&self.pod_dir(uid));
-        let ip = parts.ipam.get(uid).ok().flatten();
-        self.endpoints.remove(uid, ip);
-        cleanup::remove_pod(parts, uid, grace).await
     }
+}
 
-    /// Waits until the node has a pod CIDR and opens the IPAM on it.
-    pub async fn wait_for_ipam(&self) {
-        loop {
-            if self.ipam.get().is_some() {
-                return;
-            }
-            let cidr = self
-                .view
-                .node()
-                .and_then(|n| n.spec.as_ref()?.pod_cidr.clone());
-            if let Some(cidr) = cidr {
-                match Ipam::open(self.cfg.data_dir.join("ipam"), &cidr) {
-                    Ok(ipam) => {
-                        tracing::info!(%cidr, "pod CIDR assigned");
-                        let _ = self.ipam.set(ipam);
-                        return;
-                    }
-                    Err(err) => tracing::error!(%err, %cidr, "failed to open IPAM"),
+/// Opens the pod networks once the node has its pod CIDR (the IPAM is
+/// sized by it).
+async fn open_pod_networks(
+    data_dir: PathBuf,
+    sandbox: SandboxConfig,
+    view: ViewReader,
+    network: Arc<PodNetworkManager<HostPodNetworks>>,
+) {
+    let mut nodes = view.changes(Concern::Nodes);
+    loop {
+        let cidr = view.node().and_then(|n| n.spec.as_ref()?.pod_cidr.clone());
+        if let Some(cidr) = cidr {
+            match Ipam::open(data_dir.join("ipam"), &cidr) {
+                Ok(ipam) => {
+                    tracing::info!(%cidr, "pod CIDR assigned");
+                    network.open(HostPodNetworks::new(ipam, SandboxManager::new(sandbox)));
+                    return;
                 }
+                Err(err) => tracing::error!(%err, %cidr, "failed to open IPAM"),
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-}
-
-/// Unmounts every container rootfs below `<pod_dir>/containers`.
-pub fn unmount_rootfs_all(pod_dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(pod_dir.join("containers")) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        if let Err(err) = skep_image::unmount_rootfs(&entry.path()) {
-            tracing::warn!(%err, dir = %entry.path().display(), "failed to unmount rootfs");
+        tokio::select! {
+            changed = nodes.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
@@ -351,11 +287,12 @@ pub async fn run(
         cgroup_parent: format!("skep/{}", cfg.node_name),
     })
     .map_err(|e| open("runtime", e.into()))?;
-    let sandboxes = SandboxManager::new(SandboxConfig {
+    let runtime = Arc::new(runtime);
+    let sandbox_cfg = SandboxConfig {
         run_dir: cfg.data_dir.join("run"),
         proc_root: "/proc".into(),
         node_netns: None,
-    });
+    };
     let node_ip = cfg
         .node_ip
         .or_else(first_ipv4)
@@ -374,22 +311,22 @@ pub async fn run(
     let api: Arc<dyn NodeApi> = Arc::new(client.clone());
     let writer = ViewWriter::new(&cfg.node_name);
     let view = writer.reader();
-    let hub = Arc::new(PodHub {
-        cfg: cfg.clone(),
-        api: Arc::clone(&api),
-        events: EventRecorder::new(Arc::clone(&api), &cfg.node_name),
-        view,
-        runtime,
-        sandboxes,
-        ipam: OnceLock::new(),
-        images,
-        node_ip,
-        endpoints,
-    });
+    let parts = pod_parts(&cfg, node_ip, &runtime, images, endpoints, &api, &view);
+    let network = Arc::clone(&parts.network);
 
-    let mut tasks = spawn_tasks(&cfg, client, &hub, writer);
+    let mut tasks = spawn_tasks(&cfg, client, &parts, writer);
+    tasks.push(tokio::spawn(open_pod_networks(
+        cfg.data_dir.clone(),
+        sandbox_cfg,
+        view.clone(),
+        network,
+    )));
     if let Some(server) = node_server {
-        tasks.push(tokio::spawn(server.serve(Arc::clone(&hub))));
+        tasks.push(tokio::spawn(server.serve(Arc::new(ServerParts {
+            view,
+            runtime,
+            pods_dir: cfg.data_dir.join("pods"),
+        }))));
     }
     shutdown.await;
     for task in &tasks {
@@ -399,15 +336,49 @@ pub async fn run(
     Ok(())
 }
 
+/// The pod workers' parts on this host.
+fn pod_parts(
+    cfg: &AgentConfig,
+    node_ip: Ipv4Addr,
+    runtime: &Arc<Runtime>,
+    images: skep_image::Store,
+    endpoints: Endpoints,
+    api: &Arc<dyn NodeApi>,
+    view: &ViewReader,
+) -> Arc<HostPodParts> {
+    Arc::new(PodParts {
+        cfg: WorkerConfig {
+            node_ip,
+            cluster_dns: cfg.cluster_dns,
+            cluster_domain: cfg.cluster_domain.clone(),
+            node_resolv_conf: PathBuf::from(crate::dns::NODE_RESOLV_CONF),
+            pods_dir: cfg.data_dir.join("pods"),
+            backoff_base: cfg.backoff_base,
+            backoff_max: cfg.backoff_max,
+        },
+        runtime: Arc::clone(runtime),
+        network: Arc::new(PodNetworkManager::new(Arc::new(endpoints))),
+        images: Arc::new(images),
+        status: StatusManager::new(),
+        api: Arc::clone(api),
+        events: EventRecorder::new(Arc::clone(api), &cfg.node_name),
+        view: view.clone(),
+        pleg: Pleg::new(),
+        cgroups: Arc::new(HostCgroups {
+            runtime: Arc::clone(runtime),
+        }),
+    })
+}
+
 /// Starts the agent's tasks (see the module doc), each with what it needs.
 fn spawn_tasks(
     cfg: &AgentConfig,
     client: NodeSyncClient<Channel>,
-    hub: &Arc<PodHub>,
+    parts: &Arc<HostPodParts>,
     writer: ViewWriter,
 ) -> Vec<JoinHandle<()>> {
-    let node_ip = hub.node_ip;
-    let api = Arc::clone(&hub.api);
+    let node_ip = parts.cfg.node_ip;
+    let api = Arc::clone(&parts.api);
     let view = writer.reader();
     let runs = SyncRuns::new();
     let (dns_addr, dns_addr_rx) = watch::channel::<Option<SocketAddrV4>>(None);
@@ -418,14 +389,20 @@ fn spawn_tasks(
             Arc::clone(&api),
             view.clone(),
         )),
+        tokio::spawn(crate::pleg::run(
+            parts.pleg.clone(),
+            Arc::clone(&parts.runtime),
+            crate::pleg::RELIST_PERIOD,
+        )),
+        tokio::spawn(parts.status.clone().run(Arc::clone(&api), view.clone())),
         tokio::spawn({
-            let spawn_hub = Arc::clone(hub);
-            let orphans_hub = Arc::clone(hub);
+            let spawn_parts = Arc::clone(parts);
+            let orphans_parts = Arc::clone(parts);
             let workers = crate::node_sync::Workers::new(Box::new(move |uid, rx| {
-                tokio::spawn(crate::worker::run(Arc::clone(&spawn_hub), uid, rx))
+                tokio::spawn(crate::worker::run(Arc::clone(&spawn_parts), uid, rx))
             }));
             crate::node_sync::run(client, cfg.node_name.clone(), writer, workers, move || {
-                tokio::spawn(remove_orphans(Arc::clone(&orphans_hub)));
+                tokio::spawn(remove_orphans(Arc::clone(&orphans_parts)));
             })
         }),
         tokio::spawn(crate::routes::sync_loop(
@@ -520,18 +497,16 @@ pub fn now() -> Timestamp {
 }
 
 /// Removes pods that have state on this node but are no longer bound here.
-async fn remove_orphans(hub: Arc<PodHub>) {
-    hub.wait_for_ipam().await;
+async fn remove_orphans(parts: Arc<HostPodParts>) {
+    let networks = parts.network.ready().await;
     let mut on_disk: HashSet<String> = HashSet::new();
-    if let Ok(list) = hub.runtime.list().await {
+    if let Ok(list) = parts.runtime.list().await {
         on_disk.extend(list.into_iter().map(|c| c.meta.pod_uid));
     }
-    if let Some(ipam) = hub.ipam.get()
-        && let Ok(ips) = ipam.allocated()
-    {
+    if let Ok(ips) = networks.allocations() {
         on_disk.extend(ips.into_iter().map(|(_, uid)| uid));
     }
-    if let Ok(entries) = std::fs::read_dir(hub.pods_dir()) {
+    if let Ok(entries) = std::fs::read_dir(&parts.cfg.pods_dir) {
         on_disk.extend(
             entries
                 .flatten()
@@ -539,20 +514,21 @@ async fn remove_orphans(hub: Arc<PodHub>) {
         );
     }
     // Read after listing: a pod's state only exists once it was in the view.
-    let bound = hub.view.pods();
+    let bound = parts.view.pods();
     for uid in on_disk {
         if bound.contains_key(&uid) {
             continue;
         }
         tracing::info!(pod_uid = %uid, "removing pod no longer bound to this node");
-        if let Err(err) = hub.remove_pod(&uid, Duration::from_secs(2)).await {
+        if let Err(err) = parts.remove_pod(&uid, Duration::from_secs(2)).await {
             tracing::warn!(pod_uid = %uid, %err, "failed to remove orphaned pod");
         }
     }
     // The routing datapath keeps only the pods that are left.
-    if let Some(ipam) = hub.ipam.get()
-        && let Ok(ips) = ipam.allocated()
-    {
-        hub.endpoints.reconcile(&ips.into_iter().collect());
+    if let Ok(ips) = networks.allocations() {
+        parts
+            .network
+            .datapath()
+            .reconcile(&ips.into_iter().collect());
     }
 }

@@ -6,7 +6,12 @@
 //! [`node_status`] registers the Node and keeps its heartbeat;
 //! [`node_sync`] follows the node-sync watch as the one writer of the
 //! [`view`] and runs one [`worker`] per pod ([`podspec`] turns a container
-//! spec into argv, env and mounts; [`probe`] runs probes). Loops that read
+//! spec into argv, env and mounts; [`probe`] runs probes). Workers are
+//! written against traits: the runtime's `ContainerRuntime`, the
+//! [`pod_network`] manager (address, sandbox and datapath entry as one),
+//! [`images`]; they are woken by their pod's changes, by the node's one
+//! lifecycle event source ([`pleg`]) and by their own probe and back-off
+//! timers, and hand their statuses to the [`status_manager`]. Loops that read
 //! the view take a [`view::ViewReader`] and the change signal of what they
 //! read: [`services`] and [`dns`] (Services, EndpointSlices), [`policy`]
 //! (the node's network-policy maps), [`routes`] (other nodes' pod CIDRs).
@@ -25,10 +30,13 @@ pub mod agent;
 pub mod api;
 pub mod dns;
 pub mod endpoints;
+pub mod images;
 pub mod metrics;
 pub mod node_status;
 pub mod node_sync;
+pub mod pleg;
 pub mod pod_dns;
+pub mod pod_network;
 pub mod podspec;
 pub mod policy;
 pub mod probe;
@@ -36,5 +44,11 @@ pub mod remotecommand;
 pub mod routes;
 pub mod server;
 pub mod services;
+pub mod status_manager;
 pub mod view;
 pub mod worker;
+
+/// Locks `m`; a panicked holder does not hide the state from the others.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

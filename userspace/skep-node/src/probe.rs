@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use skep_runtime::runtime::Runtime;
+use skep_runtime::ContainerRuntime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
@@ -45,11 +45,16 @@ impl ProbeState {
         }
     }
 
+    /// When the probe is next due.
+    pub fn next_due(&self) -> Instant {
+        self.next
+    }
+
     /// Runs the probe if it is due; returns the result when it ran and the
     /// passing state changed.
     pub async fn tick(
         &mut self,
-        runtime: &Runtime,
+        runtime: &impl ContainerRuntime,
         container_id: &str,
         container: &Container,
         pod_ip: Option<IpAddr>,
@@ -97,7 +102,7 @@ fn port_of(port: &IntOrString, container: &Container) -> Option<u16> {
 /// Runs `probe` once against the container.
 pub async fn run(
     probe: &Probe,
-    runtime: &Runtime,
+    runtime: &impl ContainerRuntime,
     container_id: &str,
     container: &Container,
     pod_ip: Option<IpAddr>,
@@ -179,6 +184,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{HTTPGetAction, TCPSocketAction};
+
+    use skep_runtime::runtime::Runtime;
 
     use super::*;
 

@@ -43,8 +43,27 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
 
-use crate::agent::PodHub;
 use crate::remotecommand::{self, ClientMessage};
+use crate::view::ViewReader;
+
+/// What the node server reads: the view (which pods are here), the
+/// runtime (containers' state, exec) and the pods' log directories.
+#[derive(Debug, Clone)]
+pub struct ServerParts {
+    /// The node's view.
+    pub view: ViewReader,
+    /// The containers.
+    pub runtime: Arc<skep_runtime::runtime::Runtime>,
+    /// Where pods' files (and logs) live, one directory per pod UID.
+    pub pods_dir: PathBuf,
+}
+
+impl ServerParts {
+    /// Where pod `uid`'s files live.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.pods_dir.join(uid)
+    }
+}
 
 /// How often a followed log is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -161,7 +180,7 @@ impl NodeServer {
     }
 
     /// Serves until the task is dropped.
-    pub async fn serve(self, shared: Arc<PodHub>) {
+    pub async fn serve(self, shared: Arc<ServerParts>) {
         let app = router(shared);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
         loop {
@@ -211,7 +230,7 @@ impl NodeServer {
     }
 }
 
-fn router(shared: Arc<PodHub>) -> Router {
+fn router(shared: Arc<ServerParts>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -261,7 +280,7 @@ fn forbidden(caller: &Caller, subresource: &str) -> Response {
 }
 
 /// Pod `namespace/name` bound here: its UID and object.
-fn find_pod(shared: &PodHub, namespace: &str, name: &str) -> Option<(String, Pod)> {
+fn find_pod(shared: &ServerParts, namespace: &str, name: &str) -> Option<(String, Pod)> {
     shared
         .view
         .pods()
@@ -346,7 +365,7 @@ fn cri_from_rfc3339(time: &str) -> Option<String> {
 }
 
 async fn container_logs(
-    State(shared): State<Arc<PodHub>>,
+    State(shared): State<Arc<ServerParts>>,
     Extension(caller): Extension<Caller>,
     Path((namespace, name, container)): Path<(String, String, String)>,
     Query(params): Query<Vec<(String, String)>>,
@@ -404,7 +423,7 @@ async fn container_logs(
 /// already, then, when following, new lines until the container ends or
 /// the receiver goes.
 async fn stream_log(
-    shared: Arc<PodHub>,
+    shared: Arc<ServerParts>,
     path: PathBuf,
     id: String,
     opts: LogOptions,
@@ -483,7 +502,7 @@ struct ExecRequest {
 }
 
 async fn exec(
-    State(shared): State<Arc<PodHub>>,
+    State(shared): State<Arc<ServerParts>>,
     Extension(caller): Extension<Caller>,
     Path((namespace, name, container)): Path<(String, String, String)>,
     Query(params): Query<Vec<(String, String)>>,
@@ -561,7 +580,7 @@ async fn exec(
 /// Runs the command and carries its streams over `socket` until it ends
 /// (then its status on the error channel, then a normal close) or the
 /// client goes (then the command is killed).
-async fn exec_session(shared: Arc<PodHub>, socket: WebSocket, id: String, req: ExecRequest) {
+async fn exec_session(shared: Arc<ServerParts>, socket: WebSocket, id: String, req: ExecRequest) {
     let (mut sink, mut incoming) = socket.split();
     let mut process = match shared
         .runtime

@@ -1,8 +1,23 @@
-//! One pod's worker: a task driven by the pod's desired state (a watch
-//! channel fed by the agent's sync loop). It builds the sandbox, pulls
-//! images, runs init containers in order and then the containers, restarts
-//! them per `restartPolicy` with CrashLoopBackOff back-off, runs probes,
-//! reports status when it changed, and tears the pod down on deletion.
+//! One pod's worker (the kubelet's pod worker): a task driven by its pod's
+//! desired state (a watch channel fed by node-sync, woken only when the
+//! pod's spec, downward-API metadata or deletion changed), by the node's
+//! lifecycle events ([`Pleg`]: one of its containers started or exited),
+//! and by timers of its own: the next due probe and the end of a restart
+//! back-off. It builds the pod's network (address, sandbox, datapath
+//! entry), pulls images, runs init containers in order and then the
+//! containers, restarts them per `restartPolicy` with CrashLoopBackOff
+//! back-off, runs probes, hands the status it computes to the
+//! [`StatusManager`], and tears the pod down on deletion.
+//!
+//! A worker depends only on [`PodParts`]: a [`ContainerRuntime`], a
+//! [`PodNetworkManager`], an [`ImageSource`], the [`NodeApi`] (final
+//! delete), the [`EventRecorder`], the [`StatusManager`], the [`Pleg`] and
+//! a [`ViewReader`] for ConfigMaps and Secrets; all have fakes, so the
+//! worker is unit-tested without root (`worker_test.rs`).
+
+mod ctr;
+#[cfg(test)]
+mod worker_test;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,142 +27,189 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus as K8sStatus, HostIP, Pod, PodCondition, PodIP,
-    PodStatus,
+    ContainerStateTerminated, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use skep_image::{ErrorKind, PullPolicy, RegistryCredentials};
-use skep_runtime::runtime::{BindMount, ContainerSpec, ContainerState, Resources};
+use skep_runtime::runtime::{BindMount, ContainerSpec, ContainerState, Resources, RuntimeError};
 use skep_runtime::sandbox::write_pod_files;
+use skep_runtime::{ContainerRuntime, PodNetworkError, PodNetworks};
 use tokio::time::Instant;
 
-use crate::agent::{PodHub, unmount_rootfs_all};
-use crate::endpoints;
+use self::ctr::{Ctr, arm_probes, ts};
+use crate::api::{EventRecorder, NodeApi};
+use crate::images::ImageSource;
 use crate::node_sync::PodSlot;
+use crate::pleg::Pleg;
+use crate::pod_network::PodNetworkManager;
 use crate::podspec;
-use crate::probe::{ProbeResult, ProbeState};
-
-/// How often a worker looks at its containers when nothing else happens.
-const TICK: Duration = Duration::from_millis(500);
+use crate::probe::ProbeResult;
+use crate::status_manager::StatusManager;
+use crate::view::{Concern, ViewReader};
 
 /// How often the same volume set-up failure is recorded again as an event.
 const MOUNT_EVENT_EVERY: Duration = Duration::from_secs(10);
 
-fn ts(t: SystemTime) -> Time {
-    Time(crate::agent::timestamp(t))
+/// How soon a pod whose network or volumes could not be set up tries again
+/// (volumes also when ConfigMaps, Secrets or claims change).
+const SETUP_RETRY: Duration = Duration::from_secs(1);
+
+/// Grace period when a pod leaves the node without being deleted.
+const LEFT_NODE_GRACE: Duration = Duration::from_secs(2);
+
+/// What a worker needs to know of its node.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The node's address (`status.hostIP`, downward API).
+    pub node_ip: Ipv4Addr,
+    /// The cluster DNS address pods' resolv.conf names.
+    pub cluster_dns: Ipv4Addr,
+    /// The cluster domain.
+    pub cluster_domain: String,
+    /// The node's own resolv.conf (for `dnsPolicy: Default`).
+    pub node_resolv_conf: PathBuf,
+    /// Where pods' files live, one directory per pod UID.
+    pub pods_dir: PathBuf,
+    /// First restart back-off (doubles up to `backoff_max`).
+    pub backoff_base: Duration,
+    /// Longest restart back-off.
+    pub backoff_max: Duration,
 }
 
-/// What the worker tracks of one container.
-#[expect(
-    clippy::struct_excessive_bools,
-    reason = "independent flags of a container's life, as the kubelet keeps them"
-)]
-struct Ctr {
-    spec: Container,
-    init: bool,
-    id: Option<String>,
-    next_attempt: u32,
-    restarts: i32,
-    running_since: Option<SystemTime>,
-    exited: Option<ContainerStateTerminated>,
-    last_terminated: Option<ContainerStateTerminated>,
-    waiting: Option<(String, String)>,
-    backoff: Duration,
-    retry_at: Option<Instant>,
-    image_id: String,
-    done: bool,
-    ready: bool,
-    started: bool,
-    liveness: Option<ProbeState>,
-    readiness: Option<ProbeState>,
-    startup: Option<ProbeState>,
-    pull_failed: bool,
+/// Pods' cgroups, removed when a pod is torn down (the runtime removes
+/// each container's; the pod's own directory is the agent's).
+pub trait PodCgroups: Send + Sync {
+    /// Removes pod `uid`'s cgroup in every hierarchy; missing is fine.
+    fn remove(&self, uid: &str);
 }
 
-impl Ctr {
-    fn new(spec: &Container, init: bool) -> Self {
-        Self {
-            spec: spec.clone(),
-            init,
-            id: None,
-            next_attempt: 0,
-            restarts: 0,
-            running_since: None,
-            exited: None,
-            last_terminated: None,
-            waiting: Some(("ContainerCreating".into(), String::new())),
-            backoff: Duration::ZERO,
-            retry_at: None,
-            image_id: String::new(),
-            done: false,
-            ready: false,
-            started: false,
-            liveness: None,
-            readiness: None,
-            startup: None,
-            pull_failed: false,
-        }
+/// No cgroups to remove (tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCgroups;
+
+impl PodCgroups for NoCgroups {
+    fn remove(&self, _uid: &str) {}
+}
+
+/// Errors of tearing a pod down.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    /// Its containers could not be listed or removed.
+    #[error("failed to remove the containers of pod {uid}")]
+    Runtime {
+        /// The pod UID.
+        uid: String,
+        /// The cause.
+        #[source]
+        source: RuntimeError,
+    },
+    /// Its network could not be torn down.
+    #[error("failed to tear down the network of pod {uid}")]
+    Network {
+        /// The pod UID.
+        uid: String,
+        /// The cause.
+        #[source]
+        source: PodNetworkError,
+    },
+    /// Its directory could not be removed.
+    #[error("failed to remove {}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything a pod worker uses, built once by the agent (or a test).
+pub struct PodParts<R, N> {
+    /// The node facts and timings.
+    pub cfg: WorkerConfig,
+    /// The containers.
+    pub runtime: Arc<R>,
+    /// Pod addresses, sandboxes and datapath entries.
+    pub network: Arc<PodNetworkManager<N>>,
+    /// Images and root filesystems.
+    pub images: Arc<dyn ImageSource>,
+    /// Writes pod statuses.
+    pub status: StatusManager,
+    /// Final deletes.
+    pub api: Arc<dyn NodeApi>,
+    /// Events about pods.
+    pub events: EventRecorder,
+    /// ConfigMaps, Secrets, claims (volumes, env, pull secrets).
+    pub view: ViewReader,
+    /// Container lifecycle events.
+    pub pleg: Pleg,
+    /// Pod cgroups.
+    pub cgroups: Arc<dyn PodCgroups>,
+}
+
+impl<R, N> std::fmt::Debug for PodParts<R, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodParts")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: ContainerRuntime, N: PodNetworks> PodParts<R, N> {
+    /// Where pod `uid`'s files live.
+    pub fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.cfg.pods_dir.join(uid)
     }
 
-    fn status(&self) -> K8sStatus {
-        let state = if let Some((reason, message)) = &self.waiting {
-            K8sState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some(reason.clone()),
-                    message: (!message.is_empty()).then(|| message.clone()),
-                }),
-                ..K8sState::default()
-            }
-        } else if let Some(t) = &self.exited {
-            K8sState {
-                terminated: Some(t.clone()),
-                ..K8sState::default()
-            }
-        } else if let Some(since) = self.running_since {
-            K8sState {
-                running: Some(ContainerStateRunning {
-                    started_at: Some(ts(since)),
-                }),
-                ..K8sState::default()
-            }
-        } else {
-            K8sState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some("ContainerCreating".into()),
-                    message: None,
-                }),
-                ..K8sState::default()
-            }
+    /// Tears pod `uid` down completely: stops its containers (SIGTERM,
+    /// `grace`, SIGKILL; all at once), unmounts their root filesystems,
+    /// removes them, the pod's cgroups, its datapath entry, sandbox and
+    /// address, and its directory. Safe to repeat.
+    pub async fn remove_pod(&self, uid: &str, grace: Duration) -> Result<(), TeardownError> {
+        let rt_err = |source| TeardownError::Runtime {
+            uid: uid.to_owned(),
+            source,
         };
-        K8sStatus {
-            name: self.spec.name.clone(),
-            image: self.spec.image.clone().unwrap_or_default(),
-            image_id: self.image_id.clone(),
-            container_id: self.id.as_ref().map(|id| format!("skep://{id}")),
-            restart_count: self.restarts,
-            ready: self.ready,
-            started: Some(self.started),
-            state: Some(state),
-            // Waiting to run again (back-off): the exit it waits after is the last state.
-            last_state: self
-                .exited
-                .as_ref()
-                .filter(|_| self.waiting.is_some())
-                .or(self.last_terminated.as_ref())
-                .map(|t| K8sState {
-                    terminated: Some(t.clone()),
-                    ..K8sState::default()
-                }),
-            ..K8sStatus::default()
+        let containers = self.runtime.list_pod(uid).await.map_err(rt_err)?;
+        let stops = containers.iter().map(|c| async {
+            if let Err(err) = self.runtime.stop(&c.meta.id, grace).await {
+                tracing::debug!(container = %c.meta.id, %err, "failed to stop container, removing by force");
+            }
+        });
+        futures::future::join_all(stops).await;
+        // Stopped before their root filesystems go away.
+        let pod_dir = self.pod_dir(uid);
+        self.images.unmount_all(&pod_dir);
+        for c in &containers {
+            self.runtime.remove(&c.meta.id).await.map_err(rt_err)?;
         }
+        self.cgroups.remove(uid);
+        self.network
+            .teardown(uid)
+            .await
+            .map_err(|source| TeardownError::Network {
+                uid: uid.to_owned(),
+                source,
+            })?;
+        match std::fs::remove_dir_all(&pod_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(TeardownError::Io {
+                    path: pod_dir,
+                    source,
+                });
+            }
+        }
+        tracing::info!(pod_uid = %uid, "pod removed");
+        Ok(())
     }
 }
 
 /// Pull credentials from the pod's `imagePullSecrets` (dockerconfigjson).
-fn credentials(shared: &PodHub, pod: &Pod) -> RegistryCredentials {
+fn credentials(view: &ViewReader, pod: &Pod) -> RegistryCredentials {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
-    let sources = shared.view.sources(&ns);
+    let sources = view.sources(&ns);
     let mut creds = RegistryCredentials::anonymous();
     for r in pod
         .spec
@@ -191,33 +253,56 @@ fn credentials(shared: &PodHub, pod: &Pod) -> RegistryCredentials {
 }
 
 /// One pod's worker state.
-struct Worker {
-    shared: Arc<PodHub>,
+struct Worker<R, N> {
+    parts: Arc<PodParts<R, N>>,
     uid: String,
+    /// `namespace/name`, for logs and the datapath entry.
+    key: String,
     ip: Option<Ipv4Addr>,
+    netns: Option<PathBuf>,
     init: Vec<Ctr>,
     main: Vec<Ctr>,
     start_time: Option<Time>,
-    written: Option<PodStatus>,
     conditions: BTreeMap<String, PodCondition>,
     failed_message: Option<String>,
     /// The pod's volumes as host directories, once all could be set up.
     volumes: Option<HashMap<String, PathBuf>>,
     /// The last volume set-up failure and when it was last recorded.
     mount_error: Option<(String, Instant)>,
+    /// When network or volume set-up failed and is to be tried again.
+    setup_retry: Option<Instant>,
+}
+
+/// The pod's deletion grace period: the one deletion set, else the spec's.
+fn deletion_grace(pod: &Pod) -> Duration {
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
+        .unwrap_or(30);
+    Duration::from_secs(u64::try_from(grace).unwrap_or(0))
 }
 
 /// Runs pod `uid`'s worker until the pod is deleted or leaves the node.
-#[tracing::instrument(skip_all, fields(pod_uid = %uid))]
-pub async fn run(shared: Arc<PodHub>, uid: String, mut rx: PodSlot) {
+pub async fn run<R: ContainerRuntime + 'static, N: PodNetworks + 'static>(
+    parts: Arc<PodParts<R, N>>,
+    uid: String,
+    mut rx: PodSlot,
+) {
     let Some(first) = rx.borrow().clone() else {
         return;
     };
+    let key = crate::endpoints::pod_name(&first);
+    let span = tracing::info_span!("pod_worker", pod = %key, pod_uid = %uid);
+    let events = parts.pleg.watch(&uid);
+    let mut sources = parts.view.changes(Concern::Sources);
     let spec = first.spec.clone().unwrap_or_default();
     let mut w = Worker {
-        shared: Arc::clone(&shared),
+        parts: Arc::clone(&parts),
         uid: uid.clone(),
+        key,
         ip: None,
+        netns: None,
         init: spec
             .init_containers
             .iter()
@@ -226,55 +311,113 @@ pub async fn run(shared: Arc<PodHub>, uid: String, mut rx: PodSlot) {
             .collect(),
         main: spec.containers.iter().map(|c| Ctr::new(c, false)).collect(),
         start_time: first.status.as_ref().and_then(|s| s.start_time.clone()),
-        written: None,
         conditions: BTreeMap::new(),
         failed_message: None,
         volumes: None,
         mount_error: None,
+        setup_retry: None,
     };
-    w.adopt(&first).await;
-    tracing::debug!("worker started");
-    loop {
-        let pod = rx.borrow_and_update().clone();
-        let Some(pod) = pod else {
-            w.teardown(None, Duration::from_secs(2)).await;
-            return;
-        };
-        if pod.metadata.deletion_timestamp.is_some() {
-            let grace = pod
-                .metadata
-                .deletion_grace_period_seconds
-                .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds)
-                .unwrap_or(30);
-            let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
-            w.teardown(Some(&pod), grace).await;
-            return;
-        }
-        w.step(&pod).await;
-        w.report(&pod).await;
-        tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    return;
-                }
+    let body = async move {
+        w.adopt().await;
+        tracing::debug!("worker started");
+        loop {
+            let pod = rx.borrow_and_update().clone();
+            let Some(pod) = pod else {
+                w.teardown(None, LEFT_NODE_GRACE).await;
+                break;
+            };
+            if pod.metadata.deletion_timestamp.is_some() {
+                w.teardown(Some(&pod), deletion_grace(&pod)).await;
+                break;
             }
-            () = tokio::time::sleep(TICK) => {}
+            w.step(&pod).await;
+            w.report(&pod);
+            let wake_at = w.next_wake();
+            let waits_on_sources = w.volumes.is_none();
+            sources.borrow_and_update();
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                () = events.notified() => {}
+                Ok(()) = sources.changed(), if waits_on_sources => {}
+                () = sleep_until(wake_at) => {}
+            }
         }
+    };
+    tracing::Instrument::instrument(body, span).await;
+    parts.pleg.unwatch(&uid);
+}
+
+/// Sleeps until `at`, forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
-impl Worker {
+impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
     fn all(&mut self) -> impl Iterator<Item = &mut Ctr> {
         self.init.iter_mut().chain(self.main.iter_mut())
     }
 
+    /// When the worker has something to do without being woken: the next
+    /// due probe, the end of a back-off, a set-up retry.
+    fn next_wake(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let probes = self
+            .init
+            .iter()
+            .chain(&self.main)
+            .filter(|c| !c.init && c.running_since.is_some() && c.exited.is_none())
+            // Only the probes a pass runs: the startup probe until it
+            // passes, then readiness and liveness.
+            .flat_map(|c| {
+                if c.started {
+                    [&c.liveness, &c.readiness]
+                } else {
+                    [&c.startup, &None]
+                }
+            })
+            .flatten()
+            .map(crate::probe::ProbeState::next_due);
+        let retries = self
+            .init
+            .iter()
+            .chain(&self.main)
+            .filter_map(|c| c.retry_at)
+            .filter(|t| *t > now);
+        // A failed pull shows as ErrImagePull until the next pass turns
+        // it into ImagePullBackOff, as the kubelet's next sync does.
+        let pull_backoff = self
+            .init
+            .iter()
+            .chain(&self.main)
+            .any(|c| {
+                c.pull_failed
+                    && c.waiting
+                        .as_ref()
+                        .is_some_and(|(r, _)| r != "ImagePullBackOff")
+            })
+            .then(|| now + SETUP_RETRY);
+        probes
+            .chain(retries)
+            .chain(self.setup_retry)
+            .chain(pull_backoff)
+            .min()
+    }
+
     /// Picks up containers and the sandbox an earlier agent left running
     /// (and puts the sandbox back in the routing datapath).
-    async fn adopt(&mut self, pod: &Pod) {
-        let Ok(list) = self.shared.runtime.list_pod(&self.uid).await else {
+    async fn adopt(&mut self) {
+        let Ok(list) = self.parts.runtime.list_pod(&self.uid).await else {
             return;
         };
         let uid = self.uid.clone();
+        let mut adopted = false;
         for c in self.all() {
             let latest = list
                 .iter()
@@ -288,72 +431,66 @@ impl Worker {
                 // Probes start over, as they do when a kubelet restarts: a
                 // ready container is ready again at its next probe.
                 arm_probes(c, Instant::now());
+                adopted = true;
                 tracing::info!(container = %s.meta.id, "adopted container");
             }
         }
-        if !self.shared.sandboxes.netns_path(&self.uid).exists() {
+        // Only a pod with something on the node can have a sandbox; a new
+        // pod does not wait here for the node's pod CIDR.
+        if !adopted && self.parts.network.get().is_none() {
             return;
         }
-        // A restarted agent learns its pod CIDR (and so opens its IPAM) a
-        // moment after the first pods arrive: wait for it, or the running
-        // sandbox would look missing and be built again over the live one.
-        self.shared.wait_for_ipam().await;
-        if let Some(ipam) = self.shared.ipam.get()
-            && let Ok(Some(ip)) = ipam.get(&self.uid)
-        {
-            self.ip = Some(ip);
-            match self.shared.sandboxes.inspect(&self.uid, ip).await {
-                Ok(Some(net)) => self.shared.endpoints.add(&endpoints::pod_name(pod), &net),
-                Ok(None) => {}
-                Err(err) => tracing::warn!(%err, "failed to inspect the adopted sandbox"),
+        match self.parts.network.adopt(&self.uid, &self.key).await {
+            Ok(Some(net)) => {
+                tracing::info!(ip = %net.ip, "adopted pod sandbox");
+                self.ip = Some(net.ip);
+                self.netns = Some(net.netns_path);
             }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "failed to inspect the adopted sandbox"),
         }
     }
 
-    /// Builds the sandbox (once): IP, netns, veth, hosts, resolv.conf.
+    /// Builds the pod's network (once): address, sandbox, datapath entry,
+    /// then hosts and resolv.conf.
     async fn ensure_sandbox(&mut self, pod: &Pod) -> bool {
         if self.ip.is_some() {
             return true;
         }
-        self.shared.wait_for_ipam().await;
-        let Some(ipam) = self.shared.ipam.get() else {
-            return false;
-        };
-        let ip = match ipam.get(&self.uid) {
-            Ok(Some(ip)) => ip,
-            _ => match ipam.allocate(&self.uid) {
-                Ok(ip) => ip,
-                Err(err) => {
-                    self.failed_message = Some(err.to_string());
-                    return false;
-                }
-            },
-        };
-        match self.shared.sandboxes.create(&self.uid, ip).await {
-            Ok(net) => self.shared.endpoints.add(&endpoints::pod_name(pod), &net),
+        let net = match self.parts.network.setup(&self.uid, &self.key).await {
+            Ok(net) => net,
             Err(err) => {
                 tracing::warn!(%err, "failed to create pod sandbox");
-                self.shared
+                if matches!(err, PodNetworkError::Ipam(_)) {
+                    self.failed_message = Some(err.to_string());
+                }
+                self.parts
                     .events
                     .record(pod, true, "FailedCreatePodSandBox", format!("{err}"));
+                self.setup_retry = Some(Instant::now() + SETUP_RETRY);
                 return false;
             }
-        }
+        };
         let dns = crate::pod_dns::pod_dns(
             pod,
-            &skep_dns::ResolvConf::read(std::path::Path::new(crate::dns::NODE_RESOLV_CONF)),
+            &skep_dns::ResolvConf::read(&self.parts.cfg.node_resolv_conf),
             &crate::pod_dns::ClusterDns {
-                nameservers: vec![IpAddr::V4(self.shared.cfg.cluster_dns)],
-                domain: self.shared.cfg.cluster_domain.clone(),
+                nameservers: vec![IpAddr::V4(self.parts.cfg.cluster_dns)],
+                domain: self.parts.cfg.cluster_domain.clone(),
             },
         );
         let hostname = pod.metadata.name.clone().unwrap_or_default();
-        if let Err(err) = write_pod_files(&self.shared.pod_dir(&self.uid), &hostname, ip, &dns) {
+        let pod_dir = self.parts.pod_dir(&self.uid);
+        if let Err(err) = write_pod_files(&pod_dir, &hostname, net.ip, &dns) {
             tracing::warn!(%err, "failed to write pod files");
+            self.setup_retry = Some(Instant::now() + SETUP_RETRY);
             return false;
         }
-        self.ip = Some(ip);
-        tracing::debug!(%ip, "pod sandbox ready");
+        self.ip = Some(net.ip);
+        self.netns = Some(net.netns_path);
+        self.failed_message = None;
+        self.setup_retry = None;
+        tracing::debug!(ip = %net.ip, "pod sandbox ready");
         true
     }
 
@@ -366,12 +503,13 @@ impl Worker {
             return true;
         }
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let sources = self.shared.view.sources(&ns);
-        let dir = self.shared.pod_dir(&self.uid).join("volumes");
+        let sources = self.parts.view.sources(&ns);
+        let dir = self.parts.pod_dir(&self.uid).join("volumes");
         match podspec::prepare_volumes(pod, &dir, &sources) {
             Ok(v) => {
                 self.volumes = Some(v);
                 self.mount_error = None;
+                self.setup_retry = None;
                 true
             }
             Err(err) => {
@@ -387,11 +525,12 @@ impl Worker {
                     .is_none_or(|(last, at)| *last != message || at.elapsed() >= MOUNT_EVENT_EVERY);
                 if due {
                     tracing::info!(%message, "pod volumes not ready");
-                    self.shared
+                    self.parts
                         .events
                         .record(pod, true, "FailedMount", message.clone());
                     self.mount_error = Some((message, Instant::now()));
                 }
+                self.setup_retry = Some(Instant::now() + SETUP_RETRY);
                 false
             }
         }
@@ -453,14 +592,14 @@ impl Worker {
         } else {
             (false, i - self.init.len())
         };
-        let shared = Arc::clone(&self.shared);
-        let backoff_base = shared.cfg.backoff_base;
-        let backoff_max = shared.cfg.backoff_max;
+        let parts = Arc::clone(&self.parts);
+        let backoff_base = parts.cfg.backoff_base;
+        let backoff_max = parts.cfg.backoff_max;
         let c = self.ctr(init, idx);
         let Some(id) = c.id.clone() else {
             return;
         };
-        let Ok(status) = shared.runtime.status(&id).await else {
+        let Ok(status) = parts.runtime.status(&id).await else {
             return;
         };
         match status.state {
@@ -473,7 +612,7 @@ impl Worker {
                 let started = status.started_at.or(c.running_since);
                 // The memory cgroup outlives the process until the next
                 // attempt removes the container: read it now.
-                let oom = shared
+                let oom = parts
                     .runtime
                     .oom_killed(&status.meta.pod_uid, &status.meta.name);
                 let (reason, exit_code) = if exit.error.is_some() {
@@ -527,8 +666,9 @@ impl Worker {
         let exited_code = c.exited.as_ref().map(|t| t.exit_code);
         match (c.id.is_some(), exited_code) {
             (true, None) => {
-                if c.running_since.is_some() {
-                    self.probe(init, i, pod).await;
+                if c.running_since.is_some() && self.probe(init, i, pod).await {
+                    // Killed by its liveness probe: seen exited at once.
+                    self.refresh(self.init.len() + i).await;
                 }
             }
             (true, Some(code)) => {
@@ -552,7 +692,7 @@ impl Worker {
                         .is_none_or(|(r, _)| r != "CrashLoopBackOff")
                     {
                         let name = c.spec.name.clone();
-                        self.shared.events.record(
+                        self.parts.events.record(
                             pod,
                             true,
                             "BackOff",
@@ -585,8 +725,8 @@ impl Worker {
     }
 
     fn fail(&mut self, init: bool, i: usize, reason: &str, message: String) {
-        let base = self.shared.cfg.backoff_base;
-        let max = self.shared.cfg.backoff_max;
+        let base = self.parts.cfg.backoff_base;
+        let max = self.parts.cfg.backoff_max;
         let c = self.ctr(init, i);
         c.backoff = if c.backoff.is_zero() {
             base
@@ -603,21 +743,21 @@ impl Worker {
         reason = "one linear sequence: pull, config, rootfs, create, start"
     )]
     async fn start(&mut self, init: bool, i: usize, pod: &Pod) {
-        let shared = Arc::clone(&self.shared);
+        let parts = Arc::clone(&self.parts);
         let spec = self.ctr(init, i).spec.clone();
         let image_ref = spec.image.clone().unwrap_or_default();
         let policy = PullPolicy::from_k8s(spec.image_pull_policy.as_deref(), &image_ref);
-        let present = shared.images.image(&image_ref).ok().flatten().is_some();
+        let present = parts.images.present(&image_ref);
         if policy == PullPolicy::Always || !present {
-            shared.events.record(
+            parts.events.record(
                 pod,
                 false,
                 "Pulling",
                 format!("Pulling image {image_ref:?}"),
             );
         }
-        let creds = credentials(&shared, pod);
-        let image = match shared.images.ensure_image(&image_ref, policy, &creds).await {
+        let creds = credentials(&parts.view, pod);
+        let image = match parts.images.ensure(&image_ref, policy, &creds).await {
             Ok(image) => image,
             Err(err) => {
                 let reason = match err.kind() {
@@ -625,7 +765,7 @@ impl Worker {
                     ErrorKind::NeverPull => "ErrImageNeverPull",
                     _ => "ErrImagePull",
                 };
-                shared.events.record(
+                parts.events.record(
                     pod,
                     true,
                     "Failed",
@@ -637,7 +777,7 @@ impl Worker {
             }
         };
         if policy == PullPolicy::Always || !present {
-            shared.events.record(
+            parts.events.record(
                 pod,
                 false,
                 "Pulled",
@@ -647,8 +787,8 @@ impl Worker {
         self.ctr(init, i).pull_failed = false;
         let image_id = format!("{}@{}", image.reference, image.manifest_digest);
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let sources = shared.view.sources(&ns);
-        let pod_dir = shared.pod_dir(&self.uid);
+        let sources = parts.view.sources(&ns);
+        let pod_dir = parts.pod_dir(&self.uid);
         let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
         let volumes = self.volumes.clone().unwrap_or_default();
         let config = (|| {
@@ -658,7 +798,7 @@ impl Worker {
                 &image.config.env,
                 &sources,
                 &ip,
-                &shared.node_ip.to_string(),
+                &parts.cfg.node_ip.to_string(),
             )?;
             let mounts = podspec::volume_mounts(&spec, &volumes)?;
             Ok::<_, podspec::PodSpecError>((env, mounts))
@@ -666,7 +806,7 @@ impl Worker {
         let (env, mut mounts) = match config {
             Ok(v) => v,
             Err(err) => {
-                shared
+                parts
                     .events
                     .record(pod, true, "Failed", format!("Error: {err}"));
                 self.fail(init, i, "CreateContainerConfigError", err.to_string());
@@ -700,11 +840,11 @@ impl Worker {
         // The previous attempt goes: its rootfs and runtime state.
         let old = self.ctr(init, i).id.take();
         if let Some(old) = old {
-            if let Err(err) = shared.runtime.remove(&old).await {
+            if let Err(err) = parts.runtime.remove(&old).await {
                 tracing::warn!(%err, container = %old, "failed to remove previous attempt");
             }
             if let Some(dir) = old.strip_prefix(&format!("{}-", self.uid)) {
-                let _ = skep_image::unmount_rootfs(&pod_dir.join("containers").join(dir));
+                parts.images.unmount(&pod_dir.join("containers").join(dir));
             }
         }
         let attempt = self.ctr(init, i).next_attempt;
@@ -719,10 +859,10 @@ impl Worker {
         let cdir = pod_dir
             .join("containers")
             .join(format!("{}-{attempt}", spec.name));
-        let rootfs = match skep_image::prepare_rootfs(&image, &cdir) {
-            Ok(m) => m.keep(),
+        let rootfs = match parts.images.prepare_rootfs(&image, &cdir) {
+            Ok(rootfs) => rootfs,
             Err(err) => {
-                self.fail(init, i, "CreateContainerError", err.to_string());
+                self.fail(init, i, "CreateContainerError", err);
                 return;
             }
         };
@@ -753,7 +893,7 @@ impl Worker {
             uid,
             gid,
             hostname: pod.metadata.name.clone().unwrap_or_default(),
-            netns: shared.sandboxes.netns_path(&self.uid),
+            netns: self.netns.clone().unwrap_or_default(),
             mounts,
             resources: Resources {
                 cpu_limit: q(&resources.limits, "cpu"),
@@ -767,10 +907,10 @@ impl Worker {
         };
         self.ctr(init, i).next_attempt = attempt + 1;
         // Created and started in one runc process: nothing runs between.
-        let created = match shared.runtime.run(&cspec).await {
+        let created = match parts.runtime.run(&cspec).await {
             Ok(id) => id,
             Err(err) => {
-                shared
+                parts
                     .events
                     .record(pod, true, "Failed", format!("Error: {err}"));
                 // `runc run` ran and the process could not be started
@@ -779,7 +919,7 @@ impl Worker {
                 // as a StartError and restarts with back-off, like the
                 // kubelet's RunContainerError.
                 let id = cspec.id();
-                let state = shared.runtime.status(&id).await.map(|s| s.state);
+                let state = parts.runtime.status(&id).await.map(|s| s.state);
                 let recorded = matches!(state, Ok(ContainerState::Exited(_)));
                 if recorded {
                     let c = self.ctr(init, i);
@@ -798,14 +938,14 @@ impl Worker {
                 return;
             }
         };
-        shared.events.record(
+        parts.events.record(
             pod,
             false,
             "Created",
             format!("Created container {}", spec.name),
         );
         tracing::debug!(container = %spec.name, "container started");
-        shared.events.record(
+        parts.events.record(
             pod,
             false,
             "Started",
@@ -821,24 +961,25 @@ impl Worker {
         arm_probes(c, now);
     }
 
-    /// Runs the due probes of running container `i`.
-    async fn probe(&mut self, init: bool, i: usize, pod: &Pod) {
-        let shared = Arc::clone(&self.shared);
+    /// Runs the due probes of running container `i`; returns whether its
+    /// liveness probe failed and it was stopped.
+    async fn probe(&mut self, init: bool, i: usize, pod: &Pod) -> bool {
+        let parts = Arc::clone(&self.parts);
         let ip = self.ip.map(IpAddr::V4);
         let c = self.ctr(init, i);
         let Some(id) = c.id.clone() else {
-            return;
+            return false;
         };
         let spec = c.spec.clone();
         if c.init {
-            return;
+            return false;
         }
         if !c.started {
             if let Some(p) = c.startup.as_mut()
-                && let Some(r) = p.tick(&shared.runtime, &id, &spec, ip).await
+                && let Some(r) = p.tick(parts.runtime.as_ref(), &id, &spec, ip).await
             {
                 if let ProbeResult::Failure(m) = &r {
-                    shared.events.record(
+                    parts.events.record(
                         pod,
                         true,
                         "Unhealthy",
@@ -852,13 +993,13 @@ impl Worker {
             if c.readiness.is_none() {
                 c.ready = c.started;
             }
-            return;
+            return false;
         }
         if let Some(p) = c.readiness.as_mut()
-            && let Some(r) = p.tick(&shared.runtime, &id, &spec, ip).await
+            && let Some(r) = p.tick(parts.runtime.as_ref(), &id, &spec, ip).await
         {
             if let ProbeResult::Failure(m) = &r {
-                shared.events.record(
+                parts.events.record(
                     pod,
                     true,
                     "Unhealthy",
@@ -868,10 +1009,10 @@ impl Worker {
             c.ready = p.passing;
         }
         if let Some(p) = c.liveness.as_mut()
-            && let Some(r) = p.tick(&shared.runtime, &id, &spec, ip).await
+            && let Some(r) = p.tick(parts.runtime.as_ref(), &id, &spec, ip).await
         {
             if let ProbeResult::Failure(m) = &r {
-                shared.events.record(
+                parts.events.record(
                     pod,
                     true,
                     "Unhealthy",
@@ -879,7 +1020,7 @@ impl Worker {
                 );
             }
             if !p.passing {
-                shared.events.record(
+                parts.events.record(
                     pod,
                     false,
                     "Killing",
@@ -893,12 +1034,14 @@ impl Worker {
                     .as_ref()
                     .and_then(|s| s.termination_grace_period_seconds)
                     .unwrap_or(30);
-                let _ = shared
+                let _ = parts
                     .runtime
                     .stop(&id, Duration::from_secs(u64::try_from(grace).unwrap_or(0)))
                     .await;
+                return true;
             }
         }
+        false
     }
 
     fn set_condition(&mut self, type_: &str, ok: bool) -> PodCondition {
@@ -954,9 +1097,9 @@ impl Worker {
         PodStatus {
             phase: Some(phase.into()),
             conditions: Some(vec![init_c, r, cr, scheduled]),
-            host_ip: Some(self.shared.node_ip.to_string()),
+            host_ip: Some(self.parts.cfg.node_ip.to_string()),
             host_ips: Some(vec![HostIP {
-                ip: self.shared.node_ip.to_string(),
+                ip: self.parts.cfg.node_ip.to_string(),
             }]),
             pod_ip: ip.clone(),
             pod_ips: ip.map(|ip| vec![PodIP { ip }]),
@@ -970,26 +1113,11 @@ impl Worker {
         }
     }
 
-    /// Writes the status when it changed since the last successful write.
-    async fn report(&mut self, pod: &Pod) {
+    /// Hands the pod's status to the status manager (which writes it when
+    /// it changed).
+    fn report(&mut self, pod: &Pod) {
         let status = self.status(pod);
-        if self.written.as_ref() == Some(&status) {
-            return;
-        }
-        let mut updated = pod.clone();
-        updated.status = Some(status.clone());
-        let Ok(body) = serde_json::to_vec(&updated) else {
-            return;
-        };
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        match self.shared.api.update_pod_status(&ns, &name, body).await {
-            Ok(_) => {
-                tracing::debug!(phase = ?status.phase, "pod status written");
-                self.written = Some(status);
-            }
-            Err(err) => tracing::debug!(%err, "failed to write pod status; retrying"),
-        }
+        self.parts.status.set(&self.uid, status);
     }
 
     /// Stops everything of the pod and, when the API deleted it, finishes
@@ -998,7 +1126,7 @@ impl Worker {
         if let Some(pod) = deleted {
             for c in self.init.iter().chain(&self.main) {
                 if c.id.is_some() && c.exited.is_none() {
-                    self.shared.events.record(
+                    self.parts.events.record(
                         pod,
                         false,
                         "Killing",
@@ -1007,10 +1135,10 @@ impl Worker {
                 }
             }
         }
-        if let Err(err) = self.shared.remove_pod(&self.uid, grace).await {
+        if let Err(err) = self.parts.remove_pod(&self.uid, grace).await {
             tracing::error!(%err, "failed to remove pod");
         }
-        unmount_rootfs_all(&self.shared.pod_dir(&self.uid));
+        self.parts.status.forget(&self.uid);
         let Some(pod) = deleted else {
             return;
         };
@@ -1018,7 +1146,7 @@ impl Worker {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let body = br#"{"gracePeriodSeconds":0}"#.to_vec();
         for _ in 0..5 {
-            match self.shared.api.delete_pod(&ns, &name, body.clone()).await {
+            match self.parts.api.delete_pod(&ns, &name, body.clone()).await {
                 Ok(_) => break,
                 Err(s) if s.code() == tonic::Code::NotFound => break,
                 Err(err) => {
@@ -1027,70 +1155,6 @@ impl Worker {
                 }
             }
         }
-        tracing::info!(pod = %format!("{ns}/{name}"), "pod deleted");
-    }
-}
-
-/// Sets up `c`'s probes for a container that just started (or was just
-/// adopted): not ready until its readiness probe passes, not started until
-/// its startup probe does.
-fn arm_probes(c: &mut Ctr, now: Instant) {
-    let spec = &c.spec;
-    c.started = spec.startup_probe.is_none();
-    c.ready = false;
-    c.liveness = spec
-        .liveness_probe
-        .as_ref()
-        .map(|p| ProbeState::new(p, now, true));
-    c.readiness = spec
-        .readiness_probe
-        .as_ref()
-        .map(|p| ProbeState::new(p, now, false));
-    c.startup = spec
-        .startup_probe
-        .as_ref()
-        .map(|p| ProbeState::new(p, now, false));
-    if c.readiness.is_none() && !c.init {
-        c.ready = c.started;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_of_a_crashing_container() {
-        let mut c = Ctr::new(
-            &Container {
-                name: "app".into(),
-                image: Some("busybox".into()),
-                ..Container::default()
-            },
-            false,
-        );
-        assert_eq!(
-            c.status()
-                .state
-                .and_then(|s| s.waiting)
-                .and_then(|w| w.reason)
-                .as_deref(),
-            Some("ContainerCreating")
-        );
-        c.id = Some("u-app-1".into());
-        c.restarts = 1;
-        c.waiting = Some(("CrashLoopBackOff".into(), "back-off 10s".into()));
-        c.last_terminated = Some(ContainerStateTerminated {
-            exit_code: 1,
-            reason: Some("Error".into()),
-            ..ContainerStateTerminated::default()
-        });
-        let s = c.status();
-        assert_eq!(s.container_id.as_deref(), Some("skep://u-app-1"));
-        assert_eq!(s.restart_count, 1);
-        assert_eq!(
-            s.last_state.and_then(|l| l.terminated).map(|t| t.exit_code),
-            Some(1)
-        );
+        tracing::info!("pod deleted");
     }
 }
