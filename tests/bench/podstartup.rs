@@ -199,7 +199,8 @@ fn pod(name: &str) -> serde_json::Value {
 struct Cluster {
     client: reqwest::Client,
     base: String,
-    running: tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+    /// Pods seen Running: name, when (monotonic and wall clock, µs).
+    running: tokio::sync::mpsc::UnboundedReceiver<(String, Instant, u128)>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -226,6 +227,7 @@ impl Cluster {
             let mut buf = Vec::new();
             while let Some(Ok(chunk)) = body.next().await {
                 let at = Instant::now();
+                let wall = now_us();
                 buf.extend_from_slice(&chunk);
                 while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
@@ -237,7 +239,7 @@ impl Cluster {
                         && obj["metadata"]["deletionTimestamp"].is_null()
                     {
                         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
-                        let _ = tx.send((name, at));
+                        let _ = tx.send((name, at, wall));
                     }
                 }
             }
@@ -250,7 +252,8 @@ impl Cluster {
         })
     }
 
-    async fn create(&self, name: &str) -> anyhow::Result<()> {
+    /// Creates pod `name`; returns its UID.
+    async fn create(&self, name: &str) -> anyhow::Result<String> {
         let resp = self
             .client
             .post(format!("{}/api/v1/namespaces/{NAMESPACE}/pods", self.base))
@@ -260,18 +263,21 @@ impl Cluster {
         if !resp.status().is_success() {
             bail!("creating pod {name}: {}", resp.status());
         }
-        Ok(())
+        let created: serde_json::Value = resp.json().await?;
+        Ok(created["metadata"]["uid"].as_str().unwrap_or("").to_owned())
     }
 
-    /// Waits until every name in `started` was seen Running; returns the latencies.
-    async fn collect(
+    /// Waits until every name in `started` was seen Running; returns the
+    /// latencies with the wall-clock time (µs) each was seen.
+    async fn collect_seen(
         &mut self,
         started: &HashMap<String, Instant>,
-    ) -> anyhow::Result<Vec<Duration>> {
-        let mut seen: HashMap<String, Duration> = HashMap::new();
+    ) -> anyhow::Result<HashMap<String, (Duration, u128)>> {
+        let mut seen: HashMap<String, (Duration, u128)> = HashMap::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         while seen.len() < started.len() {
-            let Ok(Some((name, at))) = tokio::time::timeout_at(deadline, self.running.recv()).await
+            let Ok(Some((name, at, wall))) =
+                tokio::time::timeout_at(deadline, self.running.recv()).await
             else {
                 bail!(
                     "{} of {} pods Running after {WAIT:?}",
@@ -281,26 +287,47 @@ impl Cluster {
             };
             if let Some(t0) = started.get(&name) {
                 seen.entry(name)
-                    .or_insert_with(|| at.saturating_duration_since(*t0));
+                    .or_insert_with(|| (at.saturating_duration_since(*t0), wall));
             }
         }
-        Ok(seen.into_values().collect())
+        Ok(seen)
     }
 
-    async fn sequential(&mut self, tag: &str) -> anyhow::Result<Sample> {
+    /// Waits until every name in `started` was seen Running; returns the latencies.
+    async fn collect(
+        &mut self,
+        started: &HashMap<String, Instant>,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let seen = self.collect_seen(started).await?;
+        Ok(seen.into_values().map(|(d, _)| d).collect())
+    }
+
+    /// One pod after another; also returns each pod's UID with when it was
+    /// created and seen Running (wall clock, µs), for the breakdown.
+    async fn sequential(&mut self, tag: &str) -> anyhow::Result<(Sample, Vec<Traced>)> {
         let start = Instant::now();
         let mut latencies = Vec::new();
+        let mut traced = Vec::new();
         for i in 0..PODS {
             let name = format!("{tag}-{i}");
             let started: HashMap<String, Instant> = [(name.clone(), Instant::now())].into();
-            self.create(&name).await?;
-            latencies.extend(self.collect(&started).await?);
+            let sent_us = now_us();
+            let uid = self.create(&name).await?;
+            for (_, (latency, seen_us)) in self.collect_seen(&started).await? {
+                latencies.push(latency);
+                traced.push(Traced {
+                    uid: uid.clone(),
+                    sent_us,
+                    seen_us,
+                });
+            }
         }
-        Ok(Sample {
+        let sample = Sample {
             ops: latencies.len(),
             elapsed: start.elapsed(),
             latencies,
-        })
+        };
+        Ok((sample, traced))
     }
 
     async fn burst(&mut self, tag: &str) -> anyhow::Result<Sample> {
@@ -319,8 +346,11 @@ impl Cluster {
         })
     }
 
-    /// Deletes every pod and waits until the node has removed them.
-    async fn delete_all(&self) -> anyhow::Result<()> {
+    /// Deletes every pod and waits until the node has removed them: gone
+    /// from the API (at once with a zero grace period) and then from the
+    /// node (containers, veths), so no teardown runs into the next
+    /// measurement.
+    async fn delete_all(&self, agent: &Agent) -> anyhow::Result<()> {
         let list: serde_json::Value = self
             .client
             .get(format!("{}/api/v1/namespaces/{NAMESPACE}/pods", self.base))
@@ -348,7 +378,11 @@ impl Cluster {
                 .await?
                 .json()
                 .await?;
-            if list["items"].as_array().is_none_or(Vec::is_empty) {
+            let containers = agent.data_dir.join("runtime/containers");
+            let node_clear = std::fs::read_dir(&containers)
+                .map_or(true, |mut d| d.next().is_none())
+                && agent.new_links().is_empty();
+            if list["items"].as_array().is_none_or(Vec::is_empty) && node_clear {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -356,6 +390,159 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// One pod of the one-at-a-time run: its UID, when the bench sent its
+/// create and when it saw it Running (µs since the epoch).
+struct Traced {
+    uid: String,
+    sent_us: u128,
+    seen_us: u128,
+}
+
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
+}
+
+/// The agent's start-up phases in the order they run (`skep_startup`
+/// debug events; see `skep_runtime::timing`). `sandbox` is the sum of
+/// `sandbox_clear` … `veth_pod_side`, printed but not added up.
+const PHASES: &[(&str, &str)] = &[
+    ("ipam", "IP allocation"),
+    ("sandbox_clear", "sandbox: clear leftovers"),
+    ("netns", "sandbox: netns"),
+    ("veth_node_side", "sandbox: veth, node side"),
+    ("veth_pod_side", "sandbox: veth, pod side"),
+    ("sandbox", "sandbox (all of the above)"),
+    ("endpoint", "datapath endpoint"),
+    ("pod_files", "hosts, resolv.conf"),
+    ("rootfs", "rootfs (overlay mount)"),
+    ("oci_spec", "OCI spec + meta write"),
+    ("shim", "shim spawn (without runc)"),
+    ("runc_create", "runc create"),
+    ("runc_run", "runc run (create + start)"),
+    ("cgroup_v2_join", "cgroup v2 join"),
+    ("runc_start", "runc start"),
+    ("start_record", "start time record"),
+    ("status_write", "status write (agent -> API)"),
+];
+
+/// One `skep_startup` event of the agent's log: (pod UID, phase, took µs,
+/// ended µs since the epoch).
+fn parse_timing(line: &str) -> Option<(String, String, u128, u128)> {
+    if !line.contains("skep_startup") {
+        return None;
+    }
+    // Strip colours: ESC '[' … 'm'.
+    let mut text = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            text.push(c);
+        }
+    }
+    let field = |key: &str| {
+        let at = text.find(&format!("{key}="))? + key.len() + 1;
+        let value: String = text[at..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, '}' | ','))
+            .collect();
+        Some(value.trim_matches('"').to_owned())
+    };
+    Some((
+        field("pod_uid")?,
+        field("phase")?,
+        field("elapsed_us")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        field("end_us")?.parse().ok()?,
+    ))
+}
+
+/// Prints where one-at-a-time start-up time goes: p50 per phase over the
+/// pods in `traced`, from the agent's log, next to the floor's p50.
+fn print_breakdown(log: &Path, traced: &[Traced], floor: &Sample) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut events: HashMap<&str, Vec<(String, u128, u128)>> = HashMap::new();
+    let wanted: HashMap<&str, &Traced> = traced.iter().map(|t| (t.uid.as_str(), t)).collect();
+    let parsed: Vec<_> = text.lines().filter_map(parse_timing).collect();
+    for (uid, phase, took, end) in &parsed {
+        if let Some((key, _)) = wanted.get_key_value(uid.as_str()) {
+            events
+                .entry(key)
+                .or_default()
+                .push((phase.clone(), *took, *end));
+        }
+    }
+    let mut per_phase: HashMap<&str, Vec<u128>> = HashMap::new();
+    for t in traced {
+        let evs = events.get(t.uid.as_str()).map_or(&[][..], Vec::as_slice);
+        let mut agent_sum = 0;
+        let mut add = |phase: &'static str, us: u128| per_phase.entry(phase).or_default().push(us);
+        let delivered = evs.iter().find(|(p, _, _)| p == "delivered").map(|e| e.2);
+        if let Some(d) = delivered {
+            add("delivered", d.saturating_sub(t.sent_us));
+        }
+        for (phase, _) in PHASES {
+            // The first of each (status: the last write before Running was seen).
+            let ev = if *phase == "status_write" {
+                evs.iter()
+                    .rfind(|(p, _, end)| p == phase && *end <= t.seen_us)
+            } else {
+                evs.iter().find(|(p, _, _)| p == phase)
+            };
+            if let Some((_, took, end)) = ev {
+                add(phase, *took);
+                if *phase != "sandbox" {
+                    agent_sum += took;
+                }
+                if *phase == "status_write" {
+                    add("echo", t.seen_us.saturating_sub(*end));
+                    if let Some(d) = delivered {
+                        add("other", end.saturating_sub(d).saturating_sub(agent_sum));
+                    }
+                }
+            }
+        }
+        add("total", t.seen_us.saturating_sub(t.sent_us));
+    }
+    let p50 = |phase: &str| {
+        let mut v = per_phase.get(phase).cloned().unwrap_or_default();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied()
+    };
+    println!("\none pod at a time: where the time goes (p50 per phase, from the agent's log)");
+    let row = |label: &str, us: Option<u128>| {
+        if let Some(us) = us {
+            #[expect(clippy::cast_precision_loss, reason = "microseconds of one pod start")]
+            let ms = us as f64 / 1000.0;
+            println!("  {label:<34} {ms:>9.1} ms");
+        }
+    };
+    row("API create -> agent (node sync)", p50("delivered"));
+    for (phase, label) in PHASES {
+        row(label, p50(phase));
+    }
+    row("agent, not in a phase above", p50("other"));
+    row("status written -> seen on watch", p50("echo"));
+    row("total: create -> Running (watch)", p50("total"));
+    println!(
+        "  {:<34} {:>9.1} ms",
+        "floor: runc run -d",
+        floor.quantile(0.5).as_secs_f64() * 1000.0
+    );
+    if parsed.is_empty() {
+        println!("  (no skep_startup events in {})", log.display());
     }
 }
 
@@ -416,7 +603,7 @@ pub async fn run() -> anyhow::Result<()> {
         &agent_dir.join("images"),
     )?);
     let kubeconfig = dir.path().join(format!("cp/nodes/{node}.kubeconfig"));
-    let agent = Agent::start(&agent_dir, &kubeconfig, &node)?;
+    let agent = Agent::start_logging(&agent_dir, &kubeconfig, &node, "skep_startup=debug")?;
     wait_ready(&server, &node)?;
     let mut cluster = Cluster::connect(&server.kubeconfig()).await?;
 
@@ -430,7 +617,7 @@ pub async fn run() -> anyhow::Result<()> {
     let warm: HashMap<String, Instant> = [("warm".to_owned(), Instant::now())].into();
     cluster.create("warm").await?;
     let skep_one = cluster.collect(&warm).await?;
-    cluster.delete_all().await?;
+    cluster.delete_all(&agent).await?;
     println!(
         "warm-up (first start): floor {}, skep {}",
         ms(floor_one),
@@ -438,18 +625,19 @@ pub async fn run() -> anyhow::Result<()> {
     );
 
     let floor_seq = floor.sequential()?;
-    let skep_seq = cluster.sequential("s").await?;
-    cluster.delete_all().await?;
+    let (skep_seq, traced) = cluster.sequential("s").await?;
+    cluster.delete_all(&agent).await?;
     let floor_burst = floor.burst()?;
     let skep_burst = cluster.burst("b").await?;
     let memory = Memory::measure(&agent);
-    cluster.delete_all().await?;
+    cluster.delete_all(&agent).await?;
 
     print_pair(
         "one pod at a time (create, wait Running, next)",
         &floor_seq,
         &skep_seq,
     );
+    print_breakdown(agent.log_path(), &traced, &floor_seq);
     print_pair(
         &format!("{PODS} pods at once (latency from the burst's start)"),
         &floor_burst,

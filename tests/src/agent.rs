@@ -28,6 +28,7 @@ pub struct Agent {
     /// The agent's state directory.
     pub data_dir: PathBuf,
     log: PathBuf,
+    log_filter: String,
     links_before: BTreeSet<String>,
 }
 
@@ -79,13 +80,29 @@ pub fn pod_cgroups(node: &str) -> Vec<PathBuf> {
 impl Agent {
     /// Starts `skep agent` with short heartbeat and back-off settings.
     pub fn start(data_dir: &Path, kubeconfig: &Path, node: &str) -> anyhow::Result<Self> {
+        Self::start_logging(data_dir, kubeconfig, node, "")
+    }
+
+    /// [`Agent::start`] with `extra` added to the agent's log filter
+    /// (`SKEP_AGENT_LOG`, default `info`), e.g. `skep_startup=debug`.
+    pub fn start_logging(
+        data_dir: &Path,
+        kubeconfig: &Path,
+        node: &str,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
+        let mut log_filter = std::env::var("SKEP_AGENT_LOG").unwrap_or_else(|_| "info".into());
+        if !extra.is_empty() {
+            log_filter = format!("{log_filter},{extra}");
+        }
         let mut agent = Self {
             child: None,
             kubeconfig: kubeconfig.to_owned(),
             node: node.to_owned(),
             data_dir: data_dir.to_owned(),
             log: data_dir.join("agent.log"),
+            log_filter,
             links_before: pod_links(),
         };
         agent.spawn()?;
@@ -115,10 +132,7 @@ impl Agent {
             .arg(data_dir)
             .arg("--kubeconfig")
             .arg(kubeconfig)
-            .env(
-                "SKEP_LOG",
-                std::env::var("SKEP_AGENT_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("SKEP_LOG", &self.log_filter)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -150,6 +164,12 @@ impl Agent {
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+
+    /// The agent's log file (its stderr).
+    #[must_use]
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// The end of the agent's log, for failure messages.
@@ -206,7 +226,18 @@ impl Agent {
             let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
         }
         for link in self.new_links() {
-            let _ = Command::new("ip").args(["link", "del", &link]).status();
+            // A veth goes with its namespace too (the kernel destroys a
+            // released namespace in the background): gone is fine.
+            let out = Command::new("ip").args(["link", "del", &link]).output();
+            if let Ok(out) = out
+                && !out.status.success()
+                && pod_links().contains(&link)
+            {
+                eprintln!(
+                    "failed to remove pod veth {link}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
         }
         for cg in pod_cgroups(&self.node) {
             remove_cgroup(&cg);

@@ -118,6 +118,7 @@ fn is_mount_point(dir: &Path) -> io::Result<bool> {
 /// that mount is returned as is.
 #[tracing::instrument(skip_all, fields(image = %image.reference, dir = %container_dir.display()))]
 pub fn prepare_rootfs(image: &Image, container_dir: &Path) -> Result<RootfsMount, RootfsError> {
+    let began = std::time::Instant::now();
     let io_err = |op, path: &Path| {
         let path = path.to_path_buf();
         move |source| RootfsError::Io { op, path, source }
@@ -167,6 +168,16 @@ pub fn prepare_rootfs(image: &Image, container_dir: &Path) -> Result<RootfsMount
         source,
     })?;
     tracing::info!(target = %target.display(), layers = lower.len(), "rootfs mounted");
+    // The agent's start-up timing (see skep_runtime::timing).
+    tracing::debug!(
+        target: "skep_startup",
+        phase = "rootfs",
+        elapsed_us = began.elapsed().as_micros(),
+        end_us = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros()
+    );
     Ok(RootfsMount {
         target,
         mounted: true,

@@ -45,7 +45,13 @@ pub trait NodeApi: Send + Sync {
         name: &str,
         pod: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
-        self.write(request(Op::Update, "Pod", namespace, name, "status", pod))
+        let write = self.write(request(Op::Update, "Pod", namespace, name, "status", pod));
+        Box::pin(async move {
+            let began = std::time::Instant::now();
+            let written = write.await;
+            skep_runtime::timing::phase("status_write", began);
+            written
+        })
     }
 
     /// Deletes pod `namespace/name` with `options` (`DeleteOptions`, JSON).

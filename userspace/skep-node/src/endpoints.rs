@@ -53,6 +53,7 @@ impl Endpoints {
     /// swaps the program in place.
     #[tracing::instrument(skip_all, fields(pod = %name, ip = %net.ip))]
     pub fn add(&self, name: &str, net: &PodNetwork) {
+        let began = std::time::Instant::now();
         let attached = self.datapath().attach_route(&net.host_veth, RouteHook::Pod);
         if let Err(err) = attached {
             tracing::warn!(?err, interface = %net.host_veth, "failed to attach the pod routing program; the kernel forwards this pod's traffic");
@@ -72,6 +73,7 @@ impl Endpoints {
                 "failed to program the pod's endpoint; it is reached through the kernel"
             );
         }
+        skep_runtime::timing::phase("endpoint", began);
     }
 
     /// Removes pod `uid`'s endpoint (when its IP is known) and its program's

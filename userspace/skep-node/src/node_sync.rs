@@ -192,6 +192,12 @@ pub async fn run(
                             let deleted = kind == EventKind::Deleted;
                             let applied = writer.apply(revision, &ev.kind, deleted, &ev.object);
                             if let Some(uid) = applied.local_pod {
+                                tracing::debug!(
+                                    target: "skep_startup",
+                                    pod_uid = %uid,
+                                    phase = "delivered",
+                                    end_us = skep_runtime::timing::now_us()
+                                );
                                 let pods = reader.pods();
                                 workers.hand_off(&uid, pods.get(&uid));
                             }

@@ -130,6 +130,7 @@ impl Ipam {
     /// Returns the address of pod `uid`, allocating one if it has none.
     #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
     pub fn allocate(&self, uid: &str) -> Result<Ipv4Addr, IpamError> {
+        let began = std::time::Instant::now();
         let _guard = self
             .lock
             .lock()
@@ -158,6 +159,7 @@ impl Ipam {
                         })?;
                     self.write_last_reserved(ip)?;
                     tracing::debug!(%ip, "allocated pod address");
+                    crate::timing::phase("ipam", began);
                     return Ok(ip);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -258,7 +260,8 @@ impl Ipam {
     }
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
-        crate::files::write_atomic(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes())
+        // A hint only (where round-robin goes on): not synced.
+        crate::files::write_replace(&self.dir.join(LAST_RESERVED), ip.to_string().as_bytes())
             .map_err(|source| IpamError::Io {
                 op: "write",
                 path: self.dir.join(LAST_RESERVED),

@@ -8,8 +8,9 @@
 //! ```text
 //! net   = network.setup(uid)                         // PodNetworks: IP (ipam) + netns, veth, routes (sandbox)
 //! files = sandbox::write_pod_files(pod_dir, name, net.ip, &dns)
-//! id    = runtime.create(&ContainerSpec { netns: net.netns_path, mounts: [hosts, resolv.conf, volumes], .. })
-//! runtime.start(&id)                                 // the shim records output + exit
+//! id    = runtime.run(&ContainerSpec { netns: net.netns_path, mounts: [hosts, resolv.conf, volumes], .. })
+//!                                                    // one `runc run --detach`; the shim records output + exit
+//!                                                    // (or runtime.create, then runtime.start)
 //! runtime.status(&id) / runtime.list()               // also after an agent restart
 //! runtime.exec(&id, argv, timeout)                   // exec probes, kubectl exec
 //! cleanup::remove_pod(parts, uid, grace)             // TERM, grace, KILL, then everything
@@ -52,6 +53,8 @@ pub mod runtime;
 #[cfg(feature = "agent")]
 pub mod sandbox;
 pub mod shim;
+#[cfg(feature = "agent")]
+pub mod timing;
 #[cfg(feature = "agent")]
 mod traits;
 

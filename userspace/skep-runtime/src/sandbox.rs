@@ -17,13 +17,15 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::netns::{self, NetnsError};
+use crate::timing;
 
 /// The link-local gateway every pod routes through.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -128,7 +130,11 @@ pub fn host_veth_name(uid: &str) -> String {
     format!("skep{}", short_hash(uid))
 }
 
-/// The temporary name of the pod end before it is moved and renamed `eth0`.
+/// The pod end's name inside the pod namespace.
+const POD_IFNAME: &str = "eth0";
+
+/// The temporary name earlier agents gave the pod end before they moved it
+/// into the pod namespace and renamed it `eth0` (cleared with leftovers).
 fn peer_veth_name(uid: &str) -> String {
     format!("skpp{}", short_hash(uid))
 }
@@ -218,9 +224,16 @@ impl SandboxManager {
     /// is removed again.
     #[tracing::instrument(skip_all, fields(pod_uid = %uid, %ip))]
     pub async fn create(&self, uid: &str, ip: Ipv4Addr) -> Result<PodNetwork, SandboxError> {
-        self.teardown(uid).await?;
+        let began = Instant::now();
+        // The namespace is made first and removed last: without its file
+        // there is nothing of an earlier attempt to clear.
+        if self.netns_path(uid).exists() {
+            self.teardown(uid).await?;
+            timing::phase("sandbox_clear", began);
+        }
         match self.build(uid, ip).await {
             Ok(net) => {
+                timing::phase("sandbox", began);
                 tracing::info!(host_veth = %net.host_veth, "pod sandbox ready");
                 Ok(net)
             }
@@ -237,34 +250,33 @@ impl SandboxManager {
     async fn build(&self, uid: &str, ip: Ipv4Addr) -> Result<PodNetwork, SandboxError> {
         let netns_path = self.netns_path(uid);
         let host = host_veth_name(uid);
-        let peer = peer_veth_name(uid);
+        let began = Instant::now();
         netns::create(&netns_path, &self.cfg.proc_root).map_err(|source| SandboxError::Netns {
             uid: uid.to_owned(),
             source,
         })?;
+        timing::phase("netns", began);
+        let began = Instant::now();
 
-        // Node side: veth pair, move the peer, proxy_arp, host route.
+        // Node side: veth pair (the pod end made in the pod namespace),
+        // proxy_arp, host route.
         let (host_ifindex, host_mac) = {
-            let (uid, host, peer, proc_root) = (
-                uid.to_owned(),
-                host.clone(),
-                peer.clone(),
-                self.cfg.proc_root.clone(),
-            );
+            let (uid, host, proc_root) = (uid.to_owned(), host.clone(), self.cfg.proc_root.clone());
             let ns = netns_path.clone();
-            self.in_node(uid.clone(), move || {
-                node_side(uid, host, peer, ns, proc_root, ip)
-            })
-            .await?
+            self.in_node(uid.clone(), move || node_side(uid, host, ns, proc_root, ip))
+                .await?
         };
 
-        // Pod side: lo, eth0, address, gateway neighbour, default route.
-        let (uid2, peer) = (uid.to_owned(), peer.clone());
+        timing::phase("veth_node_side", began);
+        let began = Instant::now();
+        // Pod side: lo, eth0's address, gateway neighbour, default route.
+        let uid2 = uid.to_owned();
         let run = netns::run_in(Some(netns_path.clone()), move || {
-            pod_side(uid2, peer, ip, host_mac.to_vec())
+            pod_side(uid2, ip, host_mac.to_vec())
         })
         .await;
         let pod_mac = flatten(uid, run)?;
+        timing::phase("veth_pod_side", began);
 
         Ok(PodNetwork {
             netns_path,
@@ -358,50 +370,44 @@ impl SandboxManager {
     }
 }
 
-/// Node-side half of a sandbox, run in the node namespace: veth pair, peer
-/// moved into the pod namespace, `proxy_arp`, host route. Returns the host
-/// end's index and MAC address.
+/// Node-side half of a sandbox, run in the node namespace: the veth pair,
+/// host end up, its pod end made as `eth0` right in the pod namespace (one
+/// request: no move, which waits for an RCU grace period, and no rename),
+/// `proxy_arp`, host route. Returns the host end's index and MAC address.
 async fn node_side(
     uid: String,
     host: String,
-    peer: String,
     ns: PathBuf,
     proc_root: PathBuf,
     ip: Ipv4Addr,
 ) -> Result<(u32, [u8; 6]), SandboxError> {
     let handle = connect(&uid)?;
     enable_forwarding(&proc_root)?;
-    handle
-        .link()
-        .add(LinkVeth::new(&host, &peer).build())
-        .execute()
-        .await
-        .map_err(netlink_err("create veth pair", &uid))?;
     let ns_file = fs::File::open(&ns).map_err(|source| SandboxError::Io {
         op: "open namespace file",
         path: ns.clone(),
         source,
     })?;
+    // Not `up` here: a veth end cannot open before its peer is linked
+    // (ENOTCONN); the pod side brings it up.
+    let pod_end = LinkUnspec::new_with_name(POD_IFNAME)
+        .setns_by_fd(ns_file.as_raw_fd())
+        .build();
     handle
         .link()
-        .set(
-            LinkUnspec::new_with_name(&peer)
-                .setns_by_fd(ns_file.as_raw_fd())
+        .add(
+            LinkVeth::new(&host, POD_IFNAME)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(pod_end)))
+                .up()
                 .build(),
         )
         .execute()
         .await
-        .map_err(netlink_err("move veth into pod namespace", &uid))?;
+        .map_err(netlink_err("create veth pair", &uid))?;
     write_sysctl(
         &proc_root.join(format!("sys/net/ipv4/conf/{host}/proxy_arp")),
         "1",
     )?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_name(&host).up().build())
-        .execute()
-        .await
-        .map_err(netlink_err("bring host veth up", &uid))?;
     let link = link_by_name(&handle, &host)
         .await
         .map_err(netlink_err("look up host veth", &uid))?
@@ -429,15 +435,10 @@ async fn node_side(
     Ok((link.header.index, mac))
 }
 
-/// Pod-side half of a sandbox, run in the pod namespace: lo up, peer renamed
-/// `eth0` with the pod IP, gateway neighbour, default route. Returns
-/// `eth0`'s MAC address.
-async fn pod_side(
-    uid: String,
-    peer: String,
-    ip: Ipv4Addr,
-    host_mac: Vec<u8>,
-) -> Result<[u8; 6], SandboxError> {
+/// Pod-side half of a sandbox, run in the pod namespace: lo up, the pod IP
+/// on `eth0`, `eth0` up, gateway neighbour, default route. Returns `eth0`'s MAC
+/// address.
+async fn pod_side(uid: String, ip: Ipv4Addr, host_mac: Vec<u8>) -> Result<[u8; 6], SandboxError> {
     let handle = connect(&uid)?;
     handle
         .link()
@@ -445,24 +446,14 @@ async fn pod_side(
         .execute()
         .await
         .map_err(netlink_err("bring lo up", &uid))?;
-    let link = link_by_name(&handle, &peer)
+    let link = link_by_name(&handle, POD_IFNAME)
         .await
         .map_err(netlink_err("look up pod veth", &uid))?
         .ok_or_else(|| SandboxError::MissingLink {
-            name: peer.clone(),
+            name: POD_IFNAME.to_owned(),
             uid: uid.clone(),
         })?;
     let index = link.header.index;
-    handle
-        .link()
-        .set(
-            LinkUnspec::new_with_index(index)
-                .name("eth0".to_owned())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink_err("rename pod veth to eth0", &uid))?;
     handle
         .address()
         .add(index, IpAddr::V4(ip), 32)
@@ -496,7 +487,7 @@ async fn pod_side(
         .await
         .map_err(netlink_err("add default route", &uid))?;
     link_mac(&link).ok_or_else(|| SandboxError::MissingLink {
-        name: format!("{peer} (mac)"),
+        name: format!("{POD_IFNAME} (mac)"),
         uid,
     })
 }
@@ -549,13 +540,16 @@ pub struct PodFiles {
     pub resolv_conf: PathBuf,
 }
 
-/// Writes `hosts`, `resolv.conf` and `hostname` for a pod into `dir`.
+/// Writes `hosts`, `resolv.conf` and `hostname` for a pod into `dir`
+/// (replaced atomically, not synced: they are written again with every
+/// sandbox).
 pub fn write_pod_files(
     dir: &Path,
     hostname: &str,
     ip: Ipv4Addr,
     dns: &DnsConfig,
 ) -> Result<PodFiles, SandboxError> {
+    let began = Instant::now();
     let io_err = |op, path: &Path| {
         let path = path.to_owned();
         move |source| SandboxError::Io { op, path, source }
@@ -565,7 +559,7 @@ pub fn write_pod_files(
     let contents = format!(
         "# Kubernetes-managed hosts file (skep).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
     );
-    crate::files::write_atomic(&hosts, contents.as_bytes()).map_err(io_err("write", &hosts))?;
+    crate::files::write_replace(&hosts, contents.as_bytes()).map_err(io_err("write", &hosts))?;
     let resolv_conf = dir.join("resolv.conf");
     let mut contents = String::new();
     for ns in &dns.nameservers {
@@ -577,12 +571,13 @@ pub fn write_pod_files(
     if !dns.options.is_empty() {
         let _ = writeln!(contents, "options {}", dns.options.join(" "));
     }
-    crate::files::write_atomic(&resolv_conf, contents.as_bytes())
+    crate::files::write_replace(&resolv_conf, contents.as_bytes())
         .map_err(io_err("write", &resolv_conf))?;
     // /etc/hostname, as the kubelet mounts it.
     let hostname_file = dir.join("hostname");
-    crate::files::write_atomic(&hostname_file, format!("{hostname}\n").as_bytes())
+    crate::files::write_replace(&hostname_file, format!("{hostname}\n").as_bytes())
         .map_err(io_err("write", &hostname_file))?;
+    timing::phase("pod_files", began);
     Ok(PodFiles { hosts, resolv_conf })
 }
 

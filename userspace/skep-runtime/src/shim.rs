@@ -2,9 +2,15 @@
 //!
 //! The agent runs `skep-shim --id … --bundle … …` (the binary in
 //! `userspace/skep-shim`, a `main` over [`run`]); the shim forks, and the
-//! parent exits as soon as `runc create` has finished, printing `ok <pid>`
-//! or an error on stdout. The daemonised child becomes a child subreaper (so
-//! the container's init is reparented to it when `runc create` exits),
+//! parent exits as soon as runc has finished, printing `ok <pid> <runc µs>`
+//! or an error on stdout. runc is `runc create` (the agent runs `runc
+//! start` later) or, with `--start true`, `runc run --detach`: created and
+//! started in one runc process. With `--cgroup-procs`, runc (and so the
+//! container's init, its child) is born in that cgroup v2 leaf: on hybrid
+//! v1/v2 hosts runc only places it in the v1 hierarchies, and the
+//! datapath's socket hooks must see the container's first `connect`.
+//! The daemonised child becomes a child subreaper (so
+//! the container's init is reparented to it when runc exits),
 //! copies the container's stdout/stderr into a CRI-format log file, reaps
 //! the container init, and writes the exit code and finish time atomically
 //! to the exit file. The exit is therefore recorded even when the agent is
@@ -64,13 +70,17 @@ pub struct ShimArgs {
     pub exit_file: PathBuf,
     /// Where runc writes the container init's pid.
     pub pid_file: PathBuf,
+    /// Start the container too (`runc run --detach`), not only create it.
+    pub start: bool,
+    /// A cgroup v2 `cgroup.procs` file runc is put into before it runs.
+    pub cgroup_procs: Option<PathBuf>,
 }
 
 impl ShimArgs {
     /// The arguments as passed on the command line (`--id X --bundle Y …`).
     pub fn to_args(&self) -> Vec<String> {
         let p = |p: &Path| p.to_string_lossy().into_owned();
-        vec![
+        let mut args = vec![
             "--id".into(),
             self.id.clone(),
             "--bundle".into(),
@@ -85,7 +95,13 @@ impl ShimArgs {
             p(&self.exit_file),
             "--pid-file".into(),
             p(&self.pid_file),
-        ]
+            "--start".into(),
+            self.start.to_string(),
+        ];
+        if let Some(procs) = &self.cgroup_procs {
+            args.extend(["--cgroup-procs".into(), p(procs)]);
+        }
+        args
     }
 
     /// Parses what [`ShimArgs::to_args`] produced.
@@ -105,6 +121,12 @@ impl ShimArgs {
                 "--log" => out.log = value.into(),
                 "--exit-file" => out.exit_file = value.into(),
                 "--pid-file" => out.pid_file = value.into(),
+                "--start" => {
+                    out.start = value
+                        .parse()
+                        .map_err(|_| format!("--start takes true or false, not {value:?}"))?;
+                }
+                "--cgroup-procs" => out.cgroup_procs = Some(value.into()),
                 other => return Err(format!("unknown shim argument {other}")),
             }
         }
@@ -219,7 +241,8 @@ fn write_exit(path: &Path, record: &ExitRecord) -> io::Result<()> {
     crate::files::write_atomic(path, &data)
 }
 
-/// Runs `runc create`, reports readiness, then copies output and reaps
+/// Runs `runc create` (or `runc run --detach`), reports readiness, then
+/// copies output and reaps
 /// the init in one thread: a `poll` over the two output pipes and a
 /// signalfd for `SIGCHLD` (no thread per stream, no async runtime).
 fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
@@ -240,39 +263,11 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         .map_err(|e| format!("failed to block SIGCHLD: {e}"))?;
     let children = SignalFd::with_flags(&sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| format!("failed to create signalfd: {e}"))?;
-    let runc_log = args.bundle.join("runc.log");
-    let status = Command::new(&args.runc)
-        .arg("--root")
-        .arg(&args.runc_root)
-        .arg("--log")
-        .arg(&runc_log)
-        .arg("--log-format")
-        .arg("json")
-        .arg("create")
-        .arg("--bundle")
-        .arg(&args.bundle)
-        .arg("--pid-file")
-        .arg(&args.pid_file)
-        .arg(&args.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
-        .status()
-        .map_err(|e| format!("failed to run {}: {e}", args.runc.display()))?;
-    // The Command (and its copies of the write ends) is gone; only the
-    // container holds them now, so EOF means the container is gone.
-    if !status.success() {
-        let detail = fs::read_to_string(&runc_log)
-            .ok()
-            .and_then(|l| l.lines().last().map(str::to_owned))
-            .unwrap_or_default();
-        return Err(format!("runc create failed ({status}): {detail}"));
-    }
-    let pid: i32 = fs::read_to_string(&args.pid_file)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| format!("failed to read pid file {}", args.pid_file.display()))?;
-    let _ = ready.write_all(format!("ok {pid}\n").as_bytes());
+    let runc_began = Instant::now();
+    let pid = run_runc(args, out_w, err_w)?;
+    // The pid, and how long runc took (µs), for the agent's start-up timing.
+    let runc_us = runc_began.elapsed().as_micros();
+    let _ = ready.write_all(format!("ok {pid} {runc_us}\n").as_bytes());
 
     let mut streams = [
         Stream::new(File::from(out_r), "stdout"),
@@ -322,6 +317,77 @@ fn supervise(args: &ShimArgs, ready: &mut File) -> Result<ExitRecord, String> {
         finished_at,
         error: None,
     })
+}
+
+/// Runs `runc create` (or `runc run --detach`) with the container's
+/// output going to `out_w` and `err_w`, in `--cgroup-procs`' cgroup if
+/// given; returns the container init's pid.
+fn run_runc(args: &ShimArgs, out_w: OwnedFd, err_w: OwnedFd) -> Result<i32, String> {
+    let runc_log = args.bundle.join("runc.log");
+    let cgroup = match &args.cgroup_procs {
+        Some(path) => Some(
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("failed to open {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut runc = Command::new(&args.runc);
+    runc.arg("--root")
+        .arg(&args.runc_root)
+        .arg("--log")
+        .arg(&runc_log)
+        .arg("--log-format")
+        .arg("json");
+    if args.start {
+        runc.args(["run", "--detach"]);
+    } else {
+        runc.arg("create");
+    }
+    if let Some(cgroup) = cgroup {
+        let fd = cgroup.as_raw_fd();
+        // SAFETY: the closure runs in the forked child before exec and
+        // makes one write(2) on a descriptor opened above (kept open by
+        // `cgroup`, which the closure owns): async-signal-safe, no
+        // allocation, no lock.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut runc, move || {
+                let _open = &cgroup;
+                // "0": the writing process itself.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let status = runc
+        .arg("--bundle")
+        .arg(&args.bundle)
+        .arg("--pid-file")
+        .arg(&args.pid_file)
+        .arg(&args.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .status()
+        .map_err(|e| format!("failed to run {}: {e}", args.runc.display()))?;
+    // The Command (and its copies of the write ends) is gone; only the
+    // container holds them now, so EOF means the container is gone.
+    if !status.success() {
+        let detail = fs::read_to_string(&runc_log)
+            .ok()
+            .and_then(|l| l.lines().last().map(str::to_owned))
+            .unwrap_or_default();
+        let op = if args.start { "run" } else { "create" };
+        return Err(format!("runc {op} failed ({status}): {detail}"));
+    }
+    fs::read_to_string(&args.pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("failed to read pid file {}", args.pid_file.display()))
 }
 
 /// Waits up to `timeout` for a child to change state or an open stream to
@@ -464,6 +530,19 @@ fn write_record(log: &mut File, record: &mut Vec<u8>, stream: &str, line: &[u8],
     let _ = log.write_all(record);
 }
 
+/// Parses the shim's readiness line, `ok <pid> [<runc µs>]`: the
+/// container init's pid and how long runc took, when given.
+pub fn parse_ready(line: &str) -> (Option<u32>, Option<u128>) {
+    let mut words = line
+        .trim()
+        .strip_prefix("ok ")
+        .unwrap_or("")
+        .split_whitespace();
+    let pid = words.next().and_then(|p| p.parse().ok());
+    let runc_us = words.next().and_then(|p| p.parse().ok());
+    (pid, runc_us)
+}
+
 /// Reads a shim exit file, `None` when it does not exist yet.
 pub fn read_exit(path: &Path) -> io::Result<Option<ExitRecord>> {
     match fs::read(path) {
@@ -489,10 +568,25 @@ mod tests {
             log: "/l".into(),
             exit_file: "/e".into(),
             pid_file: "/p".into(),
+            start: false,
+            cgroup_procs: None,
         };
-        assert_eq!(ShimArgs::parse(&a.to_args()), Ok(a));
+        assert_eq!(ShimArgs::parse(&a.to_args()), Ok(a.clone()));
+        let b = ShimArgs {
+            start: true,
+            cgroup_procs: Some("/sys/fs/cgroup/unified/x/cgroup.procs".into()),
+            ..a
+        };
+        assert_eq!(ShimArgs::parse(&b.to_args()), Ok(b));
         assert!(ShimArgs::parse(&["--bogus".into(), "x".into()]).is_err());
         assert!(ShimArgs::parse(&["--id".into()]).is_err());
+    }
+
+    #[test]
+    fn ready_line_carries_pid_and_runc_time() {
+        assert_eq!(parse_ready("ok 42 1500\n"), (Some(42), Some(1500)));
+        assert_eq!(parse_ready("ok 42"), (Some(42), None));
+        assert_eq!(parse_ready("runc failed"), (None, None));
     }
 
     #[test]

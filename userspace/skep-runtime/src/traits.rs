@@ -35,6 +35,23 @@ pub trait ContainerRuntime: Send + Sync {
     /// Starts a created container.
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
+    /// Creates and starts container `spec`, for when nothing has to happen
+    /// between the two; returns its id. The real runtime does it in one
+    /// runc process (`runc run --detach`). A failed start leaves the
+    /// created container, as [`start`] does.
+    ///
+    /// [`start`]: ContainerRuntime::start
+    fn run(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        async move {
+            let id = self.create(spec).await?;
+            self.start(&id).await?;
+            Ok(id)
+        }
+    }
+
     /// The current status of container `id` ([`RuntimeError::NotFound`]
     /// if there is none).
     fn status(
@@ -92,6 +109,13 @@ impl ContainerRuntime for Runtime {
 
     fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         Runtime::start(self, id)
+    }
+
+    fn run(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        Runtime::run(self, spec)
     }
 
     fn status(

@@ -609,8 +609,8 @@ async fn each_container_runs_under_a_small_shim() -> Result<()> {
             "printf '%20000s\\n' out; printf '%20000s\\n' err >&2; echo ready; sleep 1000",
         ],
     );
-    let id = node.runtime.create(&spec).await?;
-    node.runtime.start(&id).await?;
+    // Created and started in one runc process (`runc run --detach`).
+    let id = node.runtime.run(&spec).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !fs::read_to_string(&spec.log_path)
         .unwrap_or_default()
@@ -633,6 +633,25 @@ async fn each_container_runs_under_a_small_shim() -> Result<()> {
     );
     let threads = proc_field(shim, "status", "Threads")?;
     ensure!(threads == 1, "the shim runs {threads} threads, not one");
+    // Hybrid host: runc was started in the container's v2 leaf, so the
+    // init was there from birth; the shim itself is not.
+    if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        let rel = format!("{}/main", node.runtime.pod_cgroup("pod-shim"));
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        ensure!(
+            cgroup.lines().any(|l| l == format!("0::/{rel}")),
+            "not in the v2 cgroup: {cgroup}"
+        );
+        let shim_cgroup = fs::read_to_string(format!("/proc/{shim}/cgroup"))?;
+        ensure!(
+            !shim_cgroup.lines().any(|l| l == format!("0::/{rel}")),
+            "the shim joined the container's v2 cgroup: {shim_cgroup}"
+        );
+    }
+    ensure!(
+        node.runtime.status(&id).await?.started_at.is_some(),
+        "run records the start"
+    );
     // A report, not an assertion (the aim is under 2 MB resident): VmRSS
     // counts the libc pages every process shares, Pss shares them out.
     let rss = proc_field(shim, "status", "VmRSS")?;
@@ -740,4 +759,30 @@ async fn create_failure_is_reported_and_recorded() -> Result<()> {
     }
     cleanup::remove_pod(node.parts(), "pod-bad", Duration::ZERO).await?;
     check_nothing_left(&node, "pod-bad").await
+}
+
+#[tokio::test]
+async fn run_failure_is_reported_and_recorded() -> Result<()> {
+    let node = TestNode::new().await?;
+    let (net, files) = node.pod("pod-badrun").await?;
+    let spec = node.container("pod-badrun", "main", &net, &files, &["/no/such/binary"]);
+    let err = node
+        .runtime
+        .run(&spec)
+        .await
+        .err()
+        .context("run of a missing binary succeeded")?;
+    ensure!(err.to_string().contains("failed to run container"), "{err}");
+    let status = node.runtime.status(&spec.id()).await?;
+    match status.state {
+        ContainerState::Exited(exit) => ensure!(
+            exit.error
+                .as_deref()
+                .is_some_and(|e| e.contains("runc run failed")),
+            "{exit:?}"
+        ),
+        other => bail!("expected an exit record, got {other:?}"),
+    }
+    cleanup::remove_pod(node.parts(), "pod-badrun", Duration::ZERO).await?;
+    check_nothing_left(&node, "pod-badrun").await
 }

@@ -906,22 +906,21 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
                 .join(format!("{attempt}.log")),
         };
         self.ctr(init, i).next_attempt = attempt + 1;
-        let created = match parts.runtime.create(&cspec).await {
+        // Created and started in one runc process: nothing runs between.
+        let created = match parts.runtime.run(&cspec).await {
             Ok(id) => id,
             Err(err) => {
                 parts
                     .events
                     .record(pod, true, "Failed", format!("Error: {err}"));
-                // `runc create` ran and the process could not be started
+                // `runc run` ran and the process could not be started
                 // (say, its command is not in the image): the shim recorded
                 // that as the attempt's exit, which the next refresh reports
                 // as a StartError and restarts with back-off, like the
                 // kubelet's RunContainerError.
                 let id = cspec.id();
-                let recorded = matches!(
-                    parts.runtime.status(&id).await.map(|s| s.state),
-                    Ok(ContainerState::Exited(_))
-                );
+                let state = parts.runtime.status(&id).await.map(|s| s.state);
+                let recorded = matches!(state, Ok(ContainerState::Exited(_)));
                 if recorded {
                     let c = self.ctr(init, i);
                     c.id = Some(id);
@@ -930,6 +929,10 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
                     c.exited = None;
                     c.waiting = Some(("RunContainerError".into(), err.to_string()));
                 } else {
+                    // Created but not started: the attempt is kept to remove.
+                    if matches!(state, Ok(ContainerState::Created)) {
+                        self.ctr(init, i).id = Some(id);
+                    }
                     self.fail(init, i, "CreateContainerError", err.to_string());
                 }
                 return;
@@ -941,15 +944,6 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
             "Created",
             format!("Created container {}", spec.name),
         );
-        if let Err(err) = parts.runtime.start(&created).await {
-            parts
-                .events
-                .record(pod, true, "Failed", format!("Error: {err}"));
-            let c = self.ctr(init, i);
-            c.id = Some(created);
-            self.fail(init, i, "CreateContainerError", err.to_string());
-            return;
-        }
         tracing::debug!(container = %spec.name, "container started");
         parts.events.record(
             pod,
