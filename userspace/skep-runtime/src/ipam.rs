@@ -6,7 +6,14 @@
 //! address out twice; plus a `last_reserved_ip` file (written atomically) so
 //! allocation continues round-robin after a restart and freed addresses are
 //! reused last.
+//!
+//! The agent is the directory's one allocator: who holds what is read from
+//! disk once at [`Ipam::open`] and kept in memory beside the files, so an
+//! allocation does not scan the directory. Allocation files are not synced
+//! (as `host-local` does not): an address matters only while its pod's
+//! sandbox exists, and a host crash takes every sandbox with it.
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -54,7 +61,8 @@ pub struct Ipam {
     dir: PathBuf,
     network: u32,
     prefix: u8,
-    lock: Mutex<()>,
+    /// Pod UID → address, as the files say; the lock serialises allocation.
+    held: Mutex<HashMap<String, Ipv4Addr>>,
 }
 
 /// Parses `a.b.c.d/n` into (network address as u32, prefix length).
@@ -103,12 +111,19 @@ impl Ipam {
             path: dir.clone(),
             source,
         })?;
-        Ok(Self {
+        let mut ipam = Self {
             dir,
             network: u32::from(network),
             prefix,
-            lock: Mutex::new(()),
-        })
+            held: Mutex::new(HashMap::new()),
+        };
+        let held = ipam
+            .allocated()?
+            .into_iter()
+            .map(|(ip, uid)| (uid, ip))
+            .collect();
+        ipam.held = Mutex::new(held);
+        Ok(ipam)
     }
 
     /// The pod CIDR as text.
@@ -131,12 +146,9 @@ impl Ipam {
     #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
     pub fn allocate(&self, uid: &str) -> Result<Ipv4Addr, IpamError> {
         let began = std::time::Instant::now();
-        let _guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(ip) = self.lookup(uid)? {
-            return Ok(ip);
+        let mut held = self.held();
+        if let Some(ip) = held.get(uid) {
+            return Ok(*ip);
         }
         let (first, last) = self.range();
         let start = self
@@ -151,12 +163,12 @@ impl Ipam {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut file) => {
                     file.write_all(uid.as_bytes())
-                        .and_then(|()| file.sync_all())
                         .map_err(|source| IpamError::Io {
                             op: "write allocation",
                             path: path.clone(),
                             source,
                         })?;
+                    held.insert(uid.to_owned(), ip);
                     self.write_last_reserved(ip)?;
                     tracing::debug!(%ip, "allocated pod address");
                     crate::timing::phase("ipam", began);
@@ -181,17 +193,20 @@ impl Ipam {
     /// Frees the address of pod `uid`; returns it, or `None` if it had none.
     #[tracing::instrument(skip_all, fields(pod_uid = %uid))]
     pub fn release(&self, uid: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        let _guard = self
-            .lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(ip) = self.lookup(uid)? else {
+        let mut held = self.held();
+        let Some(ip) = held.get(uid).copied() else {
             return Ok(None);
         };
         let path = self.dir.join(ip.to_string());
         match fs::remove_file(&path) {
-            Ok(()) => Ok(Some(ip)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(ip)),
+            Ok(()) => {
+                held.remove(uid);
+                Ok(Some(ip))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                held.remove(uid);
+                Ok(Some(ip))
+            }
             Err(source) => Err(IpamError::Io {
                 op: "remove allocation",
                 path,
@@ -202,7 +217,13 @@ impl Ipam {
 
     /// The address currently held by pod `uid`, if any.
     pub fn get(&self, uid: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        self.lookup(uid)
+        Ok(self.held().get(uid).copied())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Ipv4Addr>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every allocation as (address, pod UID), sorted by address.
@@ -242,14 +263,6 @@ impl Ipam {
         }
         out.sort();
         Ok(out)
-    }
-
-    fn lookup(&self, uid: &str) -> Result<Option<Ipv4Addr>, IpamError> {
-        Ok(self
-            .allocated()?
-            .into_iter()
-            .find(|(_, owner)| owner == uid)
-            .map(|(ip, _)| ip))
     }
 
     fn last_reserved(&self) -> Option<u32> {
