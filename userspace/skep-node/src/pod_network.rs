@@ -4,13 +4,14 @@
 //! routing datapath goes through a [`DatapathEntry`], the real one being
 //! [`crate::endpoints::Endpoints`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use skep_runtime::sandbox::PodNetwork;
 use skep_runtime::{PodNetworkError, PodNetworks};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::endpoints::Endpoints;
 
@@ -43,10 +44,17 @@ impl DatapathEntry for Endpoints {
 /// Pod networks and their datapath entries, set up and torn down as one.
 /// The [`PodNetworks`] arrive once the node has its pod CIDR
 /// ([`PodNetworkManager::open`]); until then setup waits.
+///
+/// Programming the datapath entry (attaching a TCX link waits for an RCU
+/// grace period, ~10 ms) runs beside the pod's container start rather than
+/// before it: nothing in the pod needs it (the kernel forwards without it),
+/// and [`PodNetworkManager::settle`] waits for it before the pod is reported.
 pub struct PodNetworkManager<N> {
     networks: OnceLock<N>,
     opened: watch::Sender<bool>,
     datapath: Arc<dyn DatapathEntry>,
+    /// Datapath entries being programmed, by pod UID.
+    pending: Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 impl<N> std::fmt::Debug for PodNetworkManager<N> {
@@ -64,6 +72,7 @@ impl<N: PodNetworks> PodNetworkManager<N> {
             networks: OnceLock::new(),
             opened: watch::channel(false).0,
             datapath,
+            pending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -96,12 +105,35 @@ impl<N: PodNetworks> PodNetworkManager<N> {
         &self.datapath
     }
 
-    /// Gives pod `uid` (named `name`) its address and sandbox and programs
-    /// its datapath entry.
+    /// Gives pod `uid` (named `name`) its address and sandbox and starts
+    /// programming its datapath entry ([`PodNetworkManager::settle`] waits
+    /// for that).
     pub async fn setup(&self, uid: &str, name: &str) -> Result<PodNetwork, PodNetworkError> {
         let net = self.ready().await.setup(uid).await?;
-        self.datapath.add(name, &net);
+        self.add_entry(uid, name, &net);
         Ok(net)
+    }
+
+    /// Programs pod `uid`'s datapath entry on a blocking thread.
+    fn add_entry(&self, uid: &str, name: &str, net: &PodNetwork) {
+        let datapath = Arc::clone(&self.datapath);
+        let (name, net) = (name.to_owned(), net.clone());
+        let span = tracing::Span::current();
+        let task = tokio::task::spawn_blocking(move || span.in_scope(|| datapath.add(&name, &net)));
+        // An earlier entry still being programmed finishes on its own; the
+        // newer one (the same pod, added again) is the one waited for.
+        crate::lock(&self.pending).insert(uid.to_owned(), task);
+    }
+
+    /// Waits until pod `uid`'s datapath entry, if one is being programmed,
+    /// is in place.
+    pub async fn settle(&self, uid: &str) {
+        let task = crate::lock(&self.pending).remove(uid);
+        if let Some(task) = task
+            && let Err(err) = task.await
+        {
+            tracing::warn!(%err, "programming the pod's datapath entry failed");
+        }
     }
 
     /// Picks up the sandbox an earlier agent built for pod `uid` (and puts
@@ -115,7 +147,7 @@ impl<N: PodNetworks> PodNetworkManager<N> {
         let Some(net) = networks.inspect(uid).await? else {
             return Ok(None);
         };
-        self.datapath.add(name, &net);
+        self.add_entry(uid, name, &net);
         Ok(Some(net))
     }
 
@@ -126,6 +158,8 @@ impl<N: PodNetworks> PodNetworkManager<N> {
             return Ok(None);
         };
         let ip = networks.address(uid)?;
+        // Removed after it is in place, never before.
+        self.settle(uid).await;
         self.datapath.remove(uid, ip);
         networks.teardown(uid).await?;
         Ok(ip)

@@ -43,7 +43,7 @@ use crate::node_sync::PodSlot;
 use crate::pleg::Pleg;
 use crate::pod_network::PodNetworkManager;
 use crate::podspec;
-use crate::probe::ProbeResult;
+use crate::probe::{ProbeResult, ProbeState};
 use crate::status_manager::StatusManager;
 use crate::view::{Concern, ViewReader};
 
@@ -331,6 +331,9 @@ pub async fn run<R: ContainerRuntime + 'static, N: PodNetworks + 'static>(
                 break;
             }
             w.step(&pod).await;
+            // The datapath entry was programmed beside the start; the pod is
+            // reported once it is in place.
+            w.parts.network.settle(&w.uid).await;
             w.report(&pod);
             let wake_at = w.next_wake();
             let waits_on_sources = w.volumes.is_none();
@@ -383,7 +386,7 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
                 }
             })
             .flatten()
-            .map(crate::probe::ProbeState::next_due);
+            .map(ProbeState::next_due);
         let retries = self
             .init
             .iter()
@@ -974,72 +977,50 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
         if c.init {
             return false;
         }
+        // Runs one probe if due; a failure is recorded as upstream words it.
+        // Returns whether the probe passes, when it ran.
+        let tick = async |probe: Option<&mut ProbeState>, what: &str| {
+            let p = probe?;
+            let r = p.tick(parts.runtime.as_ref(), &id, &spec, ip).await?;
+            if let ProbeResult::Failure(m) = &r {
+                parts
+                    .events
+                    .record(pod, true, "Unhealthy", format!("{what} probe failed: {m}"));
+            }
+            Some(p.passing)
+        };
         if !c.started {
-            if let Some(p) = c.startup.as_mut()
-                && let Some(r) = p.tick(parts.runtime.as_ref(), &id, &spec, ip).await
-            {
-                if let ProbeResult::Failure(m) = &r {
-                    parts.events.record(
-                        pod,
-                        true,
-                        "Unhealthy",
-                        format!("Startup probe failed: {m}"),
-                    );
-                }
-                if p.passing {
-                    c.started = true;
-                }
+            if tick(c.startup.as_mut(), "Startup").await == Some(true) {
+                c.started = true;
             }
             if c.readiness.is_none() {
                 c.ready = c.started;
             }
             return false;
         }
-        if let Some(p) = c.readiness.as_mut()
-            && let Some(r) = p.tick(parts.runtime.as_ref(), &id, &spec, ip).await
-        {
-            if let ProbeResult::Failure(m) = &r {
-                parts.events.record(
-                    pod,
-                    true,
-                    "Unhealthy",
-                    format!("Readiness probe failed: {m}"),
-                );
-            }
-            c.ready = p.passing;
+        if let Some(passing) = tick(c.readiness.as_mut(), "Readiness").await {
+            c.ready = passing;
         }
-        if let Some(p) = c.liveness.as_mut()
-            && let Some(r) = p.tick(parts.runtime.as_ref(), &id, &spec, ip).await
-        {
-            if let ProbeResult::Failure(m) = &r {
-                parts.events.record(
-                    pod,
-                    true,
-                    "Unhealthy",
-                    format!("Liveness probe failed: {m}"),
-                );
-            }
-            if !p.passing {
-                parts.events.record(
-                    pod,
-                    false,
-                    "Killing",
-                    format!(
-                        "Container {} failed liveness probe, will be restarted",
-                        spec.name
-                    ),
-                );
-                let grace = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-                    .unwrap_or(30);
-                let _ = parts
-                    .runtime
-                    .stop(&id, Duration::from_secs(u64::try_from(grace).unwrap_or(0)))
-                    .await;
-                return true;
-            }
+        if tick(c.liveness.as_mut(), "Liveness").await == Some(false) {
+            parts.events.record(
+                pod,
+                false,
+                "Killing",
+                format!(
+                    "Container {} failed liveness probe, will be restarted",
+                    spec.name
+                ),
+            );
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            let _ = parts
+                .runtime
+                .stop(&id, Duration::from_secs(u64::try_from(grace).unwrap_or(0)))
+                .await;
+            return true;
         }
         false
     }
