@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use tokio::sync::Notify;
 
@@ -16,6 +17,9 @@ use crate::view::ViewReader;
 
 /// How long a failed write waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(500);
+
+/// How many pods' status writes are in flight at once.
+const IN_FLIGHT: usize = 32;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -88,56 +92,66 @@ impl StatusManager {
         }
     }
 
-    /// Writes what is pending once; returns whether everything was written.
+    /// Writes what is pending once, up to [`IN_FLIGHT`] pods at a time (a
+    /// burst's writes commit together instead of queueing behind each
+    /// other); returns whether everything was written.
     pub async fn flush(&self, api: &dyn NodeApi, view: &ViewReader) -> bool {
         let batch: Vec<(String, PodStatus)> = crate::lock(&self.inner).pending.drain().collect();
         if batch.is_empty() {
             return true;
         }
         let pods = view.pods();
-        let mut ok = true;
-        for (uid, status) in batch {
-            let Some(pod) = pods.get(&uid) else {
-                // Gone from the node: nobody reads its status any more.
-                continue;
-            };
-            let last_rv = crate::lock(&self.inner)
-                .written
-                .get(&uid)
-                .map(|(_, rv)| rv.clone());
-            let mut updated = Pod::clone(pod);
-            if let Some(rv) = last_rv
-                && newer(&rv, updated.metadata.resource_version.as_deref())
-            {
-                updated.metadata.resource_version = Some(rv);
+        let writes = batch.into_iter().filter_map(|(uid, status)| {
+            // Gone from the node: nobody reads its status any more.
+            let pod = pods.get(&uid)?;
+            let span = tracing::debug_span!("status_write", pod_uid = %uid);
+            let write = self.write(api, uid, Pod::clone(pod), status);
+            Some(tracing::Instrument::instrument(write, span))
+        });
+        futures::stream::iter(writes)
+            .buffer_unordered(IN_FLIGHT)
+            .fold(true, |ok, written| async move { ok && written })
+            .await
+    }
+
+    /// Writes `status` on `pod`; returns whether it was written (if not, it
+    /// stays pending unless a newer one came meanwhile).
+    async fn write(&self, api: &dyn NodeApi, uid: String, mut pod: Pod, status: PodStatus) -> bool {
+        let last_rv = crate::lock(&self.inner)
+            .written
+            .get(&uid)
+            .map(|(_, rv)| rv.clone());
+        if let Some(rv) = last_rv
+            && newer(&rv, pod.metadata.resource_version.as_deref())
+        {
+            pod.metadata.resource_version = Some(rv);
+        }
+        pod.status = Some(status.clone());
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let Ok(body) = serde_json::to_vec(&pod) else {
+            return true;
+        };
+        match api.update_pod_status(&ns, &name, body).await {
+            Ok(stored) => {
+                let rv = serde_json::from_slice::<Pod>(&stored)
+                    .ok()
+                    .and_then(|p| p.metadata.resource_version)
+                    .unwrap_or_default();
+                tracing::debug!(pod = %format!("{ns}/{name}"), phase = ?status.phase, "pod status written");
+                crate::lock(&self.inner).written.insert(uid, (status, rv));
+                true
             }
-            updated.status = Some(status.clone());
-            let ns = pod.metadata.namespace.clone().unwrap_or_default();
-            let name = pod.metadata.name.clone().unwrap_or_default();
-            let Ok(body) = serde_json::to_vec(&updated) else {
-                continue;
-            };
-            match api.update_pod_status(&ns, &name, body).await {
-                Ok(stored) => {
-                    let rv = serde_json::from_slice::<Pod>(&stored)
-                        .ok()
-                        .and_then(|p| p.metadata.resource_version)
-                        .unwrap_or_default();
-                    tracing::debug!(pod = %format!("{ns}/{name}"), phase = ?status.phase, "pod status written");
-                    crate::lock(&self.inner).written.insert(uid, (status, rv));
-                }
-                Err(err) => {
-                    tracing::debug!(pod = %format!("{ns}/{name}"), %err, "failed to write pod status; retrying");
-                    ok = false;
-                    // Kept unless a newer one came meanwhile.
-                    crate::lock(&self.inner)
-                        .pending
-                        .entry(uid)
-                        .or_insert(status);
-                }
+            Err(err) => {
+                tracing::debug!(pod = %format!("{ns}/{name}"), %err, "failed to write pod status; retrying");
+                // Kept unless a newer one came meanwhile.
+                crate::lock(&self.inner)
+                    .pending
+                    .entry(uid)
+                    .or_insert(status);
+                false
             }
         }
-        ok
     }
 }
 
