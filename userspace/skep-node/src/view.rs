@@ -254,56 +254,50 @@ where
     }
 }
 
-/// Parses a namespaced object and its key; `None` if it does not parse.
-fn namespaced<T>(object: &[u8]) -> Option<(NsName, T)>
+/// How a map keys its objects: `(namespace, name)` or, cluster-scoped, the
+/// name alone.
+trait ObjectKey: Clone + Eq + Hash {
+    /// The key of the object with `meta`.
+    fn of(meta: &ObjectMeta) -> Self;
+}
+
+impl ObjectKey for NsName {
+    fn of(meta: &ObjectMeta) -> Self {
+        (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl ObjectKey for String {
+    fn of(meta: &ObjectMeta) -> Self {
+        meta.name.clone().unwrap_or_default()
+    }
+}
+
+/// Parses an object and its key; `None` if it does not parse.
+fn parse<K, T>(object: &[u8]) -> Option<(K, T)>
 where
+    K: ObjectKey,
     T: serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
 {
     let o = serde_json::from_slice::<T>(object).ok()?;
-    let m = o.metadata();
-    let key = (
-        m.namespace.clone().unwrap_or_default(),
-        m.name.clone().unwrap_or_default(),
-    );
-    Some((key, o))
+    Some((K::of(o.metadata()), o))
 }
 
-/// Parses a cluster-scoped object and its name; `None` if it does not parse.
-fn named<T>(object: &[u8]) -> Option<(String, T)>
-where
-    T: serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
-{
-    let o = serde_json::from_slice::<T>(object).ok()?;
-    Some((o.metadata().name.clone().unwrap_or_default(), o))
-}
-
-/// Applies a namespaced kind's event to `map`.
-fn apply_namespaced<T>(
-    map: &mut Map<NsName, T>,
+/// Applies one event of a kind to its `map`.
+fn apply_to<K, T>(
+    map: &mut Map<K, T>,
     deleted: bool,
     object: &[u8],
     changed: impl Fn(&T, &T) -> bool,
 ) -> bool
 where
+    K: ObjectKey,
     T: Clone + serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
 {
-    let Some((key, o)) = namespaced::<T>(object) else {
-        return false;
-    };
-    put(map, key, (!deleted).then(|| Arc::new(o)), changed)
-}
-
-/// Applies a cluster-scoped kind's event to `map`.
-fn apply_named<T>(
-    map: &mut Map<String, T>,
-    deleted: bool,
-    object: &[u8],
-    changed: impl Fn(&T, &T) -> bool,
-) -> bool
-where
-    T: Clone + serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>,
-{
-    let Some((key, o)) = named::<T>(object) else {
+    let Some((key, o)) = parse::<K, T>(object) else {
         return false;
     };
     put(map, key, (!deleted).then(|| Arc::new(o)), changed)
@@ -340,7 +334,7 @@ impl View {
         let touched = Touched::NONE;
         out.touched = match kind {
             "Node" => {
-                let Some((name, node)) = named::<Node>(object) else {
+                let Some((name, node)) = parse::<String, Node>(object) else {
                     return out;
                 };
                 let node = (!deleted).then(|| Arc::new(node));
@@ -375,41 +369,39 @@ impl View {
                 touched.when(before != after, Concern::Policy)
             }
             "Namespace" => {
-                let moved = apply_named(&mut self.namespaces, deleted, object, |a, b| {
+                let moved = apply_to(&mut self.namespaces, deleted, object, |a, b| {
                     a.metadata.labels != b.metadata.labels
                 });
                 touched.when(moved, Concern::Policy)
             }
             "NetworkPolicy" => {
-                let moved =
-                    apply_namespaced(&mut self.network_policies, deleted, object, |a, b| {
-                        a.spec != b.spec
-                    });
+                let moved = apply_to(&mut self.network_policies, deleted, object, |a, b| {
+                    a.spec != b.spec
+                });
                 touched.when(moved, Concern::Policy)
             }
             "Service" => {
-                let moved = apply_namespaced(&mut self.services, deleted, object, service_changed);
+                let moved = apply_to(&mut self.services, deleted, object, service_changed);
                 touched.when(moved, Concern::Services)
             }
             "EndpointSlice" => {
-                let moved =
-                    apply_namespaced(&mut self.endpoint_slices, deleted, object, slice_changed);
+                let moved = apply_to(&mut self.endpoint_slices, deleted, object, slice_changed);
                 touched.when(moved, Concern::Services)
             }
             "ConfigMap" => touched.when(
-                apply_namespaced(&mut self.config_maps, deleted, object, content_changed),
+                apply_to(&mut self.config_maps, deleted, object, content_changed),
                 Concern::Sources,
             ),
             "Secret" => touched.when(
-                apply_namespaced(&mut self.secrets, deleted, object, content_changed),
+                apply_to(&mut self.secrets, deleted, object, content_changed),
                 Concern::Sources,
             ),
             "PersistentVolumeClaim" => touched.when(
-                apply_namespaced(&mut self.claims, deleted, object, content_changed),
+                apply_to(&mut self.claims, deleted, object, content_changed),
                 Concern::Sources,
             ),
             "PersistentVolume" => touched.when(
-                apply_named(&mut self.volumes, deleted, object, content_changed),
+                apply_to(&mut self.volumes, deleted, object, content_changed),
                 Concern::Sources,
             ),
             _ => touched,
