@@ -232,6 +232,22 @@ fn check_restart_adopts(
         })?;
         assert!(reply.contains(" 200 "), "{ip} stopped answering");
     }
+    // The new agent probes the adopted containers again: they are Ready
+    // again, with the same containers.
+    wait(
+        "adopted pods ready again",
+        Duration::from_secs(30),
+        agent,
+        || {
+            let ready = web_pods(server, ns)?;
+            Ok((ready.len() == ips.len()).then_some(()))
+        },
+    )?;
+    assert_eq!(
+        containers(server)?,
+        before,
+        "readiness came back without new containers"
+    );
 
     Ok(())
 }
@@ -385,8 +401,6 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
         );
     }
 
-    // The rollout before the restart: pods an agent adopted after a
-    // restart do not get Ready again yet (their probes are not resumed).
     check_rollout_and_undo(&server, &agent, &ns)?;
     let ips: Vec<String> = web_pods(&server, &ns)?.into_iter().map(|p| p.1).collect();
     check_restart_adopts(&server, &mut agent, &ns, &ips)?;

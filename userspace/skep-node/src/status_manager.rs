@@ -104,7 +104,7 @@ impl StatusManager {
         let writes = batch.into_iter().filter_map(|(uid, status)| {
             // Gone from the node: nobody reads its status any more.
             let pod = pods.get(&uid)?;
-            let span = tracing::debug_span!("status_write", pod_uid = %uid);
+            let span = tracing::info_span!("status_write", pod_uid = %uid);
             let write = self.write(api, uid, Pod::clone(pod), status);
             Some(tracing::Instrument::instrument(write, span))
         });

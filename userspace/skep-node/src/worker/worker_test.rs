@@ -5,11 +5,11 @@
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::core::v1::{Event, PodStatus};
 use serde_json::{Value, json};
 use skep_proto::v1::WriteRequest;
 use skep_runtime::fake::{Call, FakePodNetworks, FakeRuntime, NetCall};
-use skep_runtime::runtime::ExecOutput;
+use skep_runtime::runtime::{ContainerSpec, ExecOutput, Resources};
 use skep_runtime::sandbox::PodNetwork;
 use tokio::task::JoinHandle;
 
