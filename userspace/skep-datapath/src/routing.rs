@@ -19,7 +19,12 @@
 //! pin then names a defunct link. [`prune_route_links`] removes such pins, and
 //! attaching to a re-created interface of the same name replaces the pin.
 
-use std::{ffi::CString, fs, io, os::fd::AsFd as _, path::Path};
+use std::{
+    ffi::CString,
+    fs, io,
+    os::fd::{AsFd as _, OwnedFd},
+    path::{Path, PathBuf},
+};
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use aya_obj::generated::bpf_attach_type;
@@ -79,16 +84,55 @@ impl Datapath {
     /// thread's network namespace) through a pinned TCX link. If a link is
     /// already pinned for it (an earlier agent), this object's program is
     /// swapped in; a pin left by a deleted interface is replaced.
-    #[tracing::instrument(skip(self), fields(program = hook.program()))]
     pub fn attach_route(&mut self, interface: &str, hook: RouteHook) -> Result<(), DatapathError> {
+        self.route_program(hook)?.attach(interface)
+    }
+
+    /// A handle on `hook`'s loaded program that attaches it without this
+    /// loader: callers attaching from many threads at once (a burst of pod
+    /// sandboxes) need no lock around it, and each attach waits out its
+    /// own RCU grace period in parallel.
+    pub fn route_program(&mut self, hook: RouteHook) -> Result<RouteProgram, DatapathError> {
+        let pin_dir = self.pin_dir().to_owned();
         let name = hook.program();
-        let pin = self.pin_dir().join(hook.pin_name(interface));
+        let fd = self
+            .classifier_fd(name)?
+            .try_clone_to_owned()
+            .map_err(|source| DatapathError::Link {
+                name,
+                source: link::LinkError::Syscall {
+                    operation: "duplicate the program descriptor",
+                    path: pin_dir.clone(),
+                    source,
+                },
+            })?;
+        Ok(RouteProgram { fd, hook, pin_dir })
+    }
+}
+
+/// One routing program, held open (a duplicate of the loader's descriptor
+/// keeps it loaded), and the pin directory its links go in.
+#[derive(Debug)]
+pub struct RouteProgram {
+    fd: OwnedFd,
+    hook: RouteHook,
+    pin_dir: PathBuf,
+}
+
+impl RouteProgram {
+    /// Attaches the program at TC ingress of `interface` (in the calling
+    /// thread's network namespace) through a pinned TCX link, as
+    /// [`Datapath::attach_route`] describes.
+    #[tracing::instrument(skip(self), fields(program = self.hook.program()))]
+    pub fn attach(&self, interface: &str) -> Result<(), DatapathError> {
+        let name = self.hook.program();
+        let pin = self.pin_dir.join(self.hook.pin_name(interface));
         let index = ifindex(interface).ok_or_else(|| DatapathError::NoInterface {
             interface: interface.to_owned(),
         })?;
         let link_err = |source| DatapathError::Link { name, source };
         let existing = link::open_pinned(&pin).map_err(link_err)?;
-        let prog = self.classifier_fd(name)?;
+        let prog = self.fd.as_fd();
         if let Some(existing) = existing {
             match link::update(existing.as_fd(), prog, &pin) {
                 Ok(()) => {

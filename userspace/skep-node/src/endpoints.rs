@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Pod;
 
-use skep_datapath::routing::{self, RouteHook};
+use skep_datapath::routing::{self, RouteHook, RouteProgram};
 use skep_datapath::{Datapath, Endpoint, EndpointMap};
 use skep_runtime::sandbox::{PodNetwork, host_veth_name};
 
@@ -24,6 +24,8 @@ use skep_runtime::sandbox::{PodNetwork, host_veth_name};
 #[derive(Clone)]
 pub struct Endpoints {
     datapath: Arc<Mutex<Datapath>>,
+    /// The pod program, attached without taking the loader's lock.
+    pod_program: Option<Arc<RouteProgram>>,
     pin_dir: PathBuf,
 }
 
@@ -37,9 +39,20 @@ impl std::fmt::Debug for Endpoints {
 
 impl Endpoints {
     /// The endpoints of `datapath`, whose maps are pinned in `pin_dir`.
-    pub fn new(datapath: Datapath, pin_dir: PathBuf) -> Self {
+    pub fn new(mut datapath: Datapath, pin_dir: PathBuf) -> Self {
+        let pod_program = match datapath.route_program(RouteHook::Pod) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(err) => {
+                tracing::warn!(
+                    ?err,
+                    "the pod routing program is not available; the kernel forwards pods' traffic"
+                );
+                None
+            }
+        };
         Self {
             datapath: Arc::new(Mutex::new(datapath)),
+            pod_program,
             pin_dir,
         }
     }
@@ -54,8 +67,8 @@ impl Endpoints {
     #[tracing::instrument(skip_all, fields(pod = %name, ip = %net.ip))]
     pub fn add(&self, name: &str, net: &PodNetwork) {
         let began = std::time::Instant::now();
-        let attached = self.datapath().attach_route(&net.host_veth, RouteHook::Pod);
-        if let Err(err) = attached {
+        let attached = self.pod_program.as_ref().map(|p| p.attach(&net.host_veth));
+        if let Some(Err(err)) = attached {
             tracing::warn!(?err, interface = %net.host_veth, "failed to attach the pod routing program; the kernel forwards this pod's traffic");
         }
         let endpoint = Endpoint {
