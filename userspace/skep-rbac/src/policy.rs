@@ -384,21 +384,21 @@ impl Policy {
             .into_iter()
             .filter_map(|name| self.cluster_role_bindings.get_key_value(name))
             .map(|(name, b)| ("", name, b));
-        let local = (!namespace.is_empty())
-            .then(|| {
-                let index = self.namespace_index.get(namespace)?;
-                let bindings = self.role_bindings.get(namespace)?;
-                Some(
-                    index
-                        .candidates(user)
-                        .into_iter()
-                        .filter_map(move |name| bindings.get_key_value(name))
-                        .map(move |(name, b)| (namespace, name, b)),
-                )
-            })
-            .flatten()
+        // RoleBindings count only for a request in a namespace.
+        let (index, bindings) = if namespace.is_empty() {
+            (None, None)
+        } else {
+            (
+                self.namespace_index.get(namespace),
+                self.role_bindings.get(namespace),
+            )
+        };
+        let local = index
+            .map(|index| index.candidates(user))
+            .unwrap_or_default()
             .into_iter()
-            .flatten();
+            .filter_map(|name| bindings?.get_key_value(name))
+            .map(|(name, b)| (namespace, name, b));
         for (ns, name, binding) in cluster.chain(local) {
             #[cfg(test)]
             self.examined
