@@ -369,3 +369,7 @@ impl fmt::Debug for SigningKey {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+#[path = "key_test.rs"]
+mod tests;
