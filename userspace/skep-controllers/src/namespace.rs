@@ -68,7 +68,8 @@ impl NamespaceController {
         };
         for info in registry::resources()
             .iter()
-            .filter(|r| r.namespaced && ***r != kinds::BINDING)
+            .copied()
+            .filter(|r| r.namespaced && **r != kinds::BINDING)
         {
             let (items, _) = self
                 .objects
