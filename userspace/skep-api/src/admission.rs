@@ -9,7 +9,7 @@ use crate::decode::Decoded;
 use crate::defaults::{apply_defaults, initial_status};
 use crate::fieldcheck::{self, FieldValidation};
 use crate::object::{self, ensure_object, get, get_str, str_or_empty};
-use crate::registry::{Kind, ResourceInfo};
+use crate::registry::ResourceInfo;
 use crate::status::{ApiError, StatusReason};
 use crate::validation;
 
@@ -174,13 +174,7 @@ pub fn decode_typed(
             ))
         })?;
     let mut typed = typed;
-    // Go's `*LabelSelector` is nil when absent; k8s-openapi's is a default `{}`.
-    if matches!(info.id, Kind::Deployment | Kind::ReplicaSet)
-        && get(&body.value, &["spec", "selector"]).is_none_or(Value::is_null)
-        && let Some(Value::Object(spec)) = typed.get_mut("spec")
-    {
-        spec.remove("selector");
-    }
+    info.strategy().normalize_typed(&body.value, &mut typed);
     let unknown = fieldcheck::unknown_fields(&body.value, &typed);
     let warnings = fieldcheck::check(policy, &unknown, &body.duplicates)?;
     Ok((typed, warnings))
@@ -203,21 +197,6 @@ fn check_size(obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Secret `stringData` is write-only: merge it into `data` (base64).
-fn fold_string_data(obj: &mut Value) {
-    let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
-    else {
-        return;
-    };
-    let data = ensure_object(obj, &["data"]);
-    for (k, v) in string_data {
-        let bytes = v.as_str().unwrap_or("").as_bytes().to_vec();
-        if let Ok(encoded) = serde_json::to_value(k8s_openapi::ByteString(bytes)) {
-            data.insert(k, encoded);
-        }
-    }
-}
-
 /// Admit a create (`POST`) to `info`'s collection in `path_namespace`.
 #[tracing::instrument(skip_all, fields(kind = info.kind, namespace = path_namespace))]
 pub fn admit_create(
@@ -233,9 +212,7 @@ pub fn admit_create(
             "resourceVersion should not be set on objects to be created",
         ));
     }
-    if info.id == Kind::Secret {
-        fold_string_data(&mut obj);
-    }
+    info.strategy().prepare_for_create(&mut obj);
     let meta = ensure_object(&mut obj, &["metadata"]);
     for server_owned in [
         "uid",
@@ -262,14 +239,14 @@ pub fn admit_create(
         meta.insert("generation".into(), 1.into());
     }
     if info.has_status()
-        && info.id != Kind::Node
+        && !info.strategy().keeps_status_on_create()
         && let Some(m) = obj.as_object_mut()
     {
         m.remove("status");
     }
-    apply_defaults(info.id, &mut obj);
+    apply_defaults(info, &mut obj);
     if info.has_status() {
-        initial_status(info.id, &mut obj);
+        initial_status(info, &mut obj);
     }
     let errs = validation::validate_create(info, &obj);
     if !errs.is_empty() {
@@ -288,7 +265,8 @@ fn spec_of(obj: &Value) -> Option<&Value> {
     obj.get("spec")
 }
 
-/// Copy what the server owns from the stored object onto an update.
+/// Copy what the server owns from the stored object onto an update, then
+/// the kind's own update preparation.
 fn carry_server_fields(info: &ResourceInfo, new: &mut Value, old: &Value) {
     let old_meta = get(old, &["metadata"])
         .cloned()
@@ -314,18 +292,7 @@ fn carry_server_fields(info: &ResourceInfo, new: &mut Value, old: &Value) {
     {
         meta.insert("uid".into(), uid.clone());
     }
-    if info.id == Kind::Service {
-        let spec = ensure_object(new, &["spec"]);
-        for key in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
-            if spec.get(key).is_none_or(Value::is_null)
-                && let Some(v) = get(old, &["spec", key])
-            {
-                spec.insert(key.into(), v.clone());
-            }
-        }
-        crate::service_alloc::keep_allocated_node_ports(new, old);
-        crate::service_alloc::drop_type_dependent_fields(new, old);
-    }
+    info.strategy().prepare_for_update(new, old);
 }
 
 fn bump_generation(info: &ResourceInfo, new: &mut Value, old: &Value) {
@@ -369,9 +336,6 @@ pub fn admit_update(
     check_endpoint(info, path_namespace, Some(path_name), &mut body.value)?;
     let (mut obj, warnings) = decode_typed(info, &body, opts.field_validation)?;
     let precondition = check_precondition(info, &obj, old)?;
-    if info.id == Kind::Secret {
-        fold_string_data(&mut obj);
-    }
     carry_server_fields(info, &mut obj, old);
     if info.has_status()
         && let Some(m) = obj.as_object_mut()
@@ -381,7 +345,7 @@ pub fn admit_update(
             None => m.remove("status"),
         };
     }
-    apply_defaults(info.id, &mut obj);
+    apply_defaults(info, &mut obj);
     bump_generation(info, &mut obj, old);
     let errs = validation::validate_update(info, &obj, old);
     if !errs.is_empty() {
@@ -503,7 +467,7 @@ pub fn admit_scale_update(
             path_name,
         ));
     }
-    let scale_info = &crate::registry::SCALE_INFO;
+    let scale_info = &crate::kinds::SCALE;
     check_endpoint(scale_info, path_namespace, Some(path_name), &mut body.value)?;
     let (scale, warnings) = decode_typed(scale_info, &body, opts.field_validation)?;
     let precondition = check_precondition(info, &scale, old)?;
@@ -530,7 +494,7 @@ pub fn admit_scale_update(
 /// Apply a `Binding` (`pods/binding` or `bindings`) to a stored pod: set
 /// `spec.nodeName` and the PodScheduled condition.
 pub fn bind_pod(pod: &Value, binding: &Decoded, now: Timestamp) -> Result<Value, ApiError> {
-    let info = crate::registry::by_id(Kind::Binding);
+    let info = &crate::kinds::BINDING;
     let (binding, _) = decode_typed(info, binding, FieldValidation::Ignore)?;
     let errs = validation::validate_create(
         info,

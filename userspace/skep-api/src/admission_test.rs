@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::registry::by_id;
+use crate::kinds;
 
 fn decoded(v: Value) -> Decoded {
     Decoded {
@@ -17,8 +17,8 @@ fn strict() -> AdmitOptions {
     }
 }
 
-fn create(kind: Kind, ns: &str, v: Value) -> Result<Admitted, ApiError> {
-    admit_create(by_id(kind), ns, decoded(v), &strict())
+fn create(info: &ResourceInfo, ns: &str, v: Value) -> Result<Admitted, ApiError> {
+    admit_create(info, ns, decoded(v), &strict())
 }
 
 fn pod() -> Value {
@@ -49,7 +49,7 @@ fn err(r: Result<Admitted, ApiError>) -> ApiError {
 
 #[test]
 fn create_pod_sets_server_fields_and_defaults() {
-    let p = ok(create(Kind::Pod, "default", pod()));
+    let p = ok(create(&kinds::POD, "default", pod()));
     assert_eq!(p["metadata"]["namespace"], "default");
     assert_eq!(p["metadata"]["creationTimestamp"], "1970-01-01T00:00:00Z");
     assert_eq!(p["metadata"]["uid"].as_str().map(str::len), Some(36));
@@ -65,7 +65,7 @@ fn create_pod_sets_server_fields_and_defaults() {
         p["status"],
         json!({"phase": "Pending", "qosClass": "BestEffort"})
     );
-    let d = ok(create(Kind::Deployment, "default", deployment()));
+    let d = ok(create(&kinds::DEPLOYMENT, "default", deployment()));
     assert_eq!(d["metadata"]["generation"], 1);
     assert_eq!(d["spec"]["replicas"], 1);
 }
@@ -75,16 +75,16 @@ fn create_fills_and_checks_type_meta() {
     let mut body = pod();
     body.as_object_mut()
         .map(|m| (m.remove("apiVersion"), m.remove("kind")));
-    let p = ok(create(Kind::Pod, "default", body));
+    let p = ok(create(&kinds::POD, "default", body));
     assert_eq!(
         (p["apiVersion"].as_str(), p["kind"].as_str()),
         (Some("v1"), Some("Pod"))
     );
-    let e = err(create(Kind::Service, "default", pod()));
+    let e = err(create(&kinds::SERVICE, "default", pod()));
     assert_eq!(e.code(), 400);
     let mut other_ns = pod();
     other_ns["metadata"]["namespace"] = json!("kube-system");
-    let e = err(create(Kind::Pod, "default", other_ns));
+    let e = err(create(&kinds::POD, "default", other_ns));
     assert_eq!(
         e.message,
         "the namespace of the provided object does not match the namespace sent on the request"
@@ -92,7 +92,7 @@ fn create_fills_and_checks_type_meta() {
     let mut with_rv = pod();
     with_rv["metadata"]["resourceVersion"] = json!("5");
     assert_eq!(
-        err(create(Kind::Pod, "default", with_rv)).message,
+        err(create(&kinds::POD, "default", with_rv)).message,
         "resourceVersion should not be set on objects to be created"
     );
 }
@@ -102,7 +102,7 @@ fn strict_warn_ignore() {
     let mut body = deployment();
     body["spec"]["foo"] = json!(1);
     body["spec"]["template"]["spec"]["containers"][0]["imagePullPolic"] = json!("Always");
-    let e = err(create(Kind::Deployment, "default", body.clone()));
+    let e = err(create(&kinds::DEPLOYMENT, "default", body.clone()));
     assert_eq!(e.code(), 400);
     assert_eq!(e.reason, StatusReason::BadRequest);
     assert!(e.message.starts_with("strict decoding error: "));
@@ -115,12 +115,7 @@ fn strict_warn_ignore() {
         field_validation: FieldValidation::Warn,
         ..strict()
     };
-    let admitted = admit_create(
-        by_id(Kind::Deployment),
-        "default",
-        decoded(body.clone()),
-        &warn,
-    );
+    let admitted = admit_create(&kinds::DEPLOYMENT, "default", decoded(body.clone()), &warn);
     let admitted = admitted.unwrap_or_else(|e| panic!("{}", e.message));
     assert_eq!(admitted.warnings.len(), 2);
     assert!(admitted.object["spec"].get("foo").is_none());
@@ -128,7 +123,7 @@ fn strict_warn_ignore() {
         value: pod(),
         duplicates: vec!["metadata.name".into()],
     };
-    let e = admit_create(by_id(Kind::Pod), "default", dup, &strict()).err();
+    let e = admit_create(&kinds::POD, "default", dup, &strict()).err();
     assert_eq!(
         e.map(|e| e.message),
         Some("strict decoding error: duplicate field \"metadata.name\"".into())
@@ -139,7 +134,7 @@ fn strict_warn_ignore() {
 fn type_errors_are_bad_requests() {
     let mut body = deployment();
     body["spec"]["replicas"] = json!("3");
-    let e = err(create(Kind::Deployment, "default", body));
+    let e = err(create(&kinds::DEPLOYMENT, "default", body));
     assert_eq!(e.code(), 400);
     assert_eq!(
         e.message,
@@ -151,7 +146,7 @@ fn type_errors_are_bad_requests() {
 fn invalid_names_and_required_fields() {
     let mut body = pod();
     body["metadata"]["name"] = json!("Foo_bar");
-    let e = err(create(Kind::Pod, "default", body));
+    let e = err(create(&kinds::POD, "default", body));
     assert_eq!(e.code(), 422);
     assert_eq!(
         e.message,
@@ -167,12 +162,12 @@ fn invalid_names_and_required_fields() {
 
     let no_image = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}});
     assert_eq!(
-        err(create(Kind::Pod, "default", no_image)).message,
+        err(create(&kinds::POD, "default", no_image)).message,
         "Pod \"p\" is invalid: spec.containers[0].image: Required value"
     );
     let no_name = json!({"metadata": {}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
     assert_eq!(
-        err(create(Kind::Pod, "default", no_name)).message,
+        err(create(&kinds::POD, "default", no_name)).message,
         "Pod \"\" is invalid: metadata.name: Required value: name or generateName is required"
     );
 }
@@ -181,14 +176,14 @@ fn invalid_names_and_required_fields() {
 fn oversized_config_map_is_invalid() {
     let big = "x".repeat(2 * 1024 * 1024);
     let cm = json!({"metadata": {"name": "big"}, "data": {"blob": big}});
-    let e = err(create(Kind::ConfigMap, "default", cm));
+    let e = err(create(&kinds::CONFIG_MAP, "default", cm));
     assert_eq!(e.code(), 422);
     assert_eq!(
         e.message,
         "ConfigMap \"big\" is invalid: []: Too long: must have at most 1048576 bytes"
     );
     let bad_key = json!({"metadata": {"name": "c"}, "data": {"a/b": "x"}});
-    let e = err(create(Kind::ConfigMap, "default", bad_key));
+    let e = err(create(&kinds::CONFIG_MAP, "default", bad_key));
     assert!(e.message.starts_with("ConfigMap \"c\" is invalid: data[a/b]: Invalid value: \"a/b\": a valid config key must consist of alphanumeric characters"));
 }
 
@@ -197,7 +192,7 @@ fn oversized_other_object_is_too_large() {
     let ann = "x".repeat(100 * 1024);
     let mut p = pod();
     p["spec"]["containers"][0]["args"] = json!(vec![ann; 17]);
-    let e = err(create(Kind::Pod, "default", p));
+    let e = err(create(&kinds::POD, "default", p));
     assert_eq!(e.code(), 413);
 }
 
@@ -205,14 +200,14 @@ fn oversized_other_object_is_too_large() {
 fn deployment_selector_must_match_template() {
     let mut d = deployment();
     d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
-    let e = err(create(Kind::Deployment, "default", d));
+    let e = err(create(&kinds::DEPLOYMENT, "default", d));
     assert_eq!(
         e.message,
         "Deployment.apps \"web\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"
     );
     let mut no_sel = deployment();
     no_sel["spec"].as_object_mut().map(|s| s.remove("selector"));
-    let e = err(create(Kind::Deployment, "default", no_sel));
+    let e = err(create(&kinds::DEPLOYMENT, "default", no_sel));
     assert!(
         e.message.contains("spec.selector: Required value"),
         "{}",
@@ -220,7 +215,7 @@ fn deployment_selector_must_match_template() {
     );
     let mut neg = deployment();
     neg["spec"]["replicas"] = json!(-1);
-    let e = err(create(Kind::Deployment, "default", neg));
+    let e = err(create(&kinds::DEPLOYMENT, "default", neg));
     assert_eq!(
         e.message,
         "Deployment.apps \"web\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0"
@@ -230,7 +225,7 @@ fn deployment_selector_must_match_template() {
 #[test]
 fn generate_name_adds_suffix() {
     let body = json!({"metadata": {"generateName": "web-"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
-    let p = ok(create(Kind::Pod, "default", body));
+    let p = ok(create(&kinds::POD, "default", body));
     let name = p["metadata"]["name"].as_str().unwrap_or("");
     assert_eq!(name.len(), 9);
     assert!(name.starts_with("web-"));
@@ -241,21 +236,21 @@ fn generate_name_adds_suffix() {
     );
 }
 
-fn stored(kind: Kind, v: Value, rv: u64) -> Value {
-    let mut obj = ok(create(kind, "default", v));
+fn stored(info: &ResourceInfo, v: Value, rv: u64) -> Value {
+    let mut obj = ok(create(info, "default", v));
     object::set_resource_version(&mut obj, rv);
     obj
 }
 
 #[test]
 fn update_keeps_status_and_bumps_generation_on_spec_change() {
-    let mut old = stored(Kind::Deployment, deployment(), 10);
+    let mut old = stored(&kinds::DEPLOYMENT, deployment(), 10);
     old["status"] = json!({"replicas": 1});
     let mut new = old.clone();
     new["status"] = json!({"replicas": 99});
     new["metadata"]["labels"] = json!({"x": "y"});
     let d = ok(admit_update(
-        by_id(Kind::Deployment),
+        &kinds::DEPLOYMENT,
         "default",
         "web",
         decoded(new.clone()),
@@ -269,7 +264,7 @@ fn update_keeps_status_and_bumps_generation_on_spec_change() {
     );
     new["spec"]["replicas"] = json!(3);
     let admitted = admit_update(
-        by_id(Kind::Deployment),
+        &kinds::DEPLOYMENT,
         "default",
         "web",
         decoded(new),
@@ -284,14 +279,14 @@ fn update_keeps_status_and_bumps_generation_on_spec_change() {
 #[test]
 fn stale_resource_version_conflicts() {
     let old = stored(
-        Kind::ConfigMap,
+        &kinds::CONFIG_MAP,
         json!({"metadata": {"name": "x"}, "data": {"a": "1"}}),
         7,
     );
     let mut new = old.clone();
     new["metadata"]["resourceVersion"] = json!("6");
     let e = err(admit_update(
-        by_id(Kind::ConfigMap),
+        &kinds::CONFIG_MAP,
         "default",
         "x",
         decoded(new),
@@ -307,12 +302,12 @@ fn stale_resource_version_conflicts() {
 
 #[test]
 fn immutable_fields_on_update() {
-    let old = stored(Kind::Deployment, deployment(), 3);
+    let old = stored(&kinds::DEPLOYMENT, deployment(), 3);
     let mut new = old.clone();
     new["spec"]["selector"] = json!({"matchLabels": {"app": "web", "v": "2"}});
     new["spec"]["template"]["metadata"]["labels"] = json!({"app": "web", "v": "2"});
     let e = err(admit_update(
-        by_id(Kind::Deployment),
+        &kinds::DEPLOYMENT,
         "default",
         "web",
         decoded(new),
@@ -324,11 +319,11 @@ fn immutable_fields_on_update() {
         "Deployment.apps \"web\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\", \"v\":\"2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
     );
 
-    let old_pod = stored(Kind::Pod, pod(), 3);
+    let old_pod = stored(&kinds::POD, pod(), 3);
     let mut image = old_pod.clone();
     image["spec"]["containers"][0]["image"] = json!("nginx:1.28");
     ok(admit_update(
-        by_id(Kind::Pod),
+        &kinds::POD,
         "default",
         "web",
         decoded(image),
@@ -338,7 +333,7 @@ fn immutable_fields_on_update() {
     let mut restart = old_pod.clone();
     restart["spec"]["restartPolicy"] = json!("Never");
     let e = err(admit_update(
-        by_id(Kind::Pod),
+        &kinds::POD,
         "default",
         "web",
         decoded(restart),
@@ -348,14 +343,14 @@ fn immutable_fields_on_update() {
     assert!(e.message.starts_with("Pod \"web\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"));
 
     let old_cm = stored(
-        Kind::ConfigMap,
+        &kinds::CONFIG_MAP,
         json!({"metadata": {"name": "c"}, "data": {"a": "1"}, "immutable": true}),
         3,
     );
     let mut cm = old_cm.clone();
     cm["data"]["a"] = json!("2");
     let e = err(admit_update(
-        by_id(Kind::ConfigMap),
+        &kinds::CONFIG_MAP,
         "default",
         "c",
         decoded(cm),
@@ -368,11 +363,11 @@ fn immutable_fields_on_update() {
     );
 
     let svc = json!({"metadata": {"name": "s"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}});
-    let old_svc = stored(Kind::Service, svc, 3);
+    let old_svc = stored(&kinds::SERVICE, svc, 3);
     let mut no_ip = old_svc.clone();
     no_ip["spec"].as_object_mut().map(|s| s.remove("clusterIP"));
     let kept = ok(admit_update(
-        by_id(Kind::Service),
+        &kinds::SERVICE,
         "default",
         "s",
         decoded(no_ip),
@@ -383,7 +378,7 @@ fn immutable_fields_on_update() {
     let mut other_ip = old_svc.clone();
     other_ip["spec"]["clusterIP"] = json!("10.96.0.11");
     let e = err(admit_update(
-        by_id(Kind::Service),
+        &kinds::SERVICE,
         "default",
         "s",
         decoded(other_ip),
@@ -398,13 +393,13 @@ fn immutable_fields_on_update() {
 
 #[test]
 fn status_update_keeps_spec_and_metadata() {
-    let old = stored(Kind::Deployment, deployment(), 4);
+    let old = stored(&kinds::DEPLOYMENT, deployment(), 4);
     let mut new = old.clone();
     new["spec"]["replicas"] = json!(5);
     new["metadata"]["labels"] = json!({"sneaky": "yes"});
     new["status"] = json!({"replicas": 1, "readyReplicas": 1});
     let d = ok(admit_status_update(
-        by_id(Kind::Deployment),
+        &kinds::DEPLOYMENT,
         "default",
         "web",
         decoded(new),
@@ -414,9 +409,9 @@ fn status_update_keeps_spec_and_metadata() {
     assert_eq!(d["spec"]["replicas"], 1);
     assert!(d["metadata"].get("labels").is_none());
     assert_eq!(d["status"]["readyReplicas"], 1);
-    let cm = stored(Kind::ConfigMap, json!({"metadata": {"name": "c"}}), 1);
+    let cm = stored(&kinds::CONFIG_MAP, json!({"metadata": {"name": "c"}}), 1);
     let e = err(admit_status_update(
-        by_id(Kind::ConfigMap),
+        &kinds::CONFIG_MAP,
         "default",
         "c",
         decoded(cm.clone()),
@@ -428,14 +423,14 @@ fn status_update_keeps_spec_and_metadata() {
 
 #[test]
 fn scale_and_binding() {
-    let old = stored(Kind::Deployment, deployment(), 4);
+    let old = stored(&kinds::DEPLOYMENT, deployment(), 4);
     let scale = scale_of(&old);
     assert_eq!(scale["status"]["selector"], "app=web");
     assert_eq!(scale["spec"]["replicas"], 1);
     let mut body = scale.clone();
     body["spec"]["replicas"] = json!(3);
     let d = ok(admit_scale_update(
-        by_id(Kind::Deployment),
+        &kinds::DEPLOYMENT,
         "default",
         "web",
         decoded(body),
@@ -445,7 +440,7 @@ fn scale_and_binding() {
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["metadata"]["generation"], 2);
 
-    let p = stored(Kind::Pod, pod(), 2);
+    let p = stored(&kinds::POD, pod(), 2);
     let binding = decoded(
         json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}}),
     );
@@ -459,7 +454,7 @@ fn scale_and_binding() {
 #[test]
 fn secret_string_data_folds_into_data() {
     let s = ok(create(
-        Kind::Secret,
+        &kinds::SECRET,
         "default",
         json!({"metadata": {"name": "s"}, "stringData": {"user": "admin"}}),
     ));
@@ -468,7 +463,7 @@ fn secret_string_data_folds_into_data() {
     assert_eq!(s["type"], "Opaque");
     let tls = json!({"metadata": {"name": "t"}, "type": "kubernetes.io/tls", "data": {"tls.crt": "eA=="}});
     assert_eq!(
-        err(create(Kind::Secret, "default", tls)).message,
+        err(create(&kinds::SECRET, "default", tls)).message,
         "Secret \"t\" is invalid: data[tls.key]: Required value"
     );
 }
@@ -476,14 +471,14 @@ fn secret_string_data_folds_into_data() {
 #[test]
 fn cluster_scoped_objects_drop_namespace() {
     let ns = ok(create(
-        Kind::Namespace,
+        &kinds::NAMESPACE,
         "",
         json!({"metadata": {"name": "team-a", "namespace": "x"}}),
     ));
     assert!(ns["metadata"].get("namespace").is_none());
     assert_eq!(ns["status"]["phase"], "Active");
     let e = err(create(
-        Kind::Namespace,
+        &kinds::NAMESPACE,
         "",
         json!({"metadata": {"name": "Team.A"}}),
     ));
@@ -495,7 +490,7 @@ fn oversized_secret_reports_data() {
     let blob = "QUFB".repeat(400 * 1024);
     let s = json!({"metadata": {"name": "s"}, "data": {"blob": blob}});
     assert_eq!(
-        err(create(Kind::Secret, "default", s)).message,
+        err(create(&kinds::SECRET, "default", s)).message,
         "Secret \"s\" is invalid: data: Too long: must have at most 1048576 bytes"
     );
 }
@@ -509,41 +504,36 @@ fn kubectl_generated_bodies_pass_strict() {
                 "spec": {"containers": [{"name": "nginx", "image": "nginx", "resources": {}}]}},
             "strategy": {}},
         "status": {}});
-    let d = admit_create(
-        by_id(Kind::Deployment),
-        "default",
-        decoded(deploy),
-        &strict(),
-    )
-    .unwrap_or_else(|e| panic!("{}", e.message));
+    let d = admit_create(&kinds::DEPLOYMENT, "default", decoded(deploy), &strict())
+        .unwrap_or_else(|e| panic!("{}", e.message));
     assert!(d.warnings.is_empty());
     assert_eq!(d.object["spec"]["strategy"]["type"], "RollingUpdate");
     assert!(d.object.get("status").is_none_or(|s| s == &json!({})));
     let run = json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "creationTimestamp": null, "labels": {"run": "p"}},
         "spec": {"containers": [{"name": "p", "image": "busybox", "resources": {}}], "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"},
         "status": {}});
-    let p = ok(create(Kind::Pod, "default", run));
+    let p = ok(create(&kinds::POD, "default", run));
     assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Always");
     let svc = json!({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "web", "creationTimestamp": null, "labels": {"app": "web"}},
         "spec": {"ports": [{"name": "80-80", "protocol": "TCP", "port": 80, "targetPort": 80}], "selector": {"app": "web"}, "type": "ClusterIP"},
         "status": {"loadBalancer": {}}});
-    let s = ok(create(Kind::Service, "default", svc));
+    let s = ok(create(&kinds::SERVICE, "default", svc));
     assert_eq!(s["spec"]["sessionAffinity"], "None");
     assert_eq!(s["status"], json!({"loadBalancer": {}}));
 }
 
 #[test]
 fn patch_then_update_flow() {
-    let old = stored(Kind::Deployment, deployment(), 8);
+    let old = stored(&kinds::DEPLOYMENT, deployment(), 8);
     let patched = crate::patch::apply_patch(
-        Kind::Deployment,
+        &kinds::DEPLOYMENT,
         &old,
         crate::patch::PatchType::Strategic,
         br#"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"nginx:1.28"}]}}}}"#,
     )
     .unwrap_or_default();
     let d = ok(admit_update(
-        by_id(Kind::Deployment),
+        &kinds::DEPLOYMENT,
         "default",
         "web",
         decoded(patched),

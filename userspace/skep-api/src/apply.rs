@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::admission::format_time;
 use crate::patch::schema::{ListStrategy, list_strategy};
 use crate::patch::strategic::strategic_merge;
-use crate::registry::{Kind, ResourceInfo};
+use crate::registry::ResourceInfo;
 use crate::status::{ApiError, StatusCause, StatusDetails, StatusReason};
 
 /// A path to one owned field, as `FieldsV1` keys: `["f:spec", "f:containers", "k:{\"name\":\"c\"}", "f:image"]`.
@@ -68,16 +68,12 @@ fn untracked(path: &[&str]) -> bool {
 }
 
 /// Struct fields that are atomic (`+structType=atomic`), owned as a whole.
-fn atomic(kind: Kind, path: &[&str]) -> bool {
-    matches!(
-        (kind, path),
-        (Kind::Deployment | Kind::ReplicaSet, ["spec", "selector"])
-            | (Kind::NetworkPolicy, ["spec", "podSelector"])
-    )
+fn atomic(info: &ResourceInfo, path: &[&str]) -> bool {
+    info.strategy().atomic(path)
 }
 
 /// Granular maps (`map[string]…`) whose ownership includes the map itself (`.`).
-fn is_map_field(kind: Kind, name: &str, path: &[&str]) -> bool {
+fn is_map_field(info: &ResourceInfo, name: &str, path: &[&str]) -> bool {
     matches!(
         name,
         "labels"
@@ -91,31 +87,31 @@ fn is_map_field(kind: Kind, name: &str, path: &[&str]) -> bool {
             | "capacity"
             | "allocatable"
             | "matchLabels"
-    ) || (kind == Kind::Service && path == ["spec", "selector"])
+    ) || info.strategy().granular_map(path)
 }
 
-/// Collect the leaf field paths of `value` (an object of `kind`), status excluded.
-pub fn field_set(kind: Kind, value: &Value) -> BTreeSet<FieldPathV1> {
+/// Collect the leaf field paths of `value` (an object of `info`'s kind), status excluded.
+pub fn field_set(info: &ResourceInfo, value: &Value) -> BTreeSet<FieldPathV1> {
     let mut out = BTreeSet::new();
     if let Value::Object(m) = value {
-        walk_map(kind, m, &mut Vec::new(), &mut Vec::new(), &mut out);
+        walk_map(info, m, &mut Vec::new(), &mut Vec::new(), &mut out);
     }
     out
 }
 
 /// The leaf field paths under `status` only (for `/status` writes).
-pub fn status_field_set(kind: Kind, value: &Value) -> BTreeSet<FieldPathV1> {
+pub fn status_field_set(info: &ResourceInfo, value: &Value) -> BTreeSet<FieldPathV1> {
     let mut out = BTreeSet::new();
     if let Some(status) = value.get("status") {
         let mut names = vec!["status".to_owned()];
         let mut prefix = vec!["f:status".to_owned()];
-        walk_value(kind, "status", status, &mut names, &mut prefix, &mut out);
+        walk_value(info, "status", status, &mut names, &mut prefix, &mut out);
     }
     out
 }
 
 fn walk_map(
-    kind: Kind,
+    info: &ResourceInfo,
     map: &Map<String, Value>,
     names: &mut Vec<String>,
     prefix: &mut FieldPathV1,
@@ -127,7 +123,7 @@ fn walk_map(
         let top_status = names.len() == 1 && k == "status";
         if !(untracked(&name_refs) || top_status) {
             prefix.push(format!("f:{k}"));
-            walk_value(kind, k, v, names, prefix, out);
+            walk_value(info, k, v, names, prefix, out);
             prefix.pop();
         }
         names.pop();
@@ -135,7 +131,7 @@ fn walk_map(
 }
 
 fn walk_value(
-    kind: Kind,
+    info: &ResourceInfo,
     name: &str,
     v: &Value,
     names: &mut Vec<String>,
@@ -144,15 +140,15 @@ fn walk_value(
 ) {
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     match v {
-        Value::Object(m) if !m.is_empty() && !atomic(kind, &name_refs) => {
-            if is_map_field(kind, name, &name_refs) {
+        Value::Object(m) if !m.is_empty() && !atomic(info, &name_refs) => {
+            if is_map_field(info, name, &name_refs) {
                 let mut dot = prefix.clone();
                 dot.push(".".into());
                 out.insert(dot);
             }
-            walk_map(kind, m, names, prefix, out);
+            walk_map(info, m, names, prefix, out);
         }
-        Value::Array(items) => match list_strategy(kind, &name_refs) {
+        Value::Array(items) => match list_strategy(info, &name_refs) {
             ListStrategy::MergeByKey(key) => {
                 for item in items {
                     let Some(kv) = item.get(key) else { continue };
@@ -171,7 +167,7 @@ fn walk_value(
                     dot.push(".".into());
                     out.insert(dot);
                     if let Value::Object(m) = item {
-                        walk_map(kind, m, names, prefix, out);
+                        walk_map(info, m, names, prefix, out);
                     }
                     prefix.pop();
                 }
@@ -394,7 +390,7 @@ pub fn apply(
             "error decoding YAML: apply configuration must be an object",
         ));
     }
-    let applied = field_set(info.id, config);
+    let applied = field_set(info, config);
     let Some(live) = live else {
         let mut obj = config.clone();
         let entry = ManagedEntry {
@@ -451,7 +447,7 @@ pub fn apply(
             meta.remove("resourceVersion");
         }
     }
-    let mut merged = strategic_merge(info.id, &base, &config_body)?;
+    let mut merged = strategic_merge(info, &base, &config_body)?;
     entries.retain(|e| !is_me(e));
     entries.push(ManagedEntry {
         manager: opts.field_manager.to_owned(),
@@ -516,9 +512,9 @@ pub fn record_update(
     let mut entries = old.map(managed_fields).unwrap_or_default();
     let set_of = |v: &Value| {
         if subresource == "status" {
-            status_field_set(info.id, v)
+            status_field_set(info, v)
         } else {
-            field_set(info.id, v)
+            field_set(info, v)
         }
     };
     let old_set = old.map(set_of).unwrap_or_default();

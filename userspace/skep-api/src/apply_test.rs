@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::registry::by_id;
+use crate::kinds;
 
 fn opts(manager: &str, force: bool) -> ApplyOptions<'_> {
     ApplyOptions {
@@ -19,7 +19,7 @@ fn config(replicas: i64, image: &str) -> Value {
 
 #[test]
 fn fields_v1_matches_kubernetes_shape() {
-    let set = field_set(Kind::Deployment, &config(2, "nginx"));
+    let set = field_set(&kinds::DEPLOYMENT, &config(2, "nginx"));
     let v1 = to_fields_v1(&set);
     assert_eq!(
         v1,
@@ -35,7 +35,7 @@ fn fields_v1_matches_kubernetes_shape() {
 
 #[test]
 fn apply_creates_then_updates_and_removes_dropped_fields() {
-    let info = by_id(Kind::Deployment);
+    let info = &kinds::DEPLOYMENT;
     let created =
         apply(info, None, &config(2, "nginx"), &opts("kubectl", false)).unwrap_or_default();
     assert_eq!(
@@ -67,7 +67,7 @@ fn apply_creates_then_updates_and_removes_dropped_fields() {
 
 #[test]
 fn conflicts_with_other_managers_unless_forced() {
-    let info = by_id(Kind::Deployment);
+    let info = &kinds::DEPLOYMENT;
     let created =
         apply(info, None, &config(2, "nginx"), &opts("kubectl", false)).unwrap_or_default();
     // Another client scales with an ordinary update.
@@ -132,7 +132,7 @@ fn conflicts_with_other_managers_unless_forced() {
 
 #[test]
 fn apply_requires_field_manager() {
-    let err = apply(by_id(Kind::ConfigMap), None, &json!({}), &opts("", false)).err();
+    let err = apply(&kinds::CONFIG_MAP, None, &json!({}), &opts("", false)).err();
     assert_eq!(err.map(|e| e.code()), Some(400));
 }
 
@@ -151,7 +151,7 @@ fn display_paths() {
 fn ports_are_keyed_by_port_and_protocol() {
     let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
         "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
-    let set = field_set(Kind::Service, &svc);
+    let set = field_set(&kinds::SERVICE, &svc);
     let v1 = to_fields_v1(&set);
     assert_eq!(
         v1["f:spec"]["f:ports"]["k:{\"port\":80,\"protocol\":\"TCP\"}"],

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::kinds;
 
 #[test]
 fn pull_policy_by_tag() {
@@ -19,8 +20,8 @@ fn pull_policy_by_tag() {
 fn pod_defaults_match_kubectl_get_o_yaml() {
     let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80}]}]}});
-    apply_defaults(Kind::Pod, &mut pod);
-    initial_status(Kind::Pod, &mut pod);
+    apply_defaults(&kinds::POD, &mut pod);
+    initial_status(&kinds::POD, &mut pod);
     let spec = &pod["spec"];
     assert_eq!(spec["restartPolicy"], "Always");
     assert_eq!(spec["dnsPolicy"], "ClusterFirst");
@@ -56,7 +57,7 @@ fn qos_classes() {
     assert_eq!(qos_class(&burstable), "Burstable");
     let mut limits_only = json!({"spec": {"containers": [{"name": "c", "image": "i", "resources": {
         "limits": {"cpu": "1", "memory": "1Gi"}}}]}});
-    apply_defaults(Kind::Pod, &mut limits_only);
+    apply_defaults(&kinds::POD, &mut limits_only);
     assert_eq!(
         limits_only["spec"]["containers"][0]["resources"]["requests"],
         json!({"cpu": "1", "memory": "1Gi"})
@@ -68,7 +69,7 @@ fn qos_classes() {
 fn deployment_defaults() {
     let mut d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
         "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}}});
-    apply_defaults(Kind::Deployment, &mut d);
+    apply_defaults(&kinds::DEPLOYMENT, &mut d);
     assert_eq!(d["spec"]["replicas"], 1);
     assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
     assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
@@ -85,14 +86,14 @@ fn deployment_defaults() {
     );
 
     let mut recreate = json!({"spec": {"strategy": {"type": "Recreate"}}});
-    apply_defaults(Kind::Deployment, &mut recreate);
+    apply_defaults(&kinds::DEPLOYMENT, &mut recreate);
     assert_eq!(recreate["spec"]["strategy"], json!({"type": "Recreate"}));
 }
 
 #[test]
 fn service_defaults() {
     let mut s = json!({"spec": {"selector": {"app": "a"}, "ports": [{"port": 80}]}});
-    apply_defaults(Kind::Service, &mut s);
+    apply_defaults(&kinds::SERVICE, &mut s);
     assert_eq!(s["spec"]["type"], "ClusterIP");
     assert_eq!(s["spec"]["sessionAffinity"], "None");
     assert_eq!(
@@ -103,12 +104,12 @@ fn service_defaults() {
     assert!(s["spec"].get("externalTrafficPolicy").is_none());
     let mut np =
         json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "targetPort": "http"}]}});
-    apply_defaults(Kind::Service, &mut np);
+    apply_defaults(&kinds::SERVICE, &mut np);
     assert_eq!(np["spec"]["externalTrafficPolicy"], "Cluster");
     assert_eq!(np["spec"]["ports"][0]["targetPort"], "http");
     let mut unset =
         json!({"spec": {"ports": [{"port": 80, "targetPort": ""}, {"port": 81, "targetPort": 0}]}});
-    apply_defaults(Kind::Service, &mut unset);
+    apply_defaults(&kinds::SERVICE, &mut unset);
     assert_eq!(unset["spec"]["ports"][0]["targetPort"], 80);
     assert_eq!(unset["spec"]["ports"][1]["targetPort"], 81);
 }
@@ -116,8 +117,8 @@ fn service_defaults() {
 #[test]
 fn namespace_secret_netpol() {
     let mut ns = json!({"metadata": {"name": "team-a"}});
-    apply_defaults(Kind::Namespace, &mut ns);
-    initial_status(Kind::Namespace, &mut ns);
+    apply_defaults(&kinds::NAMESPACE, &mut ns);
+    initial_status(&kinds::NAMESPACE, &mut ns);
     assert_eq!(
         ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
         "team-a"
@@ -125,10 +126,10 @@ fn namespace_secret_netpol() {
     assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
     assert_eq!(ns["status"]["phase"], "Active");
     let mut secret = json!({"metadata": {"name": "s"}});
-    apply_defaults(Kind::Secret, &mut secret);
+    apply_defaults(&kinds::SECRET, &mut secret);
     assert_eq!(secret["type"], "Opaque");
     let mut np = json!({"spec": {"podSelector": {}, "egress": [{"ports": [{"port": 53}]}]}});
-    apply_defaults(Kind::NetworkPolicy, &mut np);
+    apply_defaults(&kinds::NETWORK_POLICY, &mut np);
     assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
     assert_eq!(np["spec"]["egress"][0]["ports"][0]["protocol"], "TCP");
 }

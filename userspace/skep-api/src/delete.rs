@@ -1,13 +1,14 @@
 //! Deletion semantics (`registry/rest/delete.go` `BeforeDelete`): preconditions,
-//! graceful deletion of pods, finalizers and propagation policies, namespaces
-//! going `Terminating`.
+//! finalizers and propagation policies, and each kind's grace period and
+//! finalization from its [`crate::kinds::Strategy`] (graceful deletion of
+//! pods, namespaces going `Terminating`).
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use crate::admission::format_time;
 use crate::object::{array, ensure_object, get, get_i64, str_or_empty};
-use crate::registry::{Kind, ResourceInfo};
+use crate::registry::ResourceInfo;
 use crate::status::ApiError;
 
 /// `propagationPolicy` of a delete.
@@ -120,7 +121,8 @@ pub fn prepare_delete(
             )],
         ));
     }
-    let grace = grace_period(info.id, obj, opts);
+    let strategy = info.strategy();
+    let grace = strategy.grace_period(obj, opts);
     let deleting = get(obj, &["metadata", "deletionTimestamp"]).is_some_and(|d| !d.is_null());
     let mut out = obj.clone();
     let mut changed = false;
@@ -155,8 +157,7 @@ pub fn prepare_delete(
         }
     }
     let has_finalizers = !array(&out, &["metadata", "finalizers"]).is_empty();
-    let namespace_terminating =
-        info.id == Kind::Namespace && !array(&out, &["spec", "finalizers"]).is_empty();
+    let finalizing = strategy.finalizing(&out);
     if deleting {
         // Only a shorter grace period changes a deletion in progress.
         let current = get_i64(&out, &["metadata", "deletionGracePeriodSeconds"]).unwrap_or(0);
@@ -164,7 +165,7 @@ pub fn prepare_delete(
             set_deletion(&mut out, grace, now);
             changed = true;
         }
-        if !has_finalizers && !namespace_terminating && grace == 0 {
+        if !has_finalizers && !finalizing && grace == 0 {
             return Ok(DeleteOutcome::Remove);
         }
         return Ok(if changed {
@@ -173,13 +174,11 @@ pub fn prepare_delete(
             DeleteOutcome::Unchanged
         });
     }
-    if grace == 0 && !has_finalizers && !namespace_terminating {
+    if grace == 0 && !has_finalizers && !finalizing {
         return Ok(DeleteOutcome::Remove);
     }
     set_deletion(&mut out, grace, now);
-    if info.id == Kind::Namespace {
-        ensure_object(&mut out, &["status"]).insert("phase".into(), "Terminating".into());
-    }
+    strategy.begin_deletion(&mut out);
     if info.tracks_generation {
         let g = get_i64(&out, &["metadata", "generation"]).unwrap_or(0) + 1;
         ensure_object(&mut out, &["metadata"]).insert("generation".into(), g.into());
@@ -196,24 +195,6 @@ fn set_deletion(obj: &mut Value, grace: i64, now: Timestamp) {
     meta.insert("deletionGracePeriodSeconds".into(), grace.into());
 }
 
-/// The grace period Kubernetes uses: pods get `gracePeriodSeconds` or their
-/// `terminationGracePeriodSeconds` (0 when unscheduled or finished); other kinds 0.
-fn grace_period(kind: Kind, obj: &Value, opts: &DeleteOptions) -> i64 {
-    if kind != Kind::Pod {
-        return 0;
-    }
-    let phase = str_or_empty(obj, &["status", "phase"]);
-    if str_or_empty(obj, &["spec", "nodeName"]).is_empty()
-        || phase == "Succeeded"
-        || phase == "Failed"
-    {
-        return 0;
-    }
-    opts.grace_period_seconds
-        .or_else(|| get_i64(obj, &["spec", "terminationGracePeriodSeconds"]))
-        .unwrap_or(30)
-}
-
 /// After an update: whether an object being deleted has nothing left holding it
 /// (no finalizers, and for pods a zero grace period) and should now be removed.
 pub fn ready_to_remove(info: &ResourceInfo, obj: &Value) -> bool {
@@ -221,11 +202,7 @@ pub fn ready_to_remove(info: &ResourceInfo, obj: &Value) -> bool {
     if !deleting || !array(obj, &["metadata", "finalizers"]).is_empty() {
         return false;
     }
-    match info.id {
-        Kind::Namespace => array(obj, &["spec", "finalizers"]).is_empty(),
-        Kind::Pod => get_i64(obj, &["metadata", "deletionGracePeriodSeconds"]).unwrap_or(0) == 0,
-        _ => true,
-    }
+    info.strategy().ready_to_remove(obj)
 }
 
 #[cfg(test)]

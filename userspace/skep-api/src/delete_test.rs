@@ -1,7 +1,7 @@
 use serde_json::json;
 
 use super::*;
-use crate::registry::by_id;
+use crate::kinds;
 
 fn now() -> Timestamp {
     Timestamp::UNIX_EPOCH
@@ -10,18 +10,13 @@ fn now() -> Timestamp {
 #[test]
 fn plain_objects_are_removed() {
     let cm = json!({"metadata": {"name": "c", "uid": "u1", "resourceVersion": "3"}});
-    let out = prepare_delete(
-        by_id(Kind::ConfigMap),
-        &cm,
-        &DeleteOptions::default(),
-        now(),
-    );
+    let out = prepare_delete(&kinds::CONFIG_MAP, &cm, &DeleteOptions::default(), now());
     assert_eq!(out.ok(), Some(DeleteOutcome::Remove));
     let opts = DeleteOptions {
         precondition_uid: Some("u2".into()),
         ..DeleteOptions::default()
     };
-    let err = prepare_delete(by_id(Kind::ConfigMap), &cm, &opts, now()).err();
+    let err = prepare_delete(&kinds::CONFIG_MAP, &cm, &opts, now()).err();
     assert_eq!(err.as_ref().map(ApiError::code), Some(409));
     assert_eq!(
         err.map(|e| e.message),
@@ -32,25 +27,22 @@ fn plain_objects_are_removed() {
 #[test]
 fn finalizers_and_foreground_keep_the_object() {
     let cm = json!({"metadata": {"name": "c", "finalizers": ["example.com/x"]}});
-    let Ok(DeleteOutcome::Update(out)) = prepare_delete(
-        by_id(Kind::ConfigMap),
-        &cm,
-        &DeleteOptions::default(),
-        now(),
-    ) else {
+    let Ok(DeleteOutcome::Update(out)) =
+        prepare_delete(&kinds::CONFIG_MAP, &cm, &DeleteOptions::default(), now())
+    else {
         panic!("expected update");
     };
     assert_eq!(out["metadata"]["deletionTimestamp"], "1970-01-01T00:00:00Z");
     assert_eq!(out["metadata"]["deletionGracePeriodSeconds"], 0);
-    assert!(!ready_to_remove(by_id(Kind::ConfigMap), &out));
+    assert!(!ready_to_remove(&kinds::CONFIG_MAP, &out));
     let mut cleared = out.clone();
     cleared["metadata"]["finalizers"] = json!([]);
-    assert!(ready_to_remove(by_id(Kind::ConfigMap), &cleared));
+    assert!(ready_to_remove(&kinds::CONFIG_MAP, &cleared));
 
     let d = json!({"metadata": {"name": "d", "generation": 3}});
     let opts = DeleteOptions::from_value(Some(&json!({"propagationPolicy": "Foreground"})))
         .unwrap_or_default();
-    let Ok(DeleteOutcome::Update(out)) = prepare_delete(by_id(Kind::Deployment), &d, &opts, now())
+    let Ok(DeleteOutcome::Update(out)) = prepare_delete(&kinds::DEPLOYMENT, &d, &opts, now())
     else {
         panic!("expected update");
     };
@@ -63,25 +55,19 @@ fn pods_delete_gracefully_when_scheduled() {
     let unscheduled =
         json!({"metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": 30}});
     assert_eq!(
-        prepare_delete(
-            by_id(Kind::Pod),
-            &unscheduled,
-            &DeleteOptions::default(),
-            now()
-        )
-        .ok(),
+        prepare_delete(&kinds::POD, &unscheduled, &DeleteOptions::default(), now()).ok(),
         Some(DeleteOutcome::Remove)
     );
     let running = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
     let Ok(DeleteOutcome::Update(out)) =
-        prepare_delete(by_id(Kind::Pod), &running, &DeleteOptions::default(), now())
+        prepare_delete(&kinds::POD, &running, &DeleteOptions::default(), now())
     else {
         panic!("expected update");
     };
     assert_eq!(out["metadata"]["deletionTimestamp"], "1970-01-01T00:00:30Z");
     assert_eq!(out["metadata"]["deletionGracePeriodSeconds"], 30);
     assert_eq!(
-        prepare_delete(by_id(Kind::Pod), &out, &DeleteOptions::default(), now()).ok(),
+        prepare_delete(&kinds::POD, &out, &DeleteOptions::default(), now()).ok(),
         Some(DeleteOutcome::Unchanged)
     );
     let force = DeleteOptions {
@@ -89,7 +75,7 @@ fn pods_delete_gracefully_when_scheduled() {
         ..DeleteOptions::default()
     };
     assert_eq!(
-        prepare_delete(by_id(Kind::Pod), &out, &force, now()).ok(),
+        prepare_delete(&kinds::POD, &out, &force, now()).ok(),
         Some(DeleteOutcome::Remove)
     );
 }
@@ -97,16 +83,13 @@ fn pods_delete_gracefully_when_scheduled() {
 #[test]
 fn namespaces_go_terminating() {
     let ns = json!({"metadata": {"name": "team"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-    let Ok(DeleteOutcome::Update(out)) = prepare_delete(
-        by_id(Kind::Namespace),
-        &ns,
-        &DeleteOptions::default(),
-        now(),
-    ) else {
+    let Ok(DeleteOutcome::Update(out)) =
+        prepare_delete(&kinds::NAMESPACE, &ns, &DeleteOptions::default(), now())
+    else {
         panic!("expected update");
     };
     assert_eq!(out["status"]["phase"], "Terminating");
-    assert!(!ready_to_remove(by_id(Kind::Namespace), &out));
+    assert!(!ready_to_remove(&kinds::NAMESPACE, &out));
     let bad = DeleteOptions::from_value(Some(&json!({"propagationPolicy": "Sideways"}))).err();
     assert_eq!(bad.map(|e| e.code()), Some(400));
 }

@@ -3,6 +3,11 @@
 //! defaulting, validation), label and field selectors, patches, Table printing
 //! and `Status` errors. Pure functions: no HTTP and no storage.
 //!
+//! Every per-kind rule (defaults, validation, printer columns, field
+//! selectors, patch merge keys, delete rules) lives in one module per kind
+//! under [`kinds`], behind the [`Strategy`] trait; the generic code below
+//! drives from the [`ResourceInfo`] a request resolves to.
+//!
 //! How the API server uses it, per request:
 //! - route: [`registry::by_plural`] (URL) / [`registry::by_kind`] (body);
 //!   discovery documents from [`registry`];
@@ -35,6 +40,7 @@ pub mod defaults;
 pub mod delete;
 pub mod field;
 pub mod fieldcheck;
+pub mod kinds;
 pub mod object;
 pub mod patch;
 pub mod protobuf;
@@ -47,5 +53,6 @@ pub mod typed;
 pub mod validation;
 
 pub use field::{FieldError, FieldErrorType, FieldPath};
-pub use registry::{Kind, ResourceInfo};
+pub use kinds::Strategy;
+pub use registry::{Registry, ResourceInfo};
 pub use status::{ApiError, StatusReason};

@@ -173,7 +173,7 @@ pub fn bookmark(info: &ResourceInfo, revision: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Kind, by_id};
+    use crate::kinds;
 
     #[test]
     fn list_and_rv() {
@@ -182,7 +182,7 @@ mod tests {
         assert_eq!(resource_version(&pod), Some(42));
         assert_eq!(key(&pod), ("default".to_owned(), "p".to_owned()));
         let list = wrap_list(
-            by_id(Kind::Deployment),
+            &kinds::DEPLOYMENT,
             vec![pod],
             &ListMeta {
                 resource_version: 43,
@@ -197,7 +197,7 @@ mod tests {
             json!({"resourceVersion": "43", "continue": "t", "remainingItemCount": 3})
         );
         assert_eq!(
-            bookmark(by_id(Kind::Pod), 7)["object"]["metadata"]["resourceVersion"],
+            bookmark(&kinds::POD, 7)["object"]["metadata"]["resourceVersion"],
             "7"
         );
     }

@@ -1,47 +1,14 @@
-//! The resource kinds skep serves: group/version/kind, plural and short names,
-//! scope, verbs and subresources, and the discovery documents built from them.
+//! The resources skep serves: each [`ResourceInfo`] (group/version/kind,
+//! plural and short names, scope, verbs, subresources, and the kind's
+//! [`Strategy`]), the [`Registry`] that holds them, and the discovery documents
+//! built from it. The built-in entries live in [`crate::kinds`].
 
-use k8s_openapi::api::{apps, autoscaling, core, discovery, networking};
+use std::sync::LazyLock;
+
 use serde_json::{Value, json};
 
-use crate::typed::{TypedError, round_trip};
-
-/// Which built-in kind a [`ResourceInfo`] is, for per-kind behaviour.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// core/v1 Namespace.
-    Namespace,
-    /// core/v1 Pod.
-    Pod,
-    /// core/v1 Service.
-    Service,
-    /// core/v1 Endpoints.
-    Endpoints,
-    /// core/v1 ConfigMap.
-    ConfigMap,
-    /// core/v1 Secret.
-    Secret,
-    /// core/v1 Node.
-    Node,
-    /// core/v1 Event.
-    Event,
-    /// core/v1 PersistentVolume.
-    PersistentVolume,
-    /// core/v1 PersistentVolumeClaim.
-    PersistentVolumeClaim,
-    /// core/v1 Binding (create-only; also `pods/binding`).
-    Binding,
-    /// apps/v1 Deployment.
-    Deployment,
-    /// apps/v1 ReplicaSet.
-    ReplicaSet,
-    /// networking.k8s.io/v1 NetworkPolicy.
-    NetworkPolicy,
-    /// discovery.k8s.io/v1 EndpointSlice.
-    EndpointSlice,
-    /// autoscaling/v1 Scale (only as the `scale` subresource).
-    Scale,
-}
+use crate::kinds::{self, Strategy};
+use crate::typed::TypedError;
 
 /// A subresource such as `pods/status` or `deployments/scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +25,10 @@ pub struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
-/// One served resource: everything discovery and request routing need.
+/// One served resource: everything discovery and request routing need, and
+/// the [`Strategy`] holding the kind's rules.
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceInfo {
-    /// Which kind, for per-kind behaviour.
-    pub id: Kind,
     /// API group, empty for core.
     pub group: &'static str,
     /// API version within the group.
@@ -85,318 +51,9 @@ pub struct ResourceInfo {
     pub subresources: &'static [Subresource],
     /// Whether `metadata.generation` tracks spec changes (set to 1 on create).
     pub tracks_generation: bool,
-    /// Decode into the k8s-openapi type and serialize back.
-    typed: fn(&Value) -> Result<Value, TypedError>,
+    /// The kind's rules.
+    pub(crate) strategy: &'static dyn Strategy,
 }
-
-const ALL_VERBS: &[&str] = &[
-    "create",
-    "delete",
-    "deletecollection",
-    "get",
-    "list",
-    "patch",
-    "update",
-    "watch",
-];
-const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
-
-const fn status(group: &'static str, version: &'static str, kind: &'static str) -> Subresource {
-    Subresource {
-        name: "status",
-        group,
-        version,
-        kind,
-        verbs: STATUS_VERBS,
-    }
-}
-
-const SCALE: Subresource = Subresource {
-    name: "scale",
-    group: "autoscaling",
-    version: "v1",
-    kind: "Scale",
-    verbs: STATUS_VERBS,
-};
-
-static RESOURCES: &[ResourceInfo] = &[
-    ResourceInfo {
-        id: Kind::Binding,
-        group: "",
-        version: "v1",
-        kind: "Binding",
-        plural: "bindings",
-        singular: "binding",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        verbs: &["create"],
-        subresources: &[],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Binding>,
-    },
-    ResourceInfo {
-        id: Kind::ConfigMap,
-        group: "",
-        version: "v1",
-        kind: "ConfigMap",
-        plural: "configmaps",
-        singular: "configmap",
-        namespaced: true,
-        short_names: &["cm"],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::ConfigMap>,
-    },
-    ResourceInfo {
-        id: Kind::Endpoints,
-        group: "",
-        version: "v1",
-        kind: "Endpoints",
-        plural: "endpoints",
-        singular: "endpoints",
-        namespaced: true,
-        short_names: &["ep"],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Endpoints>,
-    },
-    ResourceInfo {
-        id: Kind::Event,
-        group: "",
-        version: "v1",
-        kind: "Event",
-        plural: "events",
-        singular: "event",
-        namespaced: true,
-        short_names: &["ev"],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Event>,
-    },
-    ResourceInfo {
-        id: Kind::Namespace,
-        group: "",
-        version: "v1",
-        kind: "Namespace",
-        plural: "namespaces",
-        singular: "namespace",
-        namespaced: false,
-        short_names: &["ns"],
-        categories: &[],
-        verbs: &[
-            "create", "delete", "get", "list", "patch", "update", "watch",
-        ],
-        subresources: &[status("", "v1", "Namespace")],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Namespace>,
-    },
-    ResourceInfo {
-        id: Kind::Node,
-        group: "",
-        version: "v1",
-        kind: "Node",
-        plural: "nodes",
-        singular: "node",
-        namespaced: false,
-        short_names: &["no"],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[status("", "v1", "Node")],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Node>,
-    },
-    ResourceInfo {
-        id: Kind::PersistentVolumeClaim,
-        group: "",
-        version: "v1",
-        kind: "PersistentVolumeClaim",
-        plural: "persistentvolumeclaims",
-        singular: "persistentvolumeclaim",
-        namespaced: true,
-        short_names: &["pvc"],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[status("", "v1", "PersistentVolumeClaim")],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::PersistentVolumeClaim>,
-    },
-    ResourceInfo {
-        id: Kind::PersistentVolume,
-        group: "",
-        version: "v1",
-        kind: "PersistentVolume",
-        plural: "persistentvolumes",
-        singular: "persistentvolume",
-        namespaced: false,
-        short_names: &["pv"],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[status("", "v1", "PersistentVolume")],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::PersistentVolume>,
-    },
-    ResourceInfo {
-        id: Kind::Pod,
-        group: "",
-        version: "v1",
-        kind: "Pod",
-        plural: "pods",
-        singular: "pod",
-        namespaced: true,
-        short_names: &["po"],
-        categories: &["all"],
-        verbs: ALL_VERBS,
-        subresources: &[
-            Subresource {
-                name: "binding",
-                group: "",
-                version: "v1",
-                kind: "Binding",
-                verbs: &["create"],
-            },
-            Subresource {
-                name: "exec",
-                group: "",
-                version: "v1",
-                kind: "PodExecOptions",
-                verbs: &["create", "get"],
-            },
-            Subresource {
-                name: "log",
-                group: "",
-                version: "v1",
-                kind: "Pod",
-                verbs: &["get"],
-            },
-            status("", "v1", "Pod"),
-        ],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Pod>,
-    },
-    ResourceInfo {
-        id: Kind::Secret,
-        group: "",
-        version: "v1",
-        kind: "Secret",
-        plural: "secrets",
-        singular: "secret",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Secret>,
-    },
-    ResourceInfo {
-        id: Kind::Service,
-        group: "",
-        version: "v1",
-        kind: "Service",
-        plural: "services",
-        singular: "service",
-        namespaced: true,
-        short_names: &["svc"],
-        categories: &["all"],
-        verbs: &[
-            "create",
-            "delete",
-            "deletecollection",
-            "get",
-            "list",
-            "patch",
-            "update",
-            "watch",
-        ],
-        subresources: &[status("", "v1", "Service")],
-        tracks_generation: false,
-        typed: round_trip::<core::v1::Service>,
-    },
-    ResourceInfo {
-        id: Kind::Deployment,
-        group: "apps",
-        version: "v1",
-        kind: "Deployment",
-        plural: "deployments",
-        singular: "deployment",
-        namespaced: true,
-        short_names: &["deploy"],
-        categories: &["all"],
-        verbs: ALL_VERBS,
-        subresources: &[SCALE, status("apps", "v1", "Deployment")],
-        tracks_generation: true,
-        typed: round_trip::<apps::v1::Deployment>,
-    },
-    ResourceInfo {
-        id: Kind::ReplicaSet,
-        group: "apps",
-        version: "v1",
-        kind: "ReplicaSet",
-        plural: "replicasets",
-        singular: "replicaset",
-        namespaced: true,
-        short_names: &["rs"],
-        categories: &["all"],
-        verbs: ALL_VERBS,
-        subresources: &[SCALE, status("apps", "v1", "ReplicaSet")],
-        tracks_generation: true,
-        typed: round_trip::<apps::v1::ReplicaSet>,
-    },
-    ResourceInfo {
-        id: Kind::NetworkPolicy,
-        group: "networking.k8s.io",
-        version: "v1",
-        kind: "NetworkPolicy",
-        plural: "networkpolicies",
-        singular: "networkpolicy",
-        namespaced: true,
-        short_names: &["netpol"],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[],
-        tracks_generation: true,
-        typed: round_trip::<networking::v1::NetworkPolicy>,
-    },
-    ResourceInfo {
-        id: Kind::EndpointSlice,
-        group: "discovery.k8s.io",
-        version: "v1",
-        kind: "EndpointSlice",
-        plural: "endpointslices",
-        singular: "endpointslice",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[],
-        tracks_generation: false,
-        typed: round_trip::<discovery::v1::EndpointSlice>,
-    },
-];
-
-/// The Scale subresource object (`autoscaling/v1`), which has no resource of its own.
-pub static SCALE_INFO: ResourceInfo = ResourceInfo {
-    id: Kind::Scale,
-    group: "autoscaling",
-    version: "v1",
-    kind: "Scale",
-    plural: "scale",
-    singular: "scale",
-    namespaced: true,
-    short_names: &[],
-    categories: &[],
-    verbs: STATUS_VERBS,
-    subresources: &[],
-    tracks_generation: false,
-    typed: round_trip::<autoscaling::v1::Scale>,
-};
 
 impl ResourceInfo {
     /// `v1` or `apps/v1`.
@@ -426,34 +83,131 @@ impl ResourceInfo {
     /// Decode `value` into this kind's k8s-openapi type and serialize it back:
     /// type errors are reported, unknown fields dropped.
     pub fn typed_round_trip(&self, value: &Value) -> Result<Value, TypedError> {
-        (self.typed)(value)
+        self.strategy.typed_round_trip(value)
+    }
+
+    /// The kind's rules.
+    pub fn strategy(&self) -> &'static dyn Strategy {
+        self.strategy
     }
 }
 
-/// Every served resource (not subresource-only kinds like Scale).
-pub fn resources() -> &'static [ResourceInfo] {
-    RESOURCES
+/// Two infos are the same resource when group, version and plural agree.
+impl PartialEq for ResourceInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.group == other.group && self.version == other.version && self.plural == other.plural
+    }
 }
 
-/// Resolve a URL `(group, version, plural)`.
+impl Eq for ResourceInfo {}
+
+/// A registry entry could not be added.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Another entry already serves this group/version/plural.
+    #[error("failed to register {plural}.{group}/{version}: already served")]
+    AlreadyRegistered {
+        /// API group.
+        group: String,
+        /// API version.
+        version: String,
+        /// URL plural.
+        plural: String,
+    },
+}
+
+/// The served resources: the built-ins, and room for entries added at run
+/// time (custom resources) with [`Registry::register`].
+#[derive(Debug, Clone)]
+pub struct Registry {
+    entries: Vec<&'static ResourceInfo>,
+}
+
+static BUILTIN_REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::builtin);
+
+impl Registry {
+    /// The built-in resources ([`kinds::BUILTIN`]).
+    pub fn builtin() -> Self {
+        Self {
+            entries: kinds::BUILTIN.to_vec(),
+        }
+    }
+
+    /// Serve one more resource.
+    pub fn register(&mut self, info: &'static ResourceInfo) -> Result<(), RegistryError> {
+        if self.entries.iter().any(|r| **r == *info) {
+            return Err(RegistryError::AlreadyRegistered {
+                group: info.group.to_owned(),
+                version: info.version.to_owned(),
+                plural: info.plural.to_owned(),
+            });
+        }
+        self.entries.push(info);
+        Ok(())
+    }
+
+    /// Stop serving a resource; returns its entry if it was served.
+    pub fn unregister(
+        &mut self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<&'static ResourceInfo> {
+        let at = self
+            .entries
+            .iter()
+            .position(|r| r.group == group && r.version == version && r.plural == plural)?;
+        Some(self.entries.remove(at))
+    }
+
+    /// Every served resource (not subresource-only kinds like Scale).
+    pub fn resources(&self) -> &[&'static ResourceInfo] {
+        &self.entries
+    }
+
+    /// Resolve a URL `(group, version, plural)`.
+    pub fn by_plural(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Option<&'static ResourceInfo> {
+        self.entries
+            .iter()
+            .copied()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// Resolve an object's `(apiVersion, kind)`, the Scale subresource's
+    /// object included.
+    pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+        let (group, version) = split_api_version(api_version);
+        self.entries
+            .iter()
+            .copied()
+            .chain(std::iter::once(&kinds::SCALE))
+            .find(|r| r.group == group && r.version == version && r.kind == kind)
+    }
+}
+
+/// The built-in registry.
+pub fn builtin() -> &'static Registry {
+    &BUILTIN_REGISTRY
+}
+
+/// Every built-in served resource (not subresource-only kinds like Scale).
+pub fn resources() -> &'static [&'static ResourceInfo] {
+    builtin().resources()
+}
+
+/// Resolve a URL `(group, version, plural)` among the built-ins.
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.plural == plural)
+    builtin().by_plural(group, version, plural)
 }
 
-/// Resolve an object's `(apiVersion, kind)`.
+/// Resolve an object's `(apiVersion, kind)` among the built-ins.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    let (group, version) = split_api_version(api_version);
-    RESOURCES
-        .iter()
-        .chain(std::iter::once(&SCALE_INFO))
-        .find(|r| r.group == group && r.version == version && r.kind == kind)
-}
-
-/// The info for a kind id.
-pub fn by_id(id: Kind) -> &'static ResourceInfo {
-    RESOURCES.iter().find(|r| r.id == id).unwrap_or(&SCALE_INFO)
+    builtin().by_kind(api_version, kind)
 }
 
 /// Split `apps/v1` into `("apps", "v1")` and `v1` into `("", "v1")`.
@@ -464,7 +218,7 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
 /// Served groups other than core, in discovery order, with their versions.
 fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+    for r in resources().iter().filter(|r| !r.group.is_empty()) {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }
@@ -504,7 +258,7 @@ pub fn api_group(group: &str) -> Option<Value> {
 /// `GET /api/v1` or `/apis/<group>/<version>`: the `APIResourceList`, if served.
 pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in RESOURCES
+    for r in self::resources()
         .iter()
         .filter(|r| r.group == group && r.version == version)
     {
@@ -559,7 +313,7 @@ pub fn aggregated_discovery(core: bool) -> Value {
     let mut items = Vec::new();
     let group_versions: Vec<(&str, &str)> = if core { vec![("", "v1")] } else { groups() };
     for (group, version) in group_versions {
-        let resources: Vec<Value> = RESOURCES
+        let resources: Vec<Value> = resources()
             .iter()
             .filter(|r| r.group == group && r.version == version)
             .map(|r| {
@@ -620,12 +374,28 @@ mod tests {
         let d = by_plural("apps", "v1", "deployments");
         assert_eq!(d.map(|r| r.kind), Some("Deployment"));
         assert_eq!(by_kind("v1", "Pod").map(|r| r.plural), Some("pods"));
-        assert_eq!(
-            by_kind("autoscaling/v1", "Scale").map(|r| r.id),
-            Some(Kind::Scale)
-        );
+        assert_eq!(by_kind("autoscaling/v1", "Scale"), Some(&kinds::SCALE));
         assert!(by_plural("", "v1", "deployments").is_none());
-        assert_eq!(by_id(Kind::Service).short_names, &["svc"]);
+        assert_eq!(kinds::SERVICE.short_names, &["svc"]);
+    }
+
+    #[test]
+    fn entries_come_and_go_at_run_time() {
+        let mut registry = Registry::builtin();
+        let err = registry.register(&kinds::POD).err();
+        assert!(matches!(
+            err,
+            Some(RegistryError::AlreadyRegistered { ref plural, .. }) if plural == "pods"
+        ));
+        assert_eq!(registry.unregister("", "v1", "pods"), Some(&kinds::POD));
+        assert!(registry.by_plural("", "v1", "pods").is_none());
+        assert!(registry.by_kind("v1", "Pod").is_none());
+        assert!(registry.register(&kinds::POD).is_ok());
+        assert_eq!(
+            registry.by_kind("v1", "Pod").map(|r| r.plural),
+            Some("pods")
+        );
+        assert!(by_plural("", "v1", "pods").is_some(), "the built-ins stay");
     }
 
     #[test]

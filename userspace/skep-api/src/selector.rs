@@ -1,5 +1,5 @@
-//! Label selectors (string syntax and `metav1.LabelSelector`) and per-kind
-//! field selectors, parsed and matched like `k8s.io/apimachinery/pkg/labels`
+//! Label selectors (string syntax and `metav1.LabelSelector`) and field
+//! selectors (labels and values from each kind's [`crate::kinds::Strategy`]), parsed and matched like `k8s.io/apimachinery/pkg/labels`
 //! and `pkg/fields`.
 
 use std::collections::BTreeSet;
@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use crate::object::{get, str_or_empty};
-use crate::registry::Kind;
+use crate::registry::ResourceInfo;
 use crate::status::ApiError;
 
 /// One requirement's operator.
@@ -422,56 +422,14 @@ pub struct FieldSelector {
     pub requirements: Vec<FieldRequirement>,
 }
 
-/// The field labels a kind supports, beyond `metadata.name` and `metadata.namespace`.
-pub fn supported_fields(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Pod => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        Kind::Event => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        Kind::Node => &["spec.unschedulable"],
-        Kind::Secret => &["type"],
-        Kind::Namespace => &["status.phase"],
-        Kind::ReplicaSet => &["status.replicas"],
-        Kind::Service => &["spec.clusterIP", "spec.type"],
-        _ => &[],
-    }
-}
-
-/// The string value of a field label on an object (`""` when unset).
-pub fn field_value(kind: Kind, obj: &Value, field: &str) -> String {
-    let path: Vec<&str> = match (kind, field) {
-        (Kind::Event, "source") => vec!["source", "component"],
-        _ => field.split('.').collect(),
-    };
+/// The string value at a dotted field path on an object, `default` when unset.
+pub fn field_string(obj: &Value, field: &str, default: &str) -> String {
+    let path: Vec<&str> = field.split('.').collect();
     match get(obj, &path) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Bool(b)) => b.to_string(),
         Some(Value::Number(n)) => n.to_string(),
-        _ => match (kind, field) {
-            (Kind::Pod, "spec.hostNetwork") | (Kind::Node, "spec.unschedulable") => "false".into(),
-            (Kind::ReplicaSet, "status.replicas") => "0".into(),
-            _ => String::new(),
-        },
+        _ => default.to_owned(),
     }
 }
 
@@ -499,8 +457,8 @@ fn split_escaped(s: &str, sep: char) -> Vec<String> {
 }
 
 impl FieldSelector {
-    /// Parse `a=b,c!=d` and check every field is supported for `kind`.
-    pub fn parse(kind: Kind, s: &str) -> Result<Self, ApiError> {
+    /// Parse `a=b,c!=d` and check every field is supported for `info`'s kind.
+    pub fn parse(info: &ResourceInfo, s: &str) -> Result<Self, ApiError> {
         let mut requirements = Vec::new();
         if s.trim().is_empty() {
             return Ok(Self::default());
@@ -520,7 +478,7 @@ impl FieldSelector {
             let field = field.trim();
             if field != "metadata.name"
                 && field != "metadata.namespace"
-                && !supported_fields(kind).contains(&field)
+                && !info.strategy().field_labels().contains(&field)
             {
                 return Err(ApiError::bad_request(format!(
                     "field label not supported: {field}"
@@ -535,11 +493,12 @@ impl FieldSelector {
         Ok(Self { requirements })
     }
 
-    /// Whether an object of `kind` satisfies the selector.
-    pub fn matches(&self, kind: Kind, obj: &Value) -> bool {
+    /// Whether an object of `info`'s kind satisfies the selector.
+    pub fn matches(&self, info: &ResourceInfo, obj: &Value) -> bool {
+        let strategy = info.strategy();
         self.requirements
             .iter()
-            .all(|r| (field_value(kind, obj, &r.field) == r.value) != r.negated)
+            .all(|r| (strategy.field_value(obj, &r.field) == r.value) != r.negated)
     }
 
     /// The value the selector pins `field` to with `=`, if any (e.g. `metadata.name` for watches).

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::kinds;
 use crate::status::StatusReason;
 
 fn labels(v: &Value) -> Map<String, Value> {
@@ -60,42 +61,42 @@ fn metav1_label_selector() {
 fn field_selectors_per_kind() {
     let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
         "spec": {"nodeName": "n1", "restartPolicy": "Always"}, "status": {"phase": "Running"}});
-    let sel = FieldSelector::parse(Kind::Pod, "spec.nodeName=n1,status.phase!=Pending")
+    let sel = FieldSelector::parse(&kinds::POD, "spec.nodeName=n1,status.phase!=Pending")
         .unwrap_or_default();
-    assert!(sel.matches(Kind::Pod, &pod));
-    let sel = FieldSelector::parse(Kind::Pod, "spec.nodeName==").unwrap_or_default();
-    assert!(!sel.matches(Kind::Pod, &pod));
+    assert!(sel.matches(&kinds::POD, &pod));
+    let sel = FieldSelector::parse(&kinds::POD, "spec.nodeName==").unwrap_or_default();
+    assert!(!sel.matches(&kinds::POD, &pod));
     assert!(
-        FieldSelector::parse(Kind::Pod, "spec.hostNetwork=false")
-            .is_ok_and(|s| s.matches(Kind::Pod, &pod))
+        FieldSelector::parse(&kinds::POD, "spec.hostNetwork=false")
+            .is_ok_and(|s| s.matches(&kinds::POD, &pod))
     );
-    let err = FieldSelector::parse(Kind::Pod, "foo=bar").err();
+    let err = FieldSelector::parse(&kinds::POD, "foo=bar").err();
     assert_eq!(
         err.map(|e| e.message),
         Some("field label not supported: foo".to_owned())
     );
-    let err = FieldSelector::parse(Kind::ConfigMap, "spec.nodeName=x").err();
+    let err = FieldSelector::parse(&kinds::CONFIG_MAP, "spec.nodeName=x").err();
     assert_eq!(err.map(|e| e.code()), Some(400));
 
     let event = json!({"involvedObject": {"kind": "Pod", "name": "p"}, "source": {"component": "kubelet"}, "type": "Normal"});
     let sel = FieldSelector::parse(
-        Kind::Event,
+        &kinds::EVENT,
         "involvedObject.kind=Pod,involvedObject.name=p,source=kubelet,type=Normal",
     )
     .unwrap_or_default();
-    assert!(sel.matches(Kind::Event, &event));
+    assert!(sel.matches(&kinds::EVENT, &event));
     let node = json!({"spec": {}});
     assert!(
-        FieldSelector::parse(Kind::Node, "spec.unschedulable=false")
-            .is_ok_and(|s| s.matches(Kind::Node, &node))
+        FieldSelector::parse(&kinds::NODE, "spec.unschedulable=false")
+            .is_ok_and(|s| s.matches(&kinds::NODE, &node))
     );
     let secret = json!({"type": "kubernetes.io/tls"});
     assert!(
-        FieldSelector::parse(Kind::Secret, "type=kubernetes.io/tls")
-            .is_ok_and(|s| s.matches(Kind::Secret, &secret))
+        FieldSelector::parse(&kinds::SECRET, "type=kubernetes.io/tls")
+            .is_ok_and(|s| s.matches(&kinds::SECRET, &secret))
     );
     assert_eq!(
-        FieldSelector::parse(Kind::Pod, "metadata.name=p")
+        FieldSelector::parse(&kinds::POD, "metadata.name=p")
             .unwrap_or_default()
             .exact("metadata.name"),
         Some("p")

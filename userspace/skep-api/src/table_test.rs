@@ -1,8 +1,8 @@
 use serde_json::json;
 
 use super::*;
+use crate::kinds;
 use crate::object::ListMeta;
-use crate::registry::by_id;
 
 fn at(s: &str) -> Timestamp {
     s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
@@ -33,7 +33,7 @@ fn human_durations_like_kubectl() {
 }
 
 fn pod_status(pod: &Value) -> String {
-    row_cells(Kind::Pod, pod, at("2024-01-01T00:10:00Z"))[2]
+    row_cells(&kinds::POD, pod, at("2024-01-01T00:10:00Z"))[2]
         .as_str()
         .unwrap_or("")
         .to_owned()
@@ -52,7 +52,7 @@ fn pod_status_column() {
     let mut running = base.clone();
     running["status"] = json!({"phase": "Running", "podIP": "10.0.0.5", "containerStatuses": [{"name": "c", "ready": true, "restartCount": 2, "state": {"running": {}},
         "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2024-01-01T00:09:00Z"}}}]});
-    let cells = row_cells(Kind::Pod, &running, at("2024-01-01T00:10:00Z"));
+    let cells = row_cells(&kinds::POD, &running, at("2024-01-01T00:10:00Z"));
     assert_eq!(
         cells,
         vec![
@@ -91,7 +91,7 @@ fn deployment_service_configmap_rows() {
                  "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}, {"name": "side", "image": "busybox"}]}}},
         "status": {"readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2}});
     assert_eq!(
-        row_cells(Kind::Deployment, &d, now),
+        row_cells(&kinds::DEPLOYMENT, &d, now),
         vec![
             json!("web"),
             json!("2/3"),
@@ -107,7 +107,7 @@ fn deployment_service_configmap_rows() {
         "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "selector": {"app": "web"},
                  "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}, {"port": 53, "protocol": "UDP"}]}});
     assert_eq!(
-        row_cells(Kind::Service, &svc, now),
+        row_cells(&kinds::SERVICE, &svc, now),
         vec![
             json!("s"),
             json!("NodePort"),
@@ -120,7 +120,7 @@ fn deployment_service_configmap_rows() {
     );
     let cm = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
     assert_eq!(
-        row_cells(Kind::ConfigMap, &cm, now),
+        row_cells(&kinds::CONFIG_MAP, &cm, now),
         vec![json!("c"), json!(2), json!("<unknown>")]
     );
 }
@@ -131,7 +131,7 @@ fn node_and_endpoints_rows() {
         "spec": {"unschedulable": true},
         "status": {"conditions": [{"type": "Ready", "status": "True"}], "nodeInfo": {"kubeletVersion": "v1.32.4"},
                    "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
-    let cells = row_cells(Kind::Node, &node, Timestamp::UNIX_EPOCH);
+    let cells = row_cells(&kinds::NODE, &node, Timestamp::UNIX_EPOCH);
     assert_eq!(
         &cells[..5],
         &[
@@ -145,7 +145,7 @@ fn node_and_endpoints_rows() {
     assert_eq!(cells[5], "10.0.0.1");
     let ep = json!({"metadata": {"name": "e"}, "subsets": [{"addresses": [{"ip": "1.1.1.1"}, {"ip": "1.1.1.2"}, {"ip": "1.1.1.3"}, {"ip": "1.1.1.4"}], "ports": [{"port": 80}]}]});
     assert_eq!(
-        row_cells(Kind::Endpoints, &ep, Timestamp::UNIX_EPOCH)[1],
+        row_cells(&kinds::ENDPOINTS, &ep, Timestamp::UNIX_EPOCH)[1],
         "1.1.1.1:80,1.1.1.2:80,1.1.1.3:80 + 1 more..."
     );
 }
@@ -158,7 +158,7 @@ fn table_shape() {
         ..ListMeta::default()
     };
     let t = table(
-        by_id(Kind::ConfigMap),
+        &kinds::CONFIG_MAP,
         std::slice::from_ref(&cm),
         &meta,
         IncludeObject::Metadata,
@@ -178,14 +178,14 @@ fn table_shape() {
     assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
     assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "c");
     let t = table(
-        by_id(Kind::ConfigMap),
+        &kinds::CONFIG_MAP,
         &[cm],
         &meta,
         IncludeObject::Object,
         Timestamp::UNIX_EPOCH,
     );
     assert_eq!(t["rows"][0]["object"]["data"]["a"], "1");
-    let pods = column_definitions(Kind::Pod);
+    let pods = column_definitions(&kinds::POD);
     let wide: Vec<&str> = pods
         .iter()
         .filter(|c| c["priority"] == 1)

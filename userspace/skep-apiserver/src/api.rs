@@ -14,12 +14,13 @@ use axum::{
 };
 use serde_json::{Value, json};
 use skep_api::{
-    ApiError, Kind, ResourceInfo, StatusReason,
+    ApiError, ResourceInfo, StatusReason,
     admission::{self, AdmitOptions},
     apply::{self as server_side_apply, ApplyOptions},
     decode::{self, Decoded},
     delete::DeleteOptions,
     fieldcheck::FieldValidation,
+    kinds,
     object::{self, ListMeta, WatchEventType},
     patch::{self as patching, PatchType},
     registry,
@@ -376,7 +377,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     if !req.name.is_empty() || !req.subresource.is_empty() {
         return match req.subresource.as_str() {
-            "binding" if info.id == Kind::Pod => {
+            "binding" if *info == kinds::POD => {
                 let binding = decode::decode(body, content_type)?;
                 state
                     .objects
@@ -438,7 +439,7 @@ async fn patch(
     } else {
         old.clone()
     };
-    let patched = patching::apply_patch(info.id, &base, patch_type, body)?;
+    let patched = patching::apply_patch(info, &base, patch_type, body)?;
     let decoded = Decoded {
         value: patched,
         duplicates: Vec::new(),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use skep_api::{ApiError, Kind, decode::Decoded, object, registry};
+use skep_api::{ApiError, ResourceInfo, decode::Decoded, kinds, object};
 use skep_objects::{Objects, WriteOptions};
 
 /// Who writes the built-in Services (`managedFields[].manager`).
@@ -16,12 +16,12 @@ const MANAGER: &str = "skep-apiserver";
 const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The built-in objects for a server answering at `ip:port`.
-fn desired(objects: &Objects, ip: &str, port: u16) -> Vec<(Kind, Value)> {
+fn desired(objects: &Objects, ip: &str, port: u16) -> Vec<(&'static ResourceInfo, Value)> {
     let ranges = objects.service_ranges();
     let https = json!([{"name": "https", "port": port, "protocol": "TCP"}]);
     vec![
         (
-            Kind::Service,
+            &kinds::SERVICE,
             json!({
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": "kubernetes", "namespace": "default",
@@ -31,7 +31,7 @@ fn desired(objects: &Objects, ip: &str, port: u16) -> Vec<(Kind, Value)> {
             }),
         ),
         (
-            Kind::Endpoints,
+            &kinds::ENDPOINTS,
             json!({
                 "apiVersion": "v1", "kind": "Endpoints",
                 "metadata": {"name": "kubernetes", "namespace": "default",
@@ -40,7 +40,7 @@ fn desired(objects: &Objects, ip: &str, port: u16) -> Vec<(Kind, Value)> {
             }),
         ),
         (
-            Kind::EndpointSlice,
+            &kinds::ENDPOINT_SLICE,
             json!({
                 "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                 "metadata": {"name": "kubernetes", "namespace": "default",
@@ -51,7 +51,7 @@ fn desired(objects: &Objects, ip: &str, port: u16) -> Vec<(Kind, Value)> {
             }),
         ),
         (
-            Kind::Service,
+            &kinds::SERVICE,
             json!({
                 "apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": "kube-dns", "namespace": "kube-system",
@@ -78,8 +78,7 @@ fn addresses(obj: &Value) -> Vec<Option<&Value>> {
 /// Creates each built-in object that is missing, and points the
 /// `kubernetes` Endpoints and `EndpointSlice` at `ip:port` if they moved.
 pub async fn ensure(objects: &Objects, ip: &str, port: u16) -> Result<(), ApiError> {
-    for (kind, want) in desired(objects, ip, port) {
-        let info = registry::by_id(kind);
+    for (info, want) in desired(objects, ip, port) {
         let (ns, name) = (object::namespace(&want), object::name(&want));
         let body = |value: Value| Decoded {
             value,
@@ -100,7 +99,7 @@ pub async fn ensure(objects: &Objects, ip: &str, port: u16) -> Result<(), ApiErr
                     Err(err) => return Err(err),
                 }
             }
-            Some(live) if kind != Kind::Service && addresses(&live) != addresses(&want) => {
+            Some(live) if *info != kinds::SERVICE && addresses(&live) != addresses(&want) => {
                 let mut next = want.clone();
                 if let (Some(meta), Some(rv)) = (
                     next.get_mut("metadata").and_then(Value::as_object_mut),

@@ -21,7 +21,7 @@ use std::{future::Future, net::SocketAddr, path::PathBuf};
 
 use serde_json::json;
 pub use skep_api::service_alloc::{Ipv4Cidr, PortRange, ServiceRanges};
-use skep_api::{Kind, admission, decode::Decoded, registry};
+use skep_api::{admission, decode::Decoded, kinds};
 use skep_store::Store;
 
 /// Why the API server could not start.
@@ -184,7 +184,7 @@ impl ApiServer {
 }
 
 async fn bootstrap_namespaces(store: &Store) -> Result<(), ApiServerError> {
-    let info = registry::by_id(Kind::Namespace);
+    let info = &kinds::NAMESPACE;
     for name in BUILTIN_NAMESPACES {
         let body = Decoded {
             value: json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),

@@ -22,9 +22,10 @@ use bytes::Bytes;
 use futures::Stream;
 use serde_json::Value;
 use skep_api::{
-    ApiError, Kind, StatusReason, decode::Decoded, delete::DeleteOptions, object, registry,
+    ApiError, StatusReason, decode::Decoded, delete::DeleteOptions, kinds, object, registry,
 };
 use skep_objects::{Objects, WriteOptions};
+use skep_proto::kinds as wire;
 use skep_proto::v1::{
     WatchEvent, WatchRequest, WriteRequest, WriteResponse, node_sync_server::NodeSync,
     watch_event::Type as EventType, write_request::Op,
@@ -39,31 +40,35 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The kinds a node receives, by store prefix, and whether each is filtered.
 const FEEDS: &[(&str, &str, Feed)] = &[
-    ("/registry/core/nodes/", "Node", Feed::Nodes),
-    ("/registry/core/pods/", "Pod", Feed::BoundPods),
-    ("/registry/core/pods/", PEER, Feed::PodPeers),
-    ("/registry/core/configmaps/", "ConfigMap", Feed::Referenced),
-    ("/registry/core/secrets/", "Secret", Feed::Referenced),
+    ("/registry/core/nodes/", wire::NODE, Feed::Nodes),
+    ("/registry/core/pods/", wire::POD, Feed::BoundPods),
+    ("/registry/core/pods/", wire::POD_PEER, Feed::PodPeers),
+    (
+        "/registry/core/configmaps/",
+        wire::CONFIG_MAP,
+        Feed::Referenced,
+    ),
+    ("/registry/core/secrets/", wire::SECRET, Feed::Referenced),
     (
         "/registry/core/persistentvolumeclaims/",
-        "PersistentVolumeClaim",
+        wire::PERSISTENT_VOLUME_CLAIM,
         Feed::Referenced,
     ),
     (
         "/registry/core/persistentvolumes/",
-        "PersistentVolume",
+        wire::PERSISTENT_VOLUME,
         Feed::Referenced,
     ),
-    ("/registry/core/services/", "Service", Feed::All),
+    ("/registry/core/services/", wire::SERVICE, Feed::All),
     (
         "/registry/discovery.k8s.io/endpointslices/",
-        "EndpointSlice",
+        wire::ENDPOINT_SLICE,
         Feed::All,
     ),
-    ("/registry/core/namespaces/", "Namespace", Feed::All),
+    ("/registry/core/namespaces/", wire::NAMESPACE, Feed::All),
     (
         "/registry/networking.k8s.io/networkpolicies/",
-        "NetworkPolicy",
+        wire::NETWORK_POLICY,
         Feed::All,
     ),
 ];
@@ -74,7 +79,7 @@ enum Feed {
     /// what routing to them needs ([`routing_facts`]), not per heartbeat.
     Nodes,
     BoundPods,
-    /// Every pod's [`peer_facts`] (kind [`PEER`]), when they change.
+    /// Every pod's [`peer_facts`] (kind [`wire::POD_PEER`]), when they change.
     PodPeers,
     Referenced,
     All,
@@ -198,22 +203,22 @@ async fn write(objects: &Objects, node: &str, req: &WriteRequest) -> Result<Valu
             duplicates: Vec::new(),
         })
     };
-    match (info.id, op) {
-        (Kind::Node, Op::Create) if req.name == node => {
+    match (info.kind, op) {
+        (wire::NODE, Op::Create) if req.name == node => {
             Ok(objects.create(info, "", body()?, &opts).await?.object)
         }
-        (Kind::Node, Op::Update) if req.name == node => {
+        (wire::NODE, Op::Update) if req.name == node => {
             let old = objects.get(info, "", node).await?;
             Ok(objects
                 .replace(info, &req.subresource, &old, body()?, &opts)
                 .await?
                 .object)
         }
-        (Kind::Event, Op::Create) => Ok(objects
+        (wire::EVENT, Op::Create) => Ok(objects
             .create(info, &req.namespace, body()?, &opts)
             .await?
             .object),
-        (Kind::Pod, Op::Update | Op::Delete) => {
+        (wire::POD, Op::Update | Op::Delete) => {
             let old = objects.get(info, &req.namespace, &req.name).await?;
             if object::get_str(&old, &["spec", "nodeName"]) != Some(node) {
                 return Err(forbidden());
@@ -245,13 +250,10 @@ async fn write(objects: &Objects, node: &str, req: &WriteRequest) -> Result<Valu
     }
 }
 
-/// The kind a pod's policy facts travel under ([`peer_facts`]).
-pub const PEER: &str = "PodPeer";
-
 /// The kind of persistent volume claims, as references name it.
-const CLAIM: &str = "PersistentVolumeClaim";
+const CLAIM: &str = wire::PERSISTENT_VOLUME_CLAIM;
 /// The kind of persistent volumes, as references name it.
-const VOLUME: &str = "PersistentVolume";
+const VOLUME: &str = wire::PERSISTENT_VOLUME;
 
 /// A (kind, namespace, name) reference; cluster-scoped objects have no namespace.
 type Ref = (&'static str, String, String);
@@ -273,38 +275,47 @@ fn references(pod: &Value) -> BTreeSet<(&'static str, String, String)> {
         }
     };
     for volume in object::array(pod, &["spec", "volumes"]) {
-        add("ConfigMap", object::get_str(volume, &["configMap", "name"]));
-        add("Secret", object::get_str(volume, &["secret", "secretName"]));
+        add(
+            wire::CONFIG_MAP,
+            object::get_str(volume, &["configMap", "name"]),
+        );
+        add(
+            wire::SECRET,
+            object::get_str(volume, &["secret", "secretName"]),
+        );
         add(
             CLAIM,
             object::get_str(volume, &["persistentVolumeClaim", "claimName"]),
         );
         for source in object::array(volume, &["projected", "sources"]) {
-            add("ConfigMap", object::get_str(source, &["configMap", "name"]));
-            add("Secret", object::get_str(source, &["secret", "name"]));
+            add(
+                wire::CONFIG_MAP,
+                object::get_str(source, &["configMap", "name"]),
+            );
+            add(wire::SECRET, object::get_str(source, &["secret", "name"]));
         }
     }
     for secret in object::array(pod, &["spec", "imagePullSecrets"]) {
-        add("Secret", object::get_str(secret, &["name"]));
+        add(wire::SECRET, object::get_str(secret, &["name"]));
     }
     for list in ["containers", "initContainers"] {
         for container in object::array(pod, &["spec", list]) {
             for env in object::array(container, &["env"]) {
                 add(
-                    "ConfigMap",
+                    wire::CONFIG_MAP,
                     object::get_str(env, &["valueFrom", "configMapKeyRef", "name"]),
                 );
                 add(
-                    "Secret",
+                    wire::SECRET,
                     object::get_str(env, &["valueFrom", "secretKeyRef", "name"]),
                 );
             }
             for from in object::array(container, &["envFrom"]) {
                 add(
-                    "ConfigMap",
+                    wire::CONFIG_MAP,
                     object::get_str(from, &["configMapRef", "name"]),
                 );
-                add("Secret", object::get_str(from, &["secretRef", "name"]));
+                add(wire::SECRET, object::get_str(from, &["secretRef", "name"]));
             }
         }
     }
@@ -453,7 +464,7 @@ fn routing_facts(node: &Value) -> [Option<&Value>; 4] {
 /// What every node needs of any pod to enforce network policy: who it is
 /// (namespace, name, uid, labels), where it runs (node, host network),
 /// its named container ports, its addresses and phase. Sent as a
-/// [`PEER`] object shaped like a Pod (so it parses as one), and only when
+/// [`wire::POD_PEER`] object shaped like a Pod (so it parses as one), and only when
 /// one of these changes: not on every status write.
 pub fn peer_facts(pod: &Value) -> Value {
     let mut metadata = serde_json::Map::new();
@@ -573,7 +584,7 @@ async fn feed(objects: &Objects, node: &str, from: u64, tx: &Sender) -> Result<(
         Err(err) => return Err(err),
     };
     for kv in &pods {
-        if let Some(pod) = parse(kv).filter(|p| view.concerns(Feed::BoundPods, p, "Pod")) {
+        if let Some(pod) = parse(kv).filter(|p| view.concerns(Feed::BoundPods, p, wire::POD)) {
             let key = String::from_utf8_lossy(&kv.key).into_owned();
             view.set_pod(&key, references(&pod));
         }
@@ -737,8 +748,9 @@ impl NodeView {
             for (kind, ns, name) in std::mem::take(&mut added) {
                 let info = registry::resources()
                     .iter()
+                    .copied()
                     .find(|r| r.kind == kind)
-                    .unwrap_or_else(|| registry::by_id(Kind::ConfigMap));
+                    .unwrap_or(&kinds::CONFIG_MAP);
                 let key = skep_objects::key(info, &ns, &name);
                 let Some(obj) = objects
                     .store()
@@ -771,5 +783,28 @@ impl NodeView {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every feed but the pod peers carries a served kind under its own
+    /// wire name, read from that kind's store prefix.
+    #[test]
+    fn feeds_match_the_registry() {
+        for (prefix, kind, feed) in FEEDS {
+            if *feed == Feed::PodPeers {
+                assert_eq!(*kind, wire::POD_PEER);
+                continue;
+            }
+            let info = registry::resources().iter().find(|r| r.kind == *kind);
+            assert_eq!(
+                info.map(|info| skep_objects::prefix(info, "")).as_deref(),
+                Some(*prefix),
+                "{kind}"
+            );
+        }
     }
 }

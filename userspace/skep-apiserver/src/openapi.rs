@@ -26,6 +26,7 @@ pub fn root() -> Value {
 pub fn group_version(gv: &str) -> Option<Value> {
     let resources: Vec<&ResourceInfo> = registry::resources()
         .iter()
+        .copied()
         .filter(|info| gv_path(info) == gv)
         .collect();
     if resources.is_empty() {
@@ -91,7 +92,7 @@ fn gv_path(info: &ResourceInfo) -> String {
 }
 
 fn group_versions() -> Vec<String> {
-    let mut gvs: Vec<String> = registry::resources().iter().map(gv_path).collect();
+    let mut gvs: Vec<String> = registry::resources().iter().copied().map(gv_path).collect();
     gvs.sort();
     gvs.dedup();
     gvs

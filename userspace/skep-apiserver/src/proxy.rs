@@ -29,7 +29,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
 use serde_json::Value;
-use skep_api::{ApiError, Kind, object, registry};
+use skep_api::{ApiError, kinds, object};
 use tracing::Instrument as _;
 
 use crate::api::{ApiState, error_response};
@@ -110,7 +110,7 @@ impl NodeClient {
 async fn node_endpoint(state: &ApiState, name: &str) -> Result<SocketAddr, ApiError> {
     let node = state
         .objects
-        .try_get(registry::by_id(Kind::Node), "", name)
+        .try_get(&kinds::NODE, "", name)
         .await?
         .ok_or_else(|| ApiError::unavailable(format!("node {name} is not registered")))?;
     let addresses = object::array(&node, &["status", "addresses"]);
@@ -301,10 +301,7 @@ async fn exec(
 ) -> Result<Response, ApiError> {
     let Query(params): Query<Vec<(String, String)>> =
         Query::try_from_uri(req.uri()).map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let pod = state
-        .objects
-        .get(registry::by_id(Kind::Pod), namespace, name)
-        .await?;
+    let pod = state.objects.get(&kinds::POD, namespace, name).await?;
     let container = params
         .iter()
         .find(|(k, _)| k == "container")

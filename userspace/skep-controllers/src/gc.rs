@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use serde_json::Value;
 use skep_api::decode::Decoded;
 use skep_api::delete::{DeleteOptions, Propagation};
-use skep_api::{Kind, ResourceInfo, registry};
+use skep_api::{ResourceInfo, kinds, registry};
 use skep_objects::{Objects, WriteOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,8 @@ fn owner_info(owner: &OwnerReference) -> Option<&'static ResourceInfo> {
 fn followed() -> impl Iterator<Item = &'static ResourceInfo> {
     registry::resources()
         .iter()
-        .filter(|r| !matches!(r.id, Kind::Binding | Kind::Event))
+        .copied()
+        .filter(|r| **r != kinds::BINDING && **r != kinds::EVENT)
 }
 
 /// Owner uid → the dependents (queue keys) that reference it.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use skep_api::{Kind, ResourceInfo, StatusReason, object::WatchEventType};
+use skep_api::{ResourceInfo, StatusReason, object::WatchEventType};
 use skep_objects::{ListOptions, Objects};
 use tokio_util::sync::CancellationToken;
 
@@ -243,7 +243,8 @@ async fn sleep_or_shutdown(shutdown: &CancellationToken, delay: Duration) {
 /// The informers of one process, one per kind, shared by the controllers.
 pub struct Informers {
     objects: Objects,
-    by_kind: std::sync::Mutex<HashMap<Kind, Arc<Informer>>>,
+    /// Keyed by group and plural.
+    by_kind: std::sync::Mutex<HashMap<(&'static str, &'static str), Arc<Informer>>>,
 }
 
 impl Informers {
@@ -260,7 +261,7 @@ impl Informers {
         self.by_kind
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .entry(info.id)
+            .entry((info.group, info.plural))
             .or_insert_with(|| Arc::new(Informer::new(self.objects.clone(), info)))
             .clone()
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use skep_api::delete::{DeleteOptions, Propagation};
-use skep_api::{Kind, object, registry};
+use skep_api::{kinds, object, registry};
 use skep_objects::{ListOptions, Objects};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +68,8 @@ impl NamespaceController {
         };
         for info in registry::resources()
             .iter()
-            .filter(|r| r.namespaced && r.id != Kind::Binding)
+            .copied()
+            .filter(|r| r.namespaced && **r != kinds::BINDING)
         {
             let (items, _) = self
                 .objects

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use skep_api::delete::DeleteOptions;
-use skep_api::{Kind, registry};
+use skep_api::kinds;
 use skep_objects::{Filter, ListOptions, Objects};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -267,7 +267,7 @@ impl NodeLifecycleController {
 
     /// The pods bound to node `name`.
     async fn pods_on(&self, name: &str) -> Result<Vec<Pod>, ControllerError> {
-        let info = registry::by_id(Kind::Pod);
+        let info = &kinds::POD;
         let options = ListOptions {
             filter: Some(
                 Filter::parse(info, "", &format!("spec.nodeName={name}"))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use skep_proto::kinds as wire;
 use skep_proto::v1::WriteRequest;
 use skep_proto::v1::node_sync_client::NodeSyncClient;
 use skep_proto::v1::write_request::Op;
@@ -25,7 +26,7 @@ pub trait NodeApi: Send + Sync {
         name: &str,
         node: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
-        self.write(request(Op::Create, "Node", "", name, "", node))
+        self.write(request(Op::Create, wire::NODE, "", name, "", node))
     }
 
     /// Replaces Node `name`'s status.
@@ -34,7 +35,7 @@ pub trait NodeApi: Send + Sync {
         name: &str,
         node: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
-        self.write(request(Op::Update, "Node", "", name, "status", node))
+        self.write(request(Op::Update, wire::NODE, "", name, "status", node))
     }
 
     /// Replaces pod `namespace/name`'s status (compare-and-swap on the
@@ -45,7 +46,14 @@ pub trait NodeApi: Send + Sync {
         name: &str,
         pod: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
-        let write = self.write(request(Op::Update, "Pod", namespace, name, "status", pod));
+        let write = self.write(request(
+            Op::Update,
+            wire::POD,
+            namespace,
+            name,
+            "status",
+            pod,
+        ));
         Box::pin(async move {
             let began = std::time::Instant::now();
             let written = write.await;
@@ -61,7 +69,7 @@ pub trait NodeApi: Send + Sync {
         name: &str,
         options: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
-        self.write(request(Op::Delete, "Pod", namespace, name, "", options))
+        self.write(request(Op::Delete, wire::POD, namespace, name, "", options))
     }
 
     /// Creates an Event in `namespace`.
@@ -70,7 +78,7 @@ pub trait NodeApi: Send + Sync {
         namespace: &str,
         event: Vec<u8>,
     ) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
-        self.write(request(Op::Create, "Event", namespace, "", "", event))
+        self.write(request(Op::Create, wire::EVENT, namespace, "", "", event))
     }
 }
 

@@ -38,6 +38,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use skep_policy::PolicyPod;
+use skep_proto::kinds as wire;
 use tokio::sync::watch;
 
 use crate::podspec::Sources;
@@ -333,7 +334,7 @@ impl View {
         let mut out = Applied::default();
         let touched = Touched::NONE;
         out.touched = match kind {
-            "Node" => {
+            wire::NODE => {
                 let Some((name, node)) = parse::<String, Node>(object) else {
                     return out;
                 };
@@ -344,7 +345,7 @@ impl View {
                 let moved = put(&mut self.nodes, name, node, routing_facts_changed);
                 touched.when(moved, Concern::Nodes)
             }
-            "Pod" => {
+            wire::POD => {
                 let Ok(pod) = serde_json::from_slice::<Pod>(object) else {
                     return out;
                 };
@@ -354,7 +355,7 @@ impl View {
                 let moved = put(&mut self.pods, uid, pod, worker_facts_changed);
                 touched.when(moved, Concern::LocalPods)
             }
-            "PodPeer" => {
+            wire::POD_PEER => {
                 let Ok(pod) = serde_json::from_slice::<Pod>(object) else {
                     return out;
                 };
@@ -368,39 +369,39 @@ impl View {
                 put(&mut self.peer_pods, uid, pod, |_, _| false);
                 touched.when(before != after, Concern::Policy)
             }
-            "Namespace" => {
+            wire::NAMESPACE => {
                 let moved = apply_to(&mut self.namespaces, deleted, object, |a, b| {
                     a.metadata.labels != b.metadata.labels
                 });
                 touched.when(moved, Concern::Policy)
             }
-            "NetworkPolicy" => {
+            wire::NETWORK_POLICY => {
                 let moved = apply_to(&mut self.network_policies, deleted, object, |a, b| {
                     a.spec != b.spec
                 });
                 touched.when(moved, Concern::Policy)
             }
-            "Service" => {
+            wire::SERVICE => {
                 let moved = apply_to(&mut self.services, deleted, object, service_changed);
                 touched.when(moved, Concern::Services)
             }
-            "EndpointSlice" => {
+            wire::ENDPOINT_SLICE => {
                 let moved = apply_to(&mut self.endpoint_slices, deleted, object, slice_changed);
                 touched.when(moved, Concern::Services)
             }
-            "ConfigMap" => touched.when(
+            wire::CONFIG_MAP => touched.when(
                 apply_to(&mut self.config_maps, deleted, object, content_changed),
                 Concern::Sources,
             ),
-            "Secret" => touched.when(
+            wire::SECRET => touched.when(
                 apply_to(&mut self.secrets, deleted, object, content_changed),
                 Concern::Sources,
             ),
-            "PersistentVolumeClaim" => touched.when(
+            wire::PERSISTENT_VOLUME_CLAIM => touched.when(
                 apply_to(&mut self.claims, deleted, object, content_changed),
                 Concern::Sources,
             ),
-            "PersistentVolume" => touched.when(
+            wire::PERSISTENT_VOLUME => touched.when(
                 apply_to(&mut self.volumes, deleted, object, content_changed),
                 Concern::Sources,
             ),

@@ -24,24 +24,24 @@ pub fn prefix(info: &ResourceInfo, namespace: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use skep_api::{Kind, registry};
+    use skep_api::kinds;
 
     use super::*;
 
     #[test]
     fn keys_follow_group_plural_namespace_name() {
-        let pods = registry::by_id(Kind::Pod);
+        let pods = &kinds::POD;
         assert_eq!(
             key(pods, "default", "web"),
             "/registry/core/pods/default/web"
         );
         assert_eq!(prefix(pods, ""), "/registry/core/pods/");
-        let deployments = registry::by_id(Kind::Deployment);
+        let deployments = &kinds::DEPLOYMENT;
         assert_eq!(
             key(deployments, "ns1", "d"),
             "/registry/apps/deployments/ns1/d"
         );
-        let nodes = registry::by_id(Kind::Node);
+        let nodes = &kinds::NODE;
         assert_eq!(key(nodes, "", "n1"), "/registry/core/nodes/n1");
     }
 }

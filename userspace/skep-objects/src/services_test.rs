@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 use skep_api::service_alloc::ServiceRanges;
-use skep_api::{ApiError, Kind, StatusReason, decode::Decoded, delete::DeleteOptions, registry};
+use skep_api::{ApiError, StatusReason, decode::Decoded, delete::DeleteOptions, kinds};
 use skep_store::{ListRequest, ReadConsistency, Store, StoreConfig};
 
 use crate::{CLUSTER_IP_PREFIX, NODE_PORT_PREFIX, Objects, WriteOptions};
@@ -19,7 +19,7 @@ async fn open(dir: &tempfile::TempDir, cidr: &str, ports: &str) -> Result<Object
         node_ports: ports.parse()?,
     };
     let objects = Objects::with_service_ranges(store, ranges);
-    let ns = registry::by_id(Kind::Namespace);
+    let ns = &kinds::NAMESPACE;
     let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
     objects.create(ns, "", decoded(body), &opts()).await?;
     Ok(objects)
@@ -45,7 +45,7 @@ async fn create(
     name: &str,
     spec: &Value,
 ) -> std::result::Result<Value, ApiError> {
-    let info = registry::by_id(Kind::Service);
+    let info = &kinds::SERVICE;
     let written = objects
         .create(info, "team", decoded(service(name, spec)), &opts())
         .await?;
@@ -53,7 +53,7 @@ async fn create(
 }
 
 async fn delete(objects: &Objects, name: &str) -> Result<()> {
-    let info = registry::by_id(Kind::Service);
+    let info = &kinds::SERVICE;
     objects
         .delete(info, "team", name, &DeleteOptions::default(), false)
         .await?;
@@ -201,7 +201,7 @@ async fn node_ports_follow_the_type_and_are_given_back() -> Result<()> {
     assert_eq!(reserved(&objects, NODE_PORT_PREFIX).await?.len(), 2);
 
     // NodePort → ClusterIP gives the node ports back; and back again takes new ones.
-    let info = registry::by_id(Kind::Service);
+    let info = &kinds::SERVICE;
     let mut to_cluster_ip = np.clone();
     to_cluster_ip["spec"]["type"] = json!("ClusterIP");
     let updated = objects
@@ -269,9 +269,7 @@ async fn a_full_range_fails_clearly_and_a_release_is_reused() -> Result<()> {
         err.message,
         "Internal error occurred: failed to allocate a serviceIP: range is full"
     );
-    let gone = objects
-        .get(registry::by_id(Kind::Service), "team", "s3")
-        .await?;
+    let gone = objects.get(&kinds::SERVICE, "team", "s3").await?;
     delete(&objects, "s3").await?;
     let reused = create(&objects, "s6", &json!({"ports": [{"port": 80}]})).await?;
     assert_eq!(cluster_ip(&reused), cluster_ip(&gone));

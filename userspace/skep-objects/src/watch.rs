@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde_json::Value;
 use skep_api::{
-    ApiError, Kind, ResourceInfo,
+    ApiError, ResourceInfo,
     object::{self, WatchEventType},
     selector::{FieldSelector, LabelSelector},
 };
@@ -18,7 +18,7 @@ use crate::{Objects, output, prefix, store_error};
 pub struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
-    kind: Kind,
+    info: ResourceInfo,
 }
 
 impl Filter {
@@ -26,14 +26,14 @@ impl Filter {
     pub fn parse(info: &ResourceInfo, labels: &str, fields: &str) -> Result<Self, ApiError> {
         Ok(Self {
             labels: LabelSelector::parse(labels)?,
-            fields: FieldSelector::parse(info.id, fields)?,
-            kind: info.id,
+            fields: FieldSelector::parse(info, fields)?,
+            info: *info,
         })
     }
 
     /// Whether `obj` is selected.
     pub fn matches(&self, obj: &Value) -> bool {
-        self.labels.matches_object(obj) && self.fields.matches(self.kind, obj)
+        self.labels.matches_object(obj) && self.fields.matches(&self.info, obj)
     }
 }
 

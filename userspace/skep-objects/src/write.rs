@@ -3,12 +3,12 @@
 
 use serde_json::Value;
 use skep_api::{
-    ApiError, Kind, ResourceInfo,
+    ApiError, ResourceInfo,
     admission::{self, AdmitOptions, Admitted},
     apply as server_side_apply,
     decode::Decoded,
     delete::{self as deletion, DeleteOptions, DeleteOutcome},
-    object, registry,
+    kinds, object,
 };
 
 use skep_store::StoreError;
@@ -97,7 +97,7 @@ impl Objects {
         if info.namespaced {
             self.ensure_namespace_active(&ns).await?;
         }
-        if info.id == Kind::Service {
+        if *info == kinds::SERVICE {
             let object = Box::pin(self.create_service(info, &obj, dry_run)).await?;
             if !dry_run {
                 tracing::info!(kind = info.kind, namespace = %ns, %name, "created");
@@ -123,7 +123,7 @@ impl Objects {
     }
 
     async fn ensure_namespace_active(&self, namespace: &str) -> Result<(), ApiError> {
-        let ns_info = registry::by_id(Kind::Namespace);
+        let ns_info = &kinds::NAMESPACE;
         let Some(ns) = self.try_get(ns_info, "", namespace).await? else {
             return Err(ApiError::not_found("", "namespaces", namespace));
         };
@@ -194,7 +194,7 @@ impl Objects {
         let expected = precondition.or_else(|| object::resource_version(old));
         let key = key(info, object::namespace(old), name);
         if deletion::ready_to_remove(info, &new) {
-            let revision = if info.id == Kind::Service {
+            let revision = if *info == kinds::SERVICE {
                 Box::pin(self.delete_service(info, old, expected))
                     .await
                     .map_err(|e| match e {
@@ -216,7 +216,7 @@ impl Objects {
                 warnings,
             });
         }
-        if info.id == Kind::Service {
+        if *info == kinds::SERVICE {
             let object = Box::pin(self.replace_service(info, old, &new, expected)).await?;
             return Ok(Written { object, warnings });
         }
@@ -241,7 +241,7 @@ impl Objects {
         binding: &Decoded,
         now: k8s_openapi::jiff::Timestamp,
     ) -> Result<Value, ApiError> {
-        let info = registry::by_id(Kind::Pod);
+        let info = &kinds::POD;
         let pod = self.get(info, namespace, name).await?;
         let bound = admission::bind_pod(&pod, binding, now)?;
         let kv = self
@@ -311,7 +311,7 @@ impl Objects {
             other => DeleteRace::Failed(store_error(info, name, other)),
         };
         match outcome {
-            DeleteOutcome::Remove if info.id == Kind::Service => {
+            DeleteOutcome::Remove if *info == kinds::SERVICE => {
                 let deleted =
                     self.delete_service(info, &obj, revision)
                         .await

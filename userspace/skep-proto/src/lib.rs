@@ -40,3 +40,36 @@ pub const SERVING_EXTENSION: &str = "skep.io/kubelet-serving";
 /// The port a node agent serves logs and exec on unless told otherwise
 /// (the kubelet's).
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
+
+/// The kind names objects travel under on the node-sync stream
+/// (`WatchEvent.kind`) and in node writes (`WriteRequest.kind`), shared by the
+/// API server and the node agent so neither spells them on its own. Each is
+/// the object's Kubernetes `kind`, except [`kinds::POD_PEER`].
+pub mod kinds {
+    /// core/v1 `Node`: the node's own in full, the others' routing facts.
+    pub const NODE: &str = "Node";
+    /// core/v1 `Pod` bound to the node (and a node's pod status writes and
+    /// final deletes).
+    pub const POD: &str = "Pod";
+    /// Every pod's policy facts (a Pod object with only what network policy
+    /// needs), for the node's policy compiler.
+    pub const POD_PEER: &str = "PodPeer";
+    /// core/v1 `ConfigMap` referenced by a bound pod.
+    pub const CONFIG_MAP: &str = "ConfigMap";
+    /// core/v1 `Secret` referenced by a bound pod.
+    pub const SECRET: &str = "Secret";
+    /// core/v1 `PersistentVolumeClaim` referenced by a bound pod.
+    pub const PERSISTENT_VOLUME_CLAIM: &str = "PersistentVolumeClaim";
+    /// core/v1 `PersistentVolume` a referenced claim is bound to.
+    pub const PERSISTENT_VOLUME: &str = "PersistentVolume";
+    /// core/v1 `Service`.
+    pub const SERVICE: &str = "Service";
+    /// discovery.k8s.io/v1 `EndpointSlice`.
+    pub const ENDPOINT_SLICE: &str = "EndpointSlice";
+    /// core/v1 `Namespace`.
+    pub const NAMESPACE: &str = "Namespace";
+    /// networking.k8s.io/v1 `NetworkPolicy`.
+    pub const NETWORK_POLICY: &str = "NetworkPolicy";
+    /// core/v1 `Event`, written by nodes.
+    pub const EVENT: &str = "Event";
+}

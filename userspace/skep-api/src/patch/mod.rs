@@ -7,7 +7,7 @@ pub mod strategic;
 
 use serde_json::Value;
 
-use crate::registry::Kind;
+use crate::registry::ResourceInfo;
 use crate::status::{ApiError, StatusReason};
 
 /// The patch formats, by `Content-Type`.
@@ -42,10 +42,10 @@ impl PatchType {
     }
 }
 
-/// Apply a JSON, merge or strategic patch body to `original` (an object of `kind`).
+/// Apply a JSON, merge or strategic patch body to `original` (an object of `info`'s kind).
 /// Server-side apply goes through [`crate::apply::apply`] instead.
 pub fn apply_patch(
-    kind: Kind,
+    info: &ResourceInfo,
     original: &Value,
     patch_type: PatchType,
     body: &[u8],
@@ -67,7 +67,7 @@ pub fn apply_patch(
         PatchType::Strategic => {
             let patch: Value =
                 serde_json::from_slice(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-            strategic::strategic_merge(kind, original, &patch)
+            strategic::strategic_merge(info, original, &patch)
         }
         PatchType::Apply => Err(ApiError::internal(
             "server-side apply must use apply::apply",

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::kinds;
 
 fn deployment() -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"app": "web"}, "finalizers": ["a", "b"]},
@@ -13,7 +14,7 @@ fn deployment() -> Value {
 }
 
 fn smp(original: &Value, patch: &Value) -> Value {
-    strategic::strategic_merge(Kind::Deployment, original, patch)
+    strategic::strategic_merge(&kinds::DEPLOYMENT, original, patch)
         .unwrap_or_else(|e| panic!("{}", e.message))
 }
 
@@ -102,7 +103,7 @@ fn replace_and_primitive_lists() {
         "atomic lists replace"
     );
     let err = strategic::strategic_merge(
-        Kind::Deployment,
+        &kinds::DEPLOYMENT,
         &deployment(),
         &json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}),
     )
@@ -114,7 +115,7 @@ fn replace_and_primitive_lists() {
 fn service_ports_merge_by_port() {
     let svc = json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}]}});
     let out = strategic::strategic_merge(
-        Kind::Service,
+        &kinds::SERVICE,
         &svc,
         &json!({"spec": {"ports": [{"port": 80, "name": "http"}]}}),
     )
@@ -129,7 +130,7 @@ fn service_ports_merge_by_port() {
 fn merge_and_json_patches() {
     let d = deployment();
     let out = apply_patch(
-        Kind::Deployment,
+        &kinds::DEPLOYMENT,
         &d,
         PatchType::Merge,
         br#"{"metadata":{"labels":{"app":null,"tier":"fe"}},"spec":{"replicas":3}}"#,
@@ -138,7 +139,7 @@ fn merge_and_json_patches() {
     assert_eq!(out["metadata"]["labels"], json!({"tier": "fe"}));
     assert_eq!(out["spec"]["replicas"], 3);
     let out = apply_patch(
-        Kind::Deployment,
+        &kinds::DEPLOYMENT,
         &d,
         PatchType::Merge,
         br#"{"spec":{"template":{"spec":{"containers":[{"name":"x"}]}}}}"#,
@@ -149,19 +150,19 @@ fn merge_and_json_patches() {
         json!([{"name": "x"}]),
         "merge patch replaces lists"
     );
-    let out = apply_patch(Kind::Deployment, &d, PatchType::Json, br#"[{"op":"replace","path":"/spec/replicas","value":5},{"op":"add","path":"/metadata/labels/x","value":"y"}]"#)
+    let out = apply_patch(&kinds::DEPLOYMENT, &d, PatchType::Json, br#"[{"op":"replace","path":"/spec/replicas","value":5},{"op":"add","path":"/metadata/labels/x","value":"y"}]"#)
         .unwrap_or_default();
     assert_eq!(out["spec"]["replicas"], 5);
     assert_eq!(out["metadata"]["labels"]["x"], "y");
     let err = apply_patch(
-        Kind::Deployment,
+        &kinds::DEPLOYMENT,
         &d,
         PatchType::Json,
         br#"[{"op":"test","path":"/spec/replicas","value":9}]"#,
     )
     .err();
     assert_eq!(err.map(|e| e.code()), Some(422));
-    let err = apply_patch(Kind::Deployment, &d, PatchType::Json, br#"{"op":"x"}"#).err();
+    let err = apply_patch(&kinds::DEPLOYMENT, &d, PatchType::Json, br#"{"op":"x"}"#).err();
     assert_eq!(err.map(|e| e.code()), Some(400));
     assert_eq!(
         PatchType::from_content_type("application/strategic-merge-patch+json").ok(),

@@ -1,7 +1,8 @@
-//! Patch strategies and merge keys of the built-in kinds, from the
-//! `patchStrategy`/`patchMergeKey` struct tags in `k8s.io/api`.
+//! Patch strategies and merge keys, from the `patchStrategy`/`patchMergeKey`
+//! struct tags in `k8s.io/api`: the metadata ones every kind shares and the
+//! PodSpec ones, here; the rest per kind in [`crate::kinds::Strategy`].
 
-use crate::registry::Kind;
+use crate::registry::ResourceInfo;
 
 /// How a list field merges in a strategic merge patch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,73 +15,58 @@ pub enum ListStrategy {
     MergeByKey(&'static str),
 }
 
-/// Whether a path (field names from the object root, list indices omitted)
-/// ends inside a PodSpec: `spec` of a Pod or `spec.template.spec` of a workload.
-fn pod_spec_depth(kind: Kind, path: &[&str]) -> Option<usize> {
-    match kind {
-        Kind::Pod if path.first() == Some(&"spec") => Some(1),
-        Kind::Deployment | Kind::ReplicaSet if path.starts_with(&["spec", "template", "spec"]) => {
-            Some(3)
-        }
-        _ => None,
-    }
-}
-
-/// The strategy for the list at `path` in an object of `kind`.
-pub fn list_strategy(kind: Kind, path: &[&str]) -> ListStrategy {
-    use ListStrategy::{MergeByKey, MergePrimitives, Replace};
+/// The strategy for the list at `path` in an object of `info`'s kind.
+pub fn list_strategy(info: &ResourceInfo, path: &[&str]) -> ListStrategy {
     match path {
-        ["metadata", "finalizers"] => return MergePrimitives,
-        ["metadata", "ownerReferences"] => return MergeByKey("uid"),
-        ["status", "conditions"] => return MergeByKey("type"),
-        _ => {}
-    }
-    if let Some(depth) = pod_spec_depth(kind, path) {
-        let rest = &path[depth..];
-        return match rest {
-            [
-                "containers"
-                | "initContainers"
-                | "ephemeralContainers"
-                | "volumes"
-                | "imagePullSecrets"
-                | "schedulingGates"
-                | "resourceClaims",
-            ]
-            | [
-                "containers" | "initContainers" | "ephemeralContainers",
-                "env",
-            ] => MergeByKey("name"),
-            [
-                "containers" | "initContainers" | "ephemeralContainers",
-                "ports",
-            ] => MergeByKey("containerPort"),
-            [
-                "containers" | "initContainers" | "ephemeralContainers",
-                "volumeMounts",
-            ] => MergeByKey("mountPath"),
-            [
-                "containers" | "initContainers" | "ephemeralContainers",
-                "volumeDevices",
-            ] => MergeByKey("devicePath"),
-            ["hostAliases"] => MergeByKey("ip"),
-            ["topologySpreadConstraints"] => MergeByKey("topologyKey"),
-            _ => Replace,
-        };
-    }
-    match (kind, path) {
-        (Kind::Service, ["spec", "ports"]) => MergeByKey("port"),
-        (Kind::Node, ["status", "addresses"]) => MergeByKey("type"),
-        (Kind::Pod, ["status", "podIPs" | "hostIPs"]) => MergeByKey("ip"),
-        _ => Replace,
+        ["metadata", "finalizers"] => ListStrategy::MergePrimitives,
+        ["metadata", "ownerReferences"] => ListStrategy::MergeByKey("uid"),
+        ["status", "conditions"] => ListStrategy::MergeByKey("type"),
+        _ => info.strategy().list_strategy(path),
     }
 }
 
 /// Whether the map (or list elements) at `path` carry `patchStrategy:"retainKeys"`.
-pub fn retains_keys(kind: Kind, path: &[&str]) -> bool {
-    match (kind, path) {
-        (Kind::Deployment, ["spec", "strategy"]) => true,
-        _ => pod_spec_depth(kind, path)
-            .is_some_and(|d| matches!(&path[d..], ["volumes" | "resourceClaims"])),
+pub fn retains_keys(info: &ResourceInfo, path: &[&str]) -> bool {
+    info.strategy().retains_keys(path)
+}
+
+/// The strategy for a list at `rest` inside a `PodSpec` (a Pod's `spec`, a
+/// workload's `spec.template.spec`).
+pub fn pod_spec_list_strategy(rest: &[&str]) -> ListStrategy {
+    use ListStrategy::{MergeByKey, Replace};
+    match rest {
+        [
+            "containers"
+            | "initContainers"
+            | "ephemeralContainers"
+            | "volumes"
+            | "imagePullSecrets"
+            | "schedulingGates"
+            | "resourceClaims",
+        ]
+        | [
+            "containers" | "initContainers" | "ephemeralContainers",
+            "env",
+        ] => MergeByKey("name"),
+        [
+            "containers" | "initContainers" | "ephemeralContainers",
+            "ports",
+        ] => MergeByKey("containerPort"),
+        [
+            "containers" | "initContainers" | "ephemeralContainers",
+            "volumeMounts",
+        ] => MergeByKey("mountPath"),
+        [
+            "containers" | "initContainers" | "ephemeralContainers",
+            "volumeDevices",
+        ] => MergeByKey("devicePath"),
+        ["hostAliases"] => MergeByKey("ip"),
+        ["topologySpreadConstraints"] => MergeByKey("topologyKey"),
+        _ => Replace,
     }
+}
+
+/// Whether the field at `rest` inside a `PodSpec` retains keys.
+pub fn pod_spec_retains_keys(rest: &[&str]) -> bool {
+    matches!(rest, ["volumes" | "resourceClaims"])
 }

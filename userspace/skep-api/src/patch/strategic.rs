@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::schema::{ListStrategy, list_strategy};
-use crate::registry::Kind;
+use crate::registry::ResourceInfo;
 use crate::status::ApiError;
 
 const DIRECTIVE: &str = "$patch";
@@ -13,8 +13,12 @@ const RETAIN_KEYS: &str = "$retainKeys";
 const SET_ORDER: &str = "$setElementOrder/";
 const DELETE_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 
-/// Apply a strategic merge `patch` to `original`, an object of `kind`.
-pub fn strategic_merge(kind: Kind, original: &Value, patch: &Value) -> Result<Value, ApiError> {
+/// Apply a strategic merge `patch` to `original`, an object of `info`'s kind.
+pub fn strategic_merge(
+    info: &ResourceInfo,
+    original: &Value,
+    patch: &Value,
+) -> Result<Value, ApiError> {
     let Value::Object(patch) = patch else {
         return Err(ApiError::bad_request("invalid JSON document"));
     };
@@ -23,15 +27,15 @@ pub fn strategic_merge(kind: Kind, original: &Value, patch: &Value) -> Result<Va
         _ => Map::new(),
     };
     let mut merger = Merger {
-        kind,
+        info,
         path: Vec::new(),
     };
     merger.merge_map(&mut out, patch)?;
     Ok(Value::Object(out))
 }
 
-struct Merger {
-    kind: Kind,
+struct Merger<'a> {
+    info: &'a ResourceInfo,
     path: Vec<String>,
 }
 
@@ -54,7 +58,7 @@ fn clean(v: &Value) -> Value {
     }
 }
 
-impl Merger {
+impl Merger<'_> {
     fn path_refs(&self) -> Vec<&str> {
         self.path.iter().map(String::as_str).collect()
     }
@@ -118,7 +122,7 @@ impl Merger {
         }
         for (field, order) in orders {
             self.path.push(field.clone());
-            let strategy = list_strategy(self.kind, &self.path_refs());
+            let strategy = list_strategy(self.info, &self.path_refs());
             self.path.pop();
             if let (Some(Value::Array(list)), Value::Array(order)) =
                 (original.get_mut(&field), order)
@@ -169,7 +173,7 @@ impl Merger {
     }
 
     fn merge_list(&mut self, original: &mut Vec<Value>, patch: &[Value]) -> Result<(), ApiError> {
-        let strategy = list_strategy(self.kind, &self.path_refs());
+        let strategy = list_strategy(self.info, &self.path_refs());
         match strategy {
             ListStrategy::Replace => {
                 *original = patch.iter().map(clean).collect();

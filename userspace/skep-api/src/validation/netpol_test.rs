@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::field::FieldErrorType;
-use crate::registry::{Kind, by_id};
+use crate::kinds;
 use crate::validation::cidr::CIDR_DETAIL;
 use crate::validation::{validate_create, validate_update};
 
@@ -338,7 +338,7 @@ fn valid_edge_cases_accepted() {
 /// Create and update both run the spec checks, after the metadata ones.
 #[test]
 fn create_and_update_share_the_spec_checks() {
-    let info = by_id(Kind::NetworkPolicy);
+    let info = &kinds::NETWORK_POLICY;
     let meta = json!({"name": "np", "namespace": "x", "resourceVersion": "1", "uid": "u"});
     let good = json!({"metadata": meta, "spec": block("10.0.0.0/8", &["10.1.0.0/16"])});
     let bad = json!({"metadata": meta, "spec": block("10.0.0.0/8", &["11.0.0.0/16"])});

@@ -1,7 +1,8 @@
 use serde_json::json;
 
 use super::*;
-use crate::registry::by_id;
+use crate::field::FieldPath;
+use crate::kinds;
 
 fn messages(errs: &[FieldError]) -> Vec<String> {
     errs.iter().map(ToString::to_string).collect()
@@ -9,7 +10,7 @@ fn messages(errs: &[FieldError]) -> Vec<String> {
 
 #[test]
 fn service_rules() {
-    let info = by_id(Kind::Service);
+    let info = &kinds::SERVICE;
     let svc = json!({"metadata": {"name": "1svc", "namespace": "default"},
         "spec": {"type": "Foo", "ports": [{"port": 80}, {"port": 70000, "name": "b"}]}});
     let got = messages(&validate_create(info, &svc));
@@ -39,7 +40,7 @@ fn service_rules() {
 fn storage_rules() {
     let pvc = json!({"metadata": {"name": "c", "namespace": "d"}, "spec": {}});
     assert_eq!(
-        messages(&validate_create(by_id(Kind::PersistentVolumeClaim), &pvc)),
+        messages(&validate_create(&kinds::PERSISTENT_VOLUME_CLAIM, &pvc)),
         vec![
             "spec.accessModes: Required value",
             "spec.resources[storage]: Required value"
@@ -47,7 +48,7 @@ fn storage_rules() {
     );
     let pv = json!({"metadata": {"name": "v"}, "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
     assert_eq!(
-        messages(&validate_create(by_id(Kind::PersistentVolume), &pv)),
+        messages(&validate_create(&kinds::PERSISTENT_VOLUME, &pv)),
         vec!["spec: Required value: must specify a volume type"]
     );
     let old = json!({"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
@@ -60,7 +61,7 @@ fn storage_rules() {
 #[test]
 fn label_and_selector_rules() {
     let obj = json!({"metadata": {"name": "c", "namespace": "d", "labels": {"bad key": "v", "ok": "-bad"}}});
-    let got = messages(&validate_create(by_id(Kind::ConfigMap), &obj));
+    let got = messages(&validate_create(&kinds::CONFIG_MAP, &obj));
     assert_eq!(got.len(), 2);
     assert!(got[0].starts_with("metadata.labels: Invalid value: \"bad key\": name part must consist of alphanumeric characters"));
     assert!(got[1].starts_with("metadata.labels: Invalid value: \"-bad\": a valid label must be an empty string or consist of"));
@@ -79,7 +80,7 @@ fn label_and_selector_rules() {
     );
     let big = json!({"metadata": {"name": "c", "namespace": "d", "annotations": {"a": "x".repeat(300 * 1024)}}});
     assert_eq!(
-        messages(&validate_create(by_id(Kind::ConfigMap), &big)),
+        messages(&validate_create(&kinds::CONFIG_MAP, &big)),
         vec!["metadata.annotations: Too long: must have at most 262144 bytes"]
     );
 }
@@ -92,7 +93,7 @@ fn pod_spec_rules() {
         {"name": "a", "image": "i", "ports": [{"containerPort": 0}], "volumeMounts": [{"name": "missing", "mountPath": "/x"}]},
         {"name": "a", "image": "i"}
     ]}});
-    let got = messages(&validate_create(by_id(Kind::Pod), &pod));
+    let got = messages(&validate_create(&kinds::POD, &pod));
     assert_eq!(
         got,
         vec![
@@ -104,7 +105,7 @@ fn pod_spec_rules() {
     );
     let none = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": []}});
     assert_eq!(
-        messages(&validate_create(by_id(Kind::Pod), &none)),
+        messages(&validate_create(&kinds::POD, &none)),
         vec!["spec.containers: Required value"]
     );
 }
@@ -113,11 +114,11 @@ fn pod_spec_rules() {
 fn network_policy_and_slices() {
     let np = json!({"metadata": {"name": "n", "namespace": "d"}, "spec": {"podSelector": {}, "policyTypes": ["Sideways"],
         "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}});
-    let got = messages(&validate_create(by_id(Kind::NetworkPolicy), &np));
+    let got = messages(&validate_create(&kinds::NETWORK_POLICY, &np));
     assert_eq!(got.len(), 2);
     let slice = json!({"metadata": {"name": "s", "namespace": "d"}, "addressType": "IPv4", "endpoints": [{"addresses": ["nope"]}]});
     assert_eq!(
-        messages(&validate_create(by_id(Kind::EndpointSlice), &slice)),
+        messages(&validate_create(&kinds::ENDPOINT_SLICE, &slice)),
         vec![
             "endpoints[0].addresses[0]: Invalid value: \"nope\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
         ]

@@ -218,3 +218,24 @@ fn render_selector(sel: &Value) -> String {
     };
     format!("v1.LabelSelector{{MatchLabels:{labels}, MatchExpressions:{exprs}}}")
 }
+
+/// A `/status` update of a Deployment or ReplicaSet: replica counts are not negative.
+pub fn validate_replica_counts(new: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    for key in [
+        "replicas",
+        "readyReplicas",
+        "availableReplicas",
+        "updatedReplicas",
+        "observedGeneration",
+    ] {
+        if let Some(v) = get_i64(new, &["status", key]).filter(|v| *v < 0) {
+            errs.push(FieldError::invalid(
+                &FieldPath::new("status").child(key),
+                v,
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    errs
+}
