@@ -9,23 +9,10 @@
 use serde::de::{self, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
+use skep_user::service_account_username;
 
 /// The issuer of legacy secret-based tokens (`serviceaccount.LegacyIssuer`).
 pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
-
-/// `system:serviceaccount:NS:NAME` (`serviceaccount.MakeUsername`).
-pub fn username(namespace: &str, name: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{name}")
-}
-
-/// Splits a service-account username into namespace and name; `None` unless
-/// it has the prefix and exactly two non-empty `:`-separated parts
-/// (`serviceaccount.SplitUsername`, without its DNS-name validation).
-pub fn split_username(username: &str) -> Option<(&str, &str)> {
-    let rest = username.strip_prefix("system:serviceaccount:")?;
-    let (namespace, name) = rest.split_once(':')?;
-    (!namespace.is_empty() && !name.is_empty() && !name.contains(':')).then_some((namespace, name))
-}
 
 /// A name and UID, as the `serviceaccount`, `pod`, `secret` and `node`
 /// claims carry them (`ref`; both fields `omitempty`).
@@ -243,7 +230,7 @@ impl Claims {
             jti: request.jti.clone(),
             kubernetes,
             nbf: Some(now),
-            sub: username(&request.namespace, &request.service_account.name),
+            sub: service_account_username(&request.namespace, &request.service_account.name),
         }
     }
 }
@@ -281,7 +268,7 @@ impl LegacyClaims {
             secret_name: secret_name.to_owned(),
             service_account_name: service_account.name.clone(),
             service_account_uid: service_account.uid.clone(),
-            sub: username(namespace, &service_account.name),
+            sub: service_account_username(namespace, &service_account.name),
         }
     }
 }

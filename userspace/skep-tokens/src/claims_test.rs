@@ -112,16 +112,10 @@ fn legacy_claims_use_upstream_field_names() {
 }
 
 #[test]
-fn numeric_dates_accept_floats_and_usernames_split() {
+fn numeric_dates_accept_floats() {
     let c: Claims = serde_json::from_str(r#"{"exp":1514764900.7,"aud":"x"}"#).expect("decodes");
     assert_eq!(
         (c.exp, c.aud.0),
         (Some(1_514_764_900), vec!["x".to_owned()])
     );
-    assert_eq!(
-        split_username("system:serviceaccount:ns:sa"),
-        Some(("ns", "sa"))
-    );
-    assert_eq!(split_username("system:serviceaccount:ns:sa:x"), None);
-    assert_eq!(split_username("system:node:n"), None);
 }

@@ -46,7 +46,7 @@ pub mod validate;
 
 pub use claims::{
     Audience, BoundObject, Claims, ClaimsRequest, KubernetesClaims, LEGACY_ISSUER, LegacyClaims,
-    ObjectRef, new_jti, username,
+    ObjectRef, new_jti,
 };
 pub use discovery::{Discovery, Jwk, Jwks, OpenIdConfiguration};
 pub use jwt::{SignError, TokenSigner};
@@ -55,7 +55,8 @@ pub use request::{
     EXPIRATION_EXTENSION_SECONDS, RequestError, TokenRequestSpec, TokenSettings,
     WARN_ONLY_BOUND_TOKEN_EXPIRATION_SECONDS,
 };
+pub use skep_user::UserInfo;
 pub use validate::{
-    AUTHENTICATED_GROUP, Authenticated, BoundObjects, LEEWAY_SECONDS, ObjectState,
-    STALE_TOKEN_ANNOTATION, ServiceAccountInfo, TokenError, UserInfo, Validator, Verified,
+    Authenticated, BoundObjects, LEEWAY_SECONDS, ObjectState, STALE_TOKEN_ANNOTATION,
+    ServiceAccountInfo, TokenError, Validator, Verified,
 };

@@ -5,7 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::claims::{Claims, LEGACY_ISSUER, LegacyClaims, split_username, username};
+use skep_user::{
+    ALL_SERVICE_ACCOUNTS, UserInfo, service_account_namespace_group, service_account_username,
+    split_service_account_username,
+};
+
+use crate::claims::{Claims, LEGACY_ISSUER, LegacyClaims};
 use crate::jwt;
 use crate::key::PublicKey;
 
@@ -13,12 +18,6 @@ use crate::key::PublicKey;
 /// (go-jose's `jwt.DefaultLeeway`).
 pub const LEEWAY_SECONDS: i64 = 60;
 
-/// The group every service account is in.
-pub const ALL_SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
-/// The group every authenticated user is in; upstream's authenticator chain
-/// (`group.NewAuthenticatedGroupAdder`) adds it, not the token authenticator,
-/// so [`UserInfo::groups`] leaves it out and the API server adds it.
-pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 /// User extra: the bound pod's name.
 pub const POD_NAME_KEY: &str = "authentication.kubernetes.io/pod-name";
 /// User extra: the bound pod's UID.
@@ -209,20 +208,6 @@ pub trait BoundObjects {
     }
 }
 
-/// An authenticated user (`user.DefaultInfo`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserInfo {
-    /// `system:serviceaccount:NS:NAME`.
-    pub name: String,
-    /// The service account's UID.
-    pub uid: String,
-    /// `system:serviceaccounts`, `system:serviceaccounts:NS` (the caller adds
-    /// [`AUTHENTICATED_GROUP`]).
-    pub groups: Vec<String>,
-    /// Pod, node and credential-id extras.
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
 /// What the validator learnt (`ServiceAccountInfo`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceAccountInfo {
@@ -265,11 +250,11 @@ impl ServiceAccountInfo {
             }
         }
         UserInfo {
-            name: username(&self.namespace, &self.name),
+            name: service_account_username(&self.namespace, &self.name),
             uid: self.uid.clone(),
             groups: vec![
-                ALL_SERVICE_ACCOUNTS_GROUP.to_owned(),
-                format!("system:serviceaccounts:{}", self.namespace),
+                ALL_SERVICE_ACCOUNTS.to_owned(),
+                service_account_namespace_group(&self.namespace),
             ],
             extra,
         }
@@ -633,7 +618,7 @@ fn validate_legacy(
     if claims.service_account_uid.is_empty() {
         return Err(missing("serviceAccountUID"));
     }
-    if split_username(&claims.sub) != Some((namespace.as_str(), name.as_str())) {
+    if split_service_account_username(&claims.sub) != Some((namespace.as_str(), name.as_str())) {
         return Err(TokenError::LegacySubject);
     }
 
