@@ -6,7 +6,7 @@
 //! over a work queue of object keys, fed by informers for the kinds it
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
 //! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`persistentvolume`] (claim binding),
-//! [`namespace`]
+//! [`namespace`], [`serviceaccounts`] (a `default` ServiceAccount per namespace)
 //! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
 //! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
@@ -31,6 +31,7 @@ pub mod persistentvolume;
 pub mod queue;
 pub mod replicaset;
 pub mod scheduling;
+pub mod serviceaccounts;
 mod util;
 
 use std::future::Future;
@@ -178,6 +179,9 @@ pub fn run(
         objects, &informers, config, shutdown,
     ));
     tasks.extend(namespace::NamespaceController::start(
+        objects, &informers, config, shutdown,
+    ));
+    tasks.extend(serviceaccounts::ServiceAccountsController::start(
         objects, &informers, config, shutdown,
     ));
     tasks.extend(gc::GarbageCollector::start(

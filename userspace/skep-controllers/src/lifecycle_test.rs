@@ -5,7 +5,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Node, NodeCondition, NodeStatus, Pod, PodSpec,
-    PodTemplateSpec, Toleration,
+    PodTemplateSpec, ServiceAccount, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, ObjectMeta, OwnerReference, Time,
@@ -160,6 +160,35 @@ async fn silent_node_goes_unknown_is_tainted_and_its_pods_are_evicted() -> Resul
 }
 
 #[tokio::test]
+async fn every_namespace_has_a_default_service_account_made_again_when_deleted() -> Result<()> {
+    let h = Harness::start(ControllerConfig::default()).await?;
+    create_namespace(&h.objects, "fresh").await?;
+    let uid_of_default = || async {
+        Ok(h.objects
+            .try_get_typed::<ServiceAccount>("fresh", "default")
+            .await?
+            .and_then(|sa| sa.metadata.uid))
+    };
+    let first = wait_for("default service account", CONVERGE, uid_of_default).await?;
+    // The harness's namespace has one too.
+    wait_for("default in team", CONVERGE, || async {
+        Ok(h.objects
+            .try_get_typed::<ServiceAccount>("team", "default")
+            .await?
+            .map(|_| ()))
+    })
+    .await?;
+    h.objects
+        .delete_typed::<ServiceAccount>("fresh", "default", &DeleteOptions::default())
+        .await?;
+    wait_for("a new default service account", CONVERGE, || async {
+        Ok(uid_of_default().await?.filter(|uid| *uid != first))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
     let h = Harness::start(ControllerConfig::default()).await?;
     create_namespace(&h.objects, "doomed").await?;
@@ -233,6 +262,14 @@ async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
             .await?
             .0
             .is_empty()
+    );
+    assert!(
+        h.objects
+            .list_typed::<ServiceAccount>("doomed", "")
+            .await?
+            .0
+            .is_empty(),
+        "the default service account is not made again in a terminating namespace"
     );
     assert!(
         h.objects

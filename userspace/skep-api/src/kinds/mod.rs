@@ -26,6 +26,7 @@ mod replicaset;
 mod scale;
 mod secret;
 mod service;
+mod serviceaccount;
 
 pub use binding::BINDING;
 pub use configmap::CONFIG_MAP;
@@ -45,6 +46,7 @@ pub use scale::SCALE;
 pub use secret::SECRET;
 use serde_json::Value;
 pub use service::SERVICE;
+pub use serviceaccount::SERVICE_ACCOUNT;
 
 use crate::delete::DeleteOptions;
 use crate::field::FieldError;
@@ -69,6 +71,7 @@ pub static BUILTIN: &[&ResourceInfo] = &[
     &POD,
     &SECRET,
     &SERVICE,
+    &SERVICE_ACCOUNT,
     &DEPLOYMENT,
     &REPLICA_SET,
     &NETWORK_POLICY,
