@@ -50,6 +50,20 @@ pub const AGE: Column = (
     0,
     "CreationTimestamp is a timestamp representing the server time when this object was created.",
 );
+/// The wide `Containers` column of kinds with a pod template.
+pub const CONTAINERS: Column = (
+    "Containers",
+    "string",
+    1,
+    "Names of each container in the template.",
+);
+/// The wide `Images` column of kinds with a pod template.
+pub const IMAGES: Column = (
+    "Images",
+    "string",
+    1,
+    "Images referenced by each container in the template.",
+);
 
 /// kubectl's `HumanDuration` for an age in seconds.
 pub fn human_duration(seconds: i64) -> String {

@@ -115,14 +115,13 @@ impl Ipam {
             dir,
             network: u32::from(network),
             prefix,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::default(),
         };
-        let held = ipam
-            .allocated()?
-            .into_iter()
-            .map(|(ip, uid)| (uid, ip))
-            .collect();
-        ipam.held = Mutex::new(held);
+        let held = ipam.allocated()?.into_iter().map(|(ip, uid)| (uid, ip));
+        ipam.held
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(held);
         Ok(ipam)
     }
 

@@ -9,7 +9,9 @@ use crate::field::FieldError;
 use crate::object::{default_field, ensure_object, get_i64};
 use crate::patch::schema::{ListStrategy, pod_spec_list_strategy, pod_spec_retains_keys};
 use crate::registry::ResourceInfo;
-use crate::table::{AGE, Column, NAME, creation_age, object_name, template_columns};
+use crate::table::{
+    AGE, CONTAINERS, Column, IMAGES, NAME, creation_age, object_name, template_columns,
+};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::workload;
 
@@ -54,18 +56,8 @@ const COLUMNS: &[Column] = &[
         "The number of ready replicas for this replica set.",
     ),
     AGE,
-    (
-        "Containers",
-        "string",
-        1,
-        "Names of each container in the template.",
-    ),
-    (
-        "Images",
-        "string",
-        1,
-        "Images referenced by each container in the template.",
-    ),
+    CONTAINERS,
+    IMAGES,
     (
         "Selector",
         "string",
