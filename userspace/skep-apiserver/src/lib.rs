@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod pki;
 pub mod proxy;
 pub mod request;
+pub mod sa_tokens;
 pub mod server;
 pub mod tls;
 

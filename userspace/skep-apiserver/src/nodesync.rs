@@ -27,7 +27,8 @@ use skep_api::{
 use skep_objects::{Objects, WriteOptions};
 use skep_proto::kinds as wire;
 use skep_proto::v1::{
-    WatchEvent, WatchRequest, WriteRequest, WriteResponse, node_sync_server::NodeSync,
+    TokenRequest, TokenResponse, WatchEvent, WatchRequest, WriteRequest, WriteResponse,
+    node_sync_server::NodeSync,
     watch_event::Type as EventType, write_request::Op,
 };
 use skep_store::{EventKind, KeyValue, ListRequest, ReadConsistency, StoreError};
@@ -174,6 +175,14 @@ impl NodeSync for NodeSyncService {
             .map_err(|e| status_of(&e))?;
         let object = serde_json::to_vec(&object).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(WriteResponse { object }))
+    }
+
+    async fn request_token(
+        &self,
+        request: Request<TokenRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let _node = node_of(request.extensions().get::<Identity>())?;
+        Err(Status::unimplemented("RequestToken is not served yet"))
     }
 }
 
