@@ -31,6 +31,8 @@ use skep_objects::{Deleted, Filter, ListOptions, ObjectWatch, Objects, WriteOpti
 use skep_proto::v1::node_sync_server::NodeSyncServer;
 
 use crate::{
+    authn::Authenticator,
+    authz::{self, Authorizer},
     nodesync::NodeSyncService,
     request::{self, ResourceRequest, Target, Verb},
     tls::Identity,
@@ -45,6 +47,10 @@ pub struct ApiState {
     pub server_address: String,
     /// Dials node agents for pods' logs and exec.
     pub nodes: crate::proxy::NodeClient,
+    /// Who a request comes from.
+    pub authenticator: Authenticator,
+    /// What a user may do.
+    pub authorizer: Authorizer,
 }
 
 /// The API router: node sync's gRPC service under its own path, every
@@ -68,7 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .with_state(Arc::new(state))
 }
 
-type Params = HashMap<String, String>;
+pub(crate) type Params = HashMap<String, String>;
 
 async fn dispatch(
     State(state): State<Arc<ApiState>>,
@@ -87,17 +93,28 @@ async fn dispatch(
         Err(rejection) => return error_response(&ApiError::bad_request(rejection.body_text())),
     };
     let watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
-    let Some(target) = request::parse(&method, uri.path(), watch) else {
+    let target = request::parse(&method, uri.path(), watch);
+    let user = match gate(
+        &state,
+        identity,
+        &method,
+        uri.path(),
+        target.as_ref(),
+        &params,
+        &headers,
+    )
+    .await
+    {
+        Ok(user) => user,
+        Err(err) => return error_response(&err),
+    };
+    let Some(target) = target else {
         return error_response(&ApiError::new(
             StatusReason::NotFound,
             "the server could not find the requested resource",
         ));
     };
-    let identity = identity.map(|Extension(i)| i).unwrap_or_default();
-    if identity.is_anonymous() && !matches!(target, Target::Health | Target::Version) {
-        return error_response(&ApiError::unauthorized());
-    }
-    let span = tracing::debug_span!("request", %method, path = uri.path(), user = %identity.user);
+    let span = tracing::debug_span!("request", %method, path = uri.path(), user = %user.name);
     let entered = span.enter();
     match target {
         Target::Health => (StatusCode::OK, "ok").into_response(),
@@ -129,12 +146,39 @@ async fn dispatch(
         },
         Target::Resource(req) => {
             drop(entered);
-            match resource(&state, &req, &params, &headers, body).await {
+            match resource(&state, &user, &req, &params, &headers, body).await {
                 Ok(response) => response,
                 Err(err) => error_response(&err),
             }
         }
     }
+}
+
+/// Authentication, impersonation and authorization of one request
+/// (kube-apiserver's filter chain, in its order): the user it acts as, or the
+/// 401/403 to answer. Node sync's gRPC service is not behind it: it checks
+/// the node's certificate itself.
+pub(crate) async fn gate(
+    state: &ApiState,
+    identity: Option<Extension<Identity>>,
+    method: &Method,
+    path: &str,
+    target: Option<&Target>,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<skep_user::UserInfo, ApiError> {
+    let identity = identity.map(|Extension(i)| i).unwrap_or_default();
+    let user = state.authenticator.authenticate(&identity, headers).await?;
+    let user = crate::impersonate::impersonate(user, headers, &state.authorizer)?;
+    let attrs = authz::attributes(
+        &user,
+        method,
+        path,
+        target,
+        params.get("fieldSelector").map(String::as_str),
+    );
+    state.authorizer.check(&attrs)?;
+    Ok(user)
 }
 
 fn version() -> Value {
@@ -226,6 +270,7 @@ fn dry_run(params: &Params) -> bool {
 #[tracing::instrument(skip_all, fields(verb = ?req.verb, resource = %req.resource, namespace = %req.namespace, name = %req.name))]
 async fn resource(
     state: &ApiState,
+    user: &skep_user::UserInfo,
     req: &ResourceRequest,
     params: &Params,
     headers: &HeaderMap,
@@ -258,9 +303,9 @@ async fn resource(
         Verb::Get => get(state, info, req, params, headers).await,
         Verb::List => list(state, info, req, params, headers).await,
         Verb::Watch => watch(state, info, req, params).await,
-        Verb::Create => create(state, info, req, params, headers, content_type, &body).await,
-        Verb::Update => update(state, info, req, params, headers, content_type, &body).await,
-        Verb::Patch => patch(state, info, req, params, headers, content_type, &body).await,
+        Verb::Create => create(state, user, info, req, params, headers, content_type, &body).await,
+        Verb::Update => update(state, user, info, req, params, headers, content_type, &body).await,
+        Verb::Patch => patch(state, user, info, req, params, headers, content_type, &body).await,
         Verb::Delete => delete(state, info, req, params, &body).await,
         Verb::DeleteCollection => Err(ApiError::method_not_allowed()),
     }
@@ -366,8 +411,10 @@ fn written(code: StatusCode, req: &ResourceRequest, written: &Written) -> Respon
     with_warnings(json_response(code, &body), &written.warnings)
 }
 
+#[expect(clippy::too_many_arguments, reason = "one request's parts")]
 async fn create(
     state: &ApiState,
+    user: &skep_user::UserInfo,
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
@@ -392,6 +439,7 @@ async fn create(
         };
     }
     let decoded = decode::decode(body, content_type)?;
+    crate::escalation::check(&state.authorizer, user, info, req, &decoded.value)?;
     let opts = write_options(params, headers)?;
     let done = state
         .objects
@@ -400,8 +448,10 @@ async fn create(
     Ok(written(StatusCode::CREATED, req, &done))
 }
 
+#[expect(clippy::too_many_arguments, reason = "one request's parts")]
 async fn update(
     state: &ApiState,
+    user: &skep_user::UserInfo,
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
@@ -410,6 +460,7 @@ async fn update(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let decoded = decode::decode(body, content_type)?;
+    crate::escalation::check(&state.authorizer, user, info, req, &decoded.value)?;
     let old = state.objects.get(info, &req.namespace, &req.name).await?;
     let opts = write_options(params, headers)?;
     let done = state
@@ -419,8 +470,10 @@ async fn update(
     Ok(written(StatusCode::OK, req, &done))
 }
 
+#[expect(clippy::too_many_arguments, reason = "one request's parts")]
 async fn patch(
     state: &ApiState,
+    user: &skep_user::UserInfo,
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
@@ -431,7 +484,7 @@ async fn patch(
     let patch_type = PatchType::from_content_type(content_type)?;
     let opts = write_options(params, headers)?;
     if patch_type == PatchType::Apply {
-        return server_side(state, info, req, params, &opts, body).await;
+        return server_side(state, user, info, req, params, &opts, body).await;
     }
     let old = state.objects.get(info, &req.namespace, &req.name).await?;
     let base = if req.subresource == "scale" {
@@ -440,6 +493,7 @@ async fn patch(
         old.clone()
     };
     let patched = patching::apply_patch(info, &base, patch_type, body)?;
+    crate::escalation::check(&state.authorizer, user, info, req, &patched)?;
     let decoded = Decoded {
         value: patched,
         duplicates: Vec::new(),
@@ -455,6 +509,7 @@ async fn patch(
 /// configuration into the live object (or creates it), tracking field owners.
 async fn server_side(
     state: &ApiState,
+    user: &skep_user::UserInfo,
     info: &ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
@@ -480,6 +535,7 @@ async fn server_side(
         .try_get(info, &req.namespace, &req.name)
         .await?;
     let merged = server_side_apply::apply(info, live.as_ref(), &config.value, &apply_opts)?;
+    crate::escalation::check(&state.authorizer, user, info, req, &merged)?;
     let decoded = Decoded {
         value: merged,
         duplicates: config.duplicates,

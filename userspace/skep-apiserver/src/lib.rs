@@ -4,12 +4,17 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod authn;
+pub mod authz;
 pub mod builtin_services;
+pub mod escalation;
+pub mod impersonate;
 pub mod kubeconfig;
 pub mod nodesync;
 pub mod openapi;
 pub mod pki;
 pub mod proxy;
+pub mod rbac_bootstrap;
 pub mod request;
 pub mod sa_tokens;
 pub mod server;
@@ -50,6 +55,13 @@ pub enum ApiServerError {
         #[source]
         source: skep_api::ApiError,
     },
+    /// Creating the bootstrap RBAC policy or loading it failed.
+    #[error("failed to set up RBAC")]
+    Rbac {
+        /// What the API answered.
+        #[source]
+        source: skep_api::ApiError,
+    },
     /// Creating the built-in namespaces failed.
     #[error("failed to create the built-in namespace {name}: {message}")]
     Bootstrap {
@@ -72,6 +84,10 @@ pub struct ApiServerConfig {
     /// Where Services get cluster IPs and node ports
     /// (`--service-cluster-ip-range`, `--service-node-port-range`).
     pub service_ranges: ServiceRanges,
+    /// Whether requests without credentials are served as
+    /// `system:anonymous` (`--anonymous-auth`, on by default as upstream);
+    /// off, they get 401.
+    pub anonymous_auth: bool,
 }
 
 /// A bound, ready API server: call [`ApiServer::serve`] to run it.
@@ -122,6 +138,14 @@ impl ApiServer {
         builtin_services::ensure(&objects, &host, local.port())
             .await
             .map_err(|source| ApiServerError::BuiltinServices { source })?;
+        rbac_bootstrap::reconcile(&objects)
+            .await
+            .map_err(|source| ApiServerError::Rbac { source })?;
+        let authorizer = authz::Authorizer::start(&objects)
+            .await
+            .map_err(|source| ApiServerError::Rbac { source })?;
+        let tokens = sa_tokens::ServiceAccountTokens::new(objects.clone());
+        let authenticator = authn::Authenticator::new(tokens, config.anonymous_auth);
         tracing::info!(%server_address, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(Self {
             listener,
@@ -130,6 +154,8 @@ impl ApiServer {
                 objects,
                 server_address,
                 nodes,
+                authenticator,
+                authorizer,
             },
             kubeconfig,
             pki,

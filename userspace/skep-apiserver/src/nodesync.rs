@@ -28,8 +28,7 @@ use skep_objects::{Objects, WriteOptions};
 use skep_proto::kinds as wire;
 use skep_proto::v1::{
     TokenRequest, TokenResponse, WatchEvent, WatchRequest, WriteRequest, WriteResponse,
-    node_sync_server::NodeSync,
-    watch_event::Type as EventType, write_request::Op,
+    node_sync_server::NodeSync, watch_event::Type as EventType, write_request::Op,
 };
 use skep_store::{EventKind, KeyValue, ListRequest, ReadConsistency, StoreError};
 use tonic::{Request, Response, Status};

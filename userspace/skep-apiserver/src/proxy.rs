@@ -276,14 +276,46 @@ pub async fn pod_exec(
     State(state): State<Arc<ApiState>>,
     identity: Option<Extension<Identity>>,
     Path((namespace, name)): Path<(String, String)>,
+    Query(params): Query<crate::api::Params>,
     mut req: Request<Body>,
 ) -> Response {
-    let identity = identity.map(|Extension(i)| i).unwrap_or_default();
-    if identity.is_anonymous() {
-        return error_response(&ApiError::unauthorized());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let target = crate::request::parse(&method, &path, false);
+    let user = match crate::api::gate(
+        &state,
+        identity,
+        &method,
+        &path,
+        target.as_ref(),
+        &params,
+        req.headers(),
+    )
+    .await
+    {
+        Ok(user) => user,
+        Err(err) => return error_response(&err),
+    };
+    // A WebSocket exec is a GET; since v1.31 it also needs `create` on
+    // pods/exec, as the SPDY POST always did
+    // (`AuthorizePodWebsocketUpgradeCreatePermission`).
+    if method == axum::http::Method::GET {
+        let create = skep_rbac::Attributes::resource(
+            user.clone(),
+            "create",
+            skep_rbac::ResourceAttributes {
+                api_group: String::new(),
+                resource: "pods".into(),
+                subresource: "exec".into(),
+                name: name.clone(),
+                namespace: namespace.clone(),
+            },
+        );
+        if let Err(err) = state.authorizer.check(&create) {
+            return error_response(&err);
+        }
     }
-    let span =
-        tracing::info_span!("exec", pod = %format!("{namespace}/{name}"), user = %identity.user);
+    let span = tracing::info_span!("exec", pod = %format!("{namespace}/{name}"), user = %user.name);
     match exec(&state, &namespace, &name, &mut req)
         .instrument(span)
         .await

@@ -6,7 +6,8 @@
 //! over a work queue of object keys, fed by informers for the kinds it
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
 //! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`persistentvolume`] (claim binding),
-//! [`namespace`], [`serviceaccounts`] (a `default` ServiceAccount per namespace)
+//! [`namespace`], [`serviceaccounts`] (a `default` ServiceAccount per namespace),
+//! [`clusterroleaggregation`] (aggregated ClusterRoles' rules)
 //! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
 //! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
@@ -18,6 +19,7 @@
     reason = "Kubernetes kind names (ReplicaSet, EndpointSlice, …) are plain words in these docs"
 )]
 
+pub mod clusterroleaggregation;
 pub mod deployment;
 pub mod endpoints;
 pub mod error;
@@ -184,6 +186,11 @@ pub fn run(
     tasks.extend(serviceaccounts::ServiceAccountsController::start(
         objects, &informers, config, shutdown,
     ));
+    tasks.extend(
+        clusterroleaggregation::ClusterRoleAggregationController::start(
+            objects, &informers, config, shutdown,
+        ),
+    );
     tasks.extend(gc::GarbageCollector::start(
         objects, &informers, config, shutdown,
     ));

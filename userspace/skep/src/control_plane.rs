@@ -39,6 +39,11 @@ pub struct ControlPlaneArgs {
     /// flag of that name).
     #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767")]
     pub service_node_port_range: PortRange,
+    /// Serve requests without credentials as `system:anonymous` (allowed
+    /// only what RBAC grants: by default the health and version endpoints);
+    /// `--anonymous-auth=false` answers them 401.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub anonymous_auth: bool,
 }
 
 impl ControlPlaneArgs {
@@ -102,6 +107,7 @@ pub async fn run(
             listen: args.listen,
             server_names: args.tls_sans.clone(),
             service_ranges: args.service_ranges(),
+            anonymous_auth: args.anonymous_auth,
         },
         store.clone(),
     )
