@@ -129,7 +129,7 @@ fn present(v: Option<&Value>) -> Option<&Value> {
 }
 
 /// A request from an identified node.
-struct Node<'a, L> {
+struct NodeRequest<'a, L> {
     node: &'a str,
     req: &'a AdmissionRequest<'a>,
     lookup: &'a L,
@@ -144,7 +144,7 @@ pub fn admit(req: &AdmissionRequest<'_>, lookup: &impl Lookup) -> Result<(), Adm
     let Some(node) = node_identity(req.user) else {
         return Ok(());
     };
-    let n = Node { node, req, lookup };
+    let n = NodeRequest { node, req, lookup };
     if node.is_empty() {
         return n.forbid(format!(
             "could not determine node from user {}",
@@ -174,7 +174,7 @@ pub fn admit(req: &AdmissionRequest<'_>, lookup: &impl Lookup) -> Result<(), Adm
     }
 }
 
-impl<L: Lookup> Node<'_, L> {
+impl<L: Lookup> NodeRequest<'_, L> {
     /// `admission.NewForbidden`: the resource without its subresource, the
     /// request's name or else the object's name or generateName, or `Unknown`.
     fn forbidden(&self, detail: impl fmt::Display) -> AdmissionError {
@@ -707,23 +707,23 @@ fn is_empty(v: &Value) -> bool {
 }
 
 /// The dotted paths where two values differ, objects descended into.
-fn diff_paths(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            for k in keys {
+fn diff_paths(old: &Value, new: &Value, at: &str, out: &mut Vec<String>) {
+    match (old, new) {
+        (Value::Object(before), Value::Object(after)) => {
+            let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+            for key in keys {
                 let path = if at.is_empty() {
-                    k.clone()
+                    key.clone()
                 } else {
-                    format!("{at}.{k}")
+                    format!("{at}.{key}")
                 };
-                match (x.get(k), y.get(k)) {
-                    (Some(p), Some(q)) => diff_paths(p, q, &path, out),
+                match (before.get(key), after.get(key)) {
+                    (Some(was), Some(is)) => diff_paths(was, is, &path, out),
                     _ => out.push(path),
                 }
             }
         }
-        _ if a != b => out.push(at.to_owned()),
+        _ if old != new => out.push(at.to_owned()),
         _ => {}
     }
 }

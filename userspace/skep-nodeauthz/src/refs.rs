@@ -71,6 +71,35 @@ fn volumes(pod: &Value) -> &[Value] {
     items(pod, &["spec", "volumes"])
 }
 
+/// Pod volume sources naming a secret, after `azureFile`: a volume has
+/// exactly one source, and upstream's switch takes the first present in this
+/// order.
+const POD_SECRET_SOURCES: &[&str] = &[
+    "cephfs",
+    "cinder",
+    "flexVolume",
+    "projected",
+    "rbd",
+    "secret",
+    "scaleIO",
+    "iscsi",
+    "storageos",
+    "csi",
+];
+
+/// Persistent volume sources naming a secret, after `azureFile`, in
+/// upstream's order.
+const PV_SECRET_SOURCES: &[&str] = &[
+    "cephfs",
+    "cinder",
+    "flexVolume",
+    "rbd",
+    "scaleIO",
+    "iscsi",
+    "storageos",
+    "csi",
+];
+
 /// Calls `visitor` with the name of every secret the pod references:
 /// image pull secrets, `envFrom`/`env` of every container, and secret-bearing
 /// volume sources (one source per volume, in upstream's order).
@@ -91,26 +120,12 @@ pub fn visit_pod_secret_names(pod: &Value, mut visitor: impl FnMut(&str)) {
             }
         }
     }
-    // A volume has exactly one source; upstream's switch takes the first
-    // present in this order.
-    const SECRET_REF_SOURCES: &[&str] = &[
-        "cephfs",
-        "cinder",
-        "flexVolume",
-        "projected",
-        "rbd",
-        "secret",
-        "scaleIO",
-        "iscsi",
-        "storageos",
-        "csi",
-    ];
     for volume in volumes(pod) {
         if let Some(azure) = volume.get("azureFile") {
             visit(str_at(azure, &["secretName"]), v);
             continue;
         }
-        let Some((source, body)) = SECRET_REF_SOURCES
+        let Some((source, body)) = POD_SECRET_SOURCES
             .iter()
             .find_map(|s| volume.get(*s).map(|b| (*s, b)))
         else {
@@ -227,17 +242,10 @@ pub fn visit_pv_kubelet_secret_names(pv: &Value, mut visitor: impl FnMut(&str, &
         emit(&ns, str_at(azure, &["secretName"]));
         return;
     }
-    const SOURCES: &[&str] = &[
-        "cephfs",
-        "cinder",
-        "flexVolume",
-        "rbd",
-        "scaleIO",
-        "iscsi",
-        "storageos",
-        "csi",
-    ];
-    let Some((source, body)) = SOURCES.iter().find_map(|s| spec.get(*s).map(|b| (*s, b))) else {
+    let Some((source, body)) = PV_SECRET_SOURCES
+        .iter()
+        .find_map(|s| spec.get(*s).map(|b| (*s, b)))
+    else {
         return;
     };
     match source {
