@@ -26,6 +26,7 @@ use skep_api::{
     registry,
     table::{self, IncludeObject},
 };
+use skep_nodeauthz::Operation;
 use skep_objects::{Deleted, Filter, ListOptions, ObjectWatch, Objects, WriteOptions, Written};
 
 use skep_proto::v1::node_sync_server::NodeSyncServer;
@@ -33,6 +34,7 @@ use skep_proto::v1::node_sync_server::NodeSyncServer;
 use crate::{
     authn::Authenticator,
     authz::{self, Authorizer},
+    node_restriction,
     nodesync::NodeSyncService,
     request::{self, ResourceRequest, Target, Verb},
     tls::Identity,
@@ -170,14 +172,9 @@ pub(crate) async fn gate(
     let identity = identity.map(|Extension(i)| i).unwrap_or_default();
     let user = state.authenticator.authenticate(&identity, headers).await?;
     let user = crate::impersonate::impersonate(user, headers, &state.authorizer)?;
-    let attrs = authz::attributes(
-        &user,
-        method,
-        path,
-        target,
-        params.get("fieldSelector").map(String::as_str),
-    );
-    state.authorizer.check(&attrs)?;
+    let selector = params.get("fieldSelector").map(String::as_str);
+    let attrs = authz::attributes(&user, method, path, target, selector);
+    state.authorizer.check_selected(&attrs, selector)?;
     Ok(user)
 }
 
@@ -306,7 +303,19 @@ async fn resource(
         Verb::Create => create(state, user, info, req, params, headers, content_type, &body).await,
         Verb::Update => update(state, user, info, req, params, headers, content_type, &body).await,
         Verb::Patch => patch(state, user, info, req, params, headers, content_type, &body).await,
-        Verb::Delete => delete(state, info, req, params, &body).await,
+        Verb::Delete => {
+            node_restriction::admit(
+                &state.objects,
+                user,
+                info,
+                req,
+                Operation::Delete,
+                None,
+                None,
+            )
+            .await?;
+            delete(state, info, req, params, &body).await
+        }
         Verb::DeleteCollection => Err(ApiError::method_not_allowed()),
     }
 }
@@ -440,6 +449,16 @@ async fn create(
     }
     let decoded = decode::decode(body, content_type)?;
     crate::escalation::check(&state.authorizer, user, info, req, &decoded.value)?;
+    node_restriction::admit(
+        &state.objects,
+        user,
+        info,
+        req,
+        Operation::Create,
+        Some(&decoded.value),
+        None,
+    )
+    .await?;
     let opts = write_options(params, headers)?;
     let done = state
         .objects
@@ -462,6 +481,16 @@ async fn update(
     let decoded = decode::decode(body, content_type)?;
     crate::escalation::check(&state.authorizer, user, info, req, &decoded.value)?;
     let old = state.objects.get(info, &req.namespace, &req.name).await?;
+    node_restriction::admit(
+        &state.objects,
+        user,
+        info,
+        req,
+        Operation::Update,
+        Some(&decoded.value),
+        Some(&old),
+    )
+    .await?;
     let opts = write_options(params, headers)?;
     let done = state
         .objects
@@ -494,6 +523,16 @@ async fn patch(
     };
     let patched = patching::apply_patch(info, &base, patch_type, body)?;
     crate::escalation::check(&state.authorizer, user, info, req, &patched)?;
+    node_restriction::admit(
+        &state.objects,
+        user,
+        info,
+        req,
+        Operation::Update,
+        Some(&patched),
+        Some(&old),
+    )
+    .await?;
     let decoded = Decoded {
         value: patched,
         duplicates: Vec::new(),
@@ -536,6 +575,21 @@ async fn server_side(
         .await?;
     let merged = server_side_apply::apply(info, live.as_ref(), &config.value, &apply_opts)?;
     crate::escalation::check(&state.authorizer, user, info, req, &merged)?;
+    let operation = if live.is_some() {
+        Operation::Update
+    } else {
+        Operation::Create
+    };
+    node_restriction::admit(
+        &state.objects,
+        user,
+        info,
+        req,
+        operation,
+        Some(&merged),
+        live.as_ref(),
+    )
+    .await?;
     let decoded = Decoded {
         value: merged,
         duplicates: config.duplicates,

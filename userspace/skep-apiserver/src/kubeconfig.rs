@@ -36,6 +36,23 @@ pub fn write_node(path: &Path, server: &str, pki: &Pki, node: &str) -> Result<()
     )
 }
 
+/// A kubeconfig (YAML) for `server` that authenticates as `user` in
+/// `groups` with a new client certificate from the cluster CA.
+pub fn for_user(server: &str, pki: &Pki, user: &str, groups: &[&str]) -> Result<String, PkiError> {
+    let pair = pki.user_credentials(user, groups)?;
+    Ok(render(server, pki, &pair, user, None))
+}
+
+/// The API server URL an existing kubeconfig names (its first cluster's).
+#[must_use]
+pub fn server_of(kubeconfig: &str) -> Option<String> {
+    let config: serde_json::Value = serde_yaml_ng::from_str(kubeconfig).ok()?;
+    config
+        .pointer("/clusters/0/cluster/server")?
+        .as_str()
+        .map(str::to_owned)
+}
+
 fn write(
     path: &Path,
     server: &str,
@@ -44,6 +61,16 @@ fn write(
     user: &str,
     serving: Option<&CertPair>,
 ) -> Result<(), PkiError> {
+    write_file(path, &render(server, pki, client, user, serving), 0o600)
+}
+
+fn render(
+    server: &str,
+    pki: &Pki,
+    client: &CertPair,
+    user: &str,
+    serving: Option<&CertPair>,
+) -> String {
     let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
     let mut user_entry = json!({
         "client-certificate-data": b64(&client.cert_pem),
@@ -80,6 +107,5 @@ fn write(
         }],
         "current-context": "skep",
     });
-    let yaml = serde_yaml_ng::to_string(&config).unwrap_or_default();
-    write_file(path, &yaml, 0o600)
+    serde_yaml_ng::to_string(&config).unwrap_or_default()
 }

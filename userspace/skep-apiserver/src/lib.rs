@@ -2,6 +2,10 @@
 //! controllers talk to, backed by `skep-store`. It makes the cluster CA and
 //! certificates on first start and writes an admin kubeconfig.
 #![deny(missing_docs)]
+#![expect(
+    clippy::doc_markdown,
+    reason = "Kubernetes kind names (ServiceAccount, ClusterRole, NodeRestriction, …) are plain words in these docs"
+)]
 
 pub mod api;
 pub mod authn;
@@ -10,12 +14,14 @@ pub mod builtin_services;
 pub mod escalation;
 pub mod impersonate;
 pub mod kubeconfig;
+pub mod node_restriction;
 pub mod nodesync;
 pub mod openapi;
 pub mod pki;
 pub mod proxy;
 pub mod rbac_bootstrap;
 pub mod request;
+pub mod reviews;
 pub mod sa_tokens;
 pub mod server;
 pub mod tls;

@@ -157,6 +157,23 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A new client certificate for `user` in `groups` (O=), signed by the
+    /// cluster CA and not kept anywhere (`kubeadm kubeconfig user`).
+    pub fn user_credentials(&self, user: &str, groups: &[&str]) -> Result<CertPair, PkiError> {
+        let ca_key = key_pair(&self.ca.key_pem)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca.cert_pem, &ca_key)
+            .map_err(cert_err("parse the CA certificate"))?;
+        issue(
+            &issuer,
+            user,
+            groups,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+}
+
 fn key_pair(pem: &str) -> Result<KeyPair, PkiError> {
     KeyPair::from_pem(pem).map_err(|source| PkiError::Cert {
         what: "parse a private key".into(),

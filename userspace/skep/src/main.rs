@@ -9,6 +9,7 @@ mod control_plane;
 mod exit;
 mod flows;
 mod image;
+mod kubeconfig;
 mod lab;
 mod server;
 mod up;
@@ -60,6 +61,9 @@ enum Command {
     /// The flows a node's network policy judged (denied ones, and the first
     /// packet of allowed ones), from its pinned ring buffer.
     Flows(flows::FlowsArgs),
+    /// Kubeconfigs for the cluster's users.
+    #[command(subcommand)]
+    Kubeconfig(kubeconfig::KubeconfigCommand),
     /// Print skep's version and what its embedded eBPF object contains.
     Version,
 }
@@ -105,6 +109,7 @@ fn main() -> std::process::ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Bpf(cmd) => bpf::run(&cmd),
         Command::Flows(args) => flows::run(&args),
+        Command::Kubeconfig(cmd) => kubeconfig::run(&cmd),
         Command::Version => {
             print_version();
             Ok(())
