@@ -9,7 +9,7 @@ use crate::decode::Decoded;
 use crate::defaults::{apply_defaults, initial_status};
 use crate::fieldcheck::{self, FieldValidation};
 use crate::object::{self, ensure_object, get, get_str, str_or_empty};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::status::{ApiError, StatusReason};
 use crate::validation;
 
@@ -248,6 +248,38 @@ pub fn admit_create(
     if info.has_status() {
         initial_status(info, &mut obj);
     }
+    let errs = validation::validate_create(info, &obj);
+    if !errs.is_empty() {
+        return Err(invalid(info, &obj, &errs));
+    }
+    check_size(&obj)?;
+    Ok(Admitted {
+        object: obj,
+        warnings,
+        precondition: None,
+    })
+}
+
+/// Admit a create to a create-only kind ([`Serving::CreateOnly`]: reviews,
+/// TokenRequest, Binding) in `path_namespace`: the body is checked, typed,
+/// defaulted and validated like a stored object's, but gets no server-owned
+/// metadata (a review's metadata must stay empty). The handler then computes
+/// the answer from the admitted object; nothing is stored.
+#[tracing::instrument(skip_all, fields(kind = info.kind, namespace = path_namespace))]
+pub fn admit_create_only(
+    info: &ResourceInfo,
+    path_namespace: &str,
+    mut body: Decoded,
+    opts: &AdmitOptions,
+) -> Result<Admitted, ApiError> {
+    match info.serving {
+        Serving::CreateOnly => {}
+        Serving::Stored => return Err(ApiError::method_not_allowed()),
+    }
+    check_endpoint(info, path_namespace, None, &mut body.value)?;
+    let (mut obj, warnings) = decode_typed(info, &body, opts.field_validation)?;
+    info.strategy().prepare_for_create(&mut obj);
+    apply_defaults(info, &mut obj);
     let errs = validation::validate_create(info, &obj);
     if !errs.is_empty() {
         return Err(invalid(info, &obj, &errs));

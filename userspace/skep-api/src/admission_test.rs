@@ -550,3 +550,51 @@ fn patch_then_update_flow() {
     );
     assert_eq!(d["metadata"]["generation"], 2);
 }
+
+#[test]
+fn create_only_kinds_are_admitted_without_server_metadata() {
+    let sar = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "LocalSubjectAccessReview",
+        "spec": {"user": "alice", "resourceAttributes": {"namespace": "team", "verb": "get", "resource": "pods"}}});
+    let admitted = admit_create_only(
+        &kinds::LOCAL_SUBJECT_ACCESS_REVIEW,
+        "team",
+        decoded(sar),
+        &strict(),
+    );
+    let obj = admitted.map(|a| a.object).unwrap_or_default();
+    assert_eq!(obj["metadata"], json!({"namespace": "team"}));
+
+    let named = json!({"kind": "SubjectAccessReview", "metadata": {"name": "x"},
+        "spec": {"user": "alice", "nonResourceAttributes": {"path": "/healthz", "verb": "get"}}});
+    let err = admit_create_only(&kinds::SUBJECT_ACCESS_REVIEW, "", decoded(named), &strict()).err();
+    assert_eq!(
+        err.map(|e| e.message),
+        Some("SubjectAccessReview.authorization.k8s.io \"x\" is invalid: metadata: Invalid value: {\"name\":\"x\"}: must be empty".to_owned())
+    );
+
+    let token = json!({"kind": "TokenRequest", "spec": {"audiences": []}});
+    let admitted = admit_create_only(&kinds::TOKEN_REQUEST, "team", decoded(token), &strict());
+    let obj = admitted.map(|a| a.object).unwrap_or_default();
+    assert_eq!(obj["spec"]["expirationSeconds"], 3600);
+
+    let stored = admit_create_only(&kinds::POD, "team", decoded(pod()), &strict()).err();
+    assert_eq!(stored.map(|e| e.code()), Some(405));
+}
+
+#[test]
+fn rbac_names_are_path_segments() {
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "system:controller:foo"},
+        "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]});
+    assert!(create(&kinds::CLUSTER_ROLE, "", role).is_ok());
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "system:reader"},
+        "rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]});
+    let err = create(&kinds::ROLE, "team", role).err().map(|e| e.message);
+    assert_eq!(
+        err.as_deref(),
+        Some(
+            "Role.rbac.authorization.k8s.io \"system:reader\" is invalid: rules[0].nonResourceURLs: Invalid value: []string{\"/healthz\"}: namespaced rules cannot apply to non-resource URLs"
+        )
+    );
+}

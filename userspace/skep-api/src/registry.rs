@@ -25,6 +25,21 @@ pub struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
+/// How requests for a resource are served. Every place that chooses between
+/// the store and a handler matches on this exhaustively, so a new way of
+/// serving is a compile error wherever it is not handled yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Objects are kept in the store; the generic REST code serves every verb
+    /// in [`ResourceInfo::verbs`].
+    Stored,
+    /// Nothing is stored: the only verb is `create`, answered by a
+    /// kind-specific handler with the object it computed (a review's
+    /// `status`, a binding's effect); [`crate::admission::admit_create_only`]
+    /// checks the request body first.
+    CreateOnly,
+}
+
 /// One served resource: everything discovery and request routing need, and
 /// the [`Strategy`] holding the kind's rules.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +66,8 @@ pub struct ResourceInfo {
     pub subresources: &'static [Subresource],
     /// Whether `metadata.generation` tracks spec changes (set to 1 on create).
     pub tracks_generation: bool,
+    /// Whether objects are stored or each create is answered by a handler.
+    pub serving: Serving,
     /// The kind's rules.
     pub(crate) strategy: &'static dyn Strategy,
 }
@@ -73,6 +90,15 @@ impl ResourceInfo {
     /// The subresource with this name, if served.
     pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
         self.subresources.iter().find(|s| s.name == name)
+    }
+
+    /// Whether objects of this kind live in the store
+    /// ([`Serving::Stored`]); create-only kinds never reach it.
+    pub fn is_stored(&self) -> bool {
+        match self.serving {
+            Serving::Stored => true,
+            Serving::CreateOnly => false,
+        }
     }
 
     /// Whether `/status` is served (and so main-resource writes keep the old status).
@@ -178,14 +204,14 @@ impl Registry {
             .find(|r| r.group == group && r.version == version && r.plural == plural)
     }
 
-    /// Resolve an object's `(apiVersion, kind)`, the Scale subresource's
-    /// object included.
+    /// Resolve an object's `(apiVersion, kind)`, the objects of subresources
+    /// (Scale, TokenRequest) included.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
         let (group, version) = split_api_version(api_version);
         self.entries
             .iter()
             .copied()
-            .chain(std::iter::once(&kinds::SCALE))
+            .chain(kinds::SUBRESOURCE_KINDS.iter().copied())
             .find(|r| r.group == group && r.version == version && r.kind == kind)
     }
 }
@@ -215,15 +241,56 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
     api_version.split_once('/').unwrap_or(("", api_version))
 }
 
-/// Served groups other than core, in discovery order, with their versions.
-fn groups() -> Vec<(&'static str, &'static str)> {
-    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
+/// Served groups other than core, in discovery order, each with its
+/// versions, the preferred (highest priority) first.
+fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
     for r in resources().iter().filter(|r| !r.group.is_empty()) {
-        if !out.contains(&(r.group, r.version)) {
-            out.push((r.group, r.version));
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => out.push((r.group, vec![r.version])),
         }
     }
+    for (_, versions) in &mut out {
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+    }
     out
+}
+
+/// Kubernetes' version priority (`version.CompareKubeAwareVersionStrings`):
+/// GA above beta above alpha, then the higher major and minor number.
+fn version_priority(version: &str) -> (u8, u32, u32) {
+    let Some(rest) = version.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let Ok(major) = rest[..digits].parse::<u32>() else {
+        return (0, 0, 0);
+    };
+    let suffix = &rest[digits..];
+    let (stage, minor) = if suffix.is_empty() {
+        (3, 0)
+    } else if let Some(n) = suffix.strip_prefix("beta") {
+        (2, n.parse().unwrap_or(0))
+    } else if let Some(n) = suffix.strip_prefix("alpha") {
+        (1, n.parse().unwrap_or(0))
+    } else {
+        return (0, 0, 0);
+    };
+    (stage, major, minor)
+}
+
+/// One group's `APIGroup` body: its versions and the preferred one.
+fn group_entry(group: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = gvs.first().cloned().unwrap_or_else(|| json!({}));
+    json!({"name": group, "versions": gvs, "preferredVersion": preferred})
 }
 
 /// `GET /api`: the `APIVersions` document.
@@ -238,21 +305,23 @@ pub fn api_versions(server_address: &str) -> Value {
 /// `GET /apis`: the `APIGroupList` document.
 pub fn api_group_list() -> Value {
     let groups: Vec<Value> = groups()
-        .into_iter()
-        .map(|(group, version)| {
-            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+        .iter()
+        .map(|(group, versions)| group_entry(group, versions))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/<group>`: one `APIGroup`, if served.
 pub fn api_group(group: &str) -> Option<Value> {
-    groups().into_iter().find(|(g, _)| *g == group).map(|(g, v)| {
-        let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": [gv.clone()], "preferredVersion": gv})
-    })
+    groups()
+        .iter()
+        .find(|(g, _)| *g == group)
+        .map(|(g, versions)| {
+            let mut entry = group_entry(g, versions);
+            entry["kind"] = json!("APIGroup");
+            entry["apiVersion"] = json!("v1");
+            entry
+        })
 }
 
 /// `GET /api/v1` or `/apis/<group>/<version>`: the `APIResourceList`, if served.
@@ -310,59 +379,76 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
 /// Aggregated discovery (`apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`) for
 /// `/api` (`core == true`) or `/apis`, which kubectl 1.32 asks for first.
 pub fn aggregated_discovery(core: bool) -> Value {
-    let mut items = Vec::new();
-    let group_versions: Vec<(&str, &str)> = if core { vec![("", "v1")] } else { groups() };
-    for (group, version) in group_versions {
-        let resources: Vec<Value> = resources()
-            .iter()
-            .filter(|r| r.group == group && r.version == version)
-            .map(|r| {
-                let subresources: Vec<Value> = r
-                    .subresources
-                    .iter()
-                    .map(|s| {
-                        json!({
-                            "subresource": s.name,
-                            "responseKind": {"group": s.group, "version": s.version, "kind": s.kind},
-                            "verbs": s.verbs,
-                        })
+    let group_versions: Vec<(&str, Vec<&str>)> = if core {
+        vec![("", vec!["v1"])]
+    } else {
+        groups()
+    };
+    let items: Vec<Value> = group_versions
+        .iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|version| {
+                    json!({
+                        "version": version,
+                        "resources": discovery_resources(group, version),
+                        "freshness": "Current",
                     })
-                    .collect();
-                let mut entry = json!({
-                    "resource": r.plural,
-                    "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
-                    "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                    "singularResource": r.singular,
-                    "verbs": r.verbs,
-                });
-                if !r.short_names.is_empty() {
-                    entry["shortNames"] = json!(r.short_names);
-                }
-                if !r.categories.is_empty() {
-                    entry["categories"] = json!(r.categories);
-                }
-                if !subresources.is_empty() {
-                    entry["subresources"] = Value::Array(subresources);
-                }
-                entry
-            })
-            .collect();
-        let metadata = if group.is_empty() {
-            json!({"creationTimestamp": null})
-        } else {
-            json!({"name": group, "creationTimestamp": null})
-        };
-        items.push(json!({
-            "metadata": metadata,
-            "versions": [{"version": version, "resources": resources, "freshness": "Current"}],
-        }));
-    }
+                })
+                .collect();
+            let metadata = if group.is_empty() {
+                json!({"creationTimestamp": null})
+            } else {
+                json!({"name": group, "creationTimestamp": null})
+            };
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
     json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
         "metadata": {},
         "items": items,
     })
+}
+
+/// The aggregated-discovery `resources` of one group version.
+fn discovery_resources(group: &str, version: &str) -> Vec<Value> {
+    resources()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| {
+            let subresources: Vec<Value> = r
+                .subresources
+                .iter()
+                .map(|s| {
+                    json!({
+                        "subresource": s.name,
+                        "responseKind": {"group": s.group, "version": s.version, "kind": s.kind},
+                        "verbs": s.verbs,
+                    })
+                })
+                .collect();
+            let mut entry = json!({
+                "resource": r.plural,
+                "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": r.singular,
+                "verbs": r.verbs,
+            });
+            if !r.short_names.is_empty() {
+                entry["shortNames"] = json!(r.short_names);
+            }
+            if !r.categories.is_empty() {
+                entry["categories"] = json!(r.categories);
+            }
+            if !subresources.is_empty() {
+                entry["subresources"] = Value::Array(subresources);
+            }
+            entry
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -396,6 +482,109 @@ mod tests {
             Some("pods")
         );
         assert!(by_plural("", "v1", "pods").is_some(), "the built-ins stay");
+    }
+
+    /// The entry for `name` in an `APIResourceList`.
+    fn resource_entry(group: &str, version: &str, name: &str) -> Value {
+        api_resource_list(group, version)
+            .and_then(|list| {
+                list["resources"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["name"] == name)
+                    .cloned()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn identity_groups_are_discovered() {
+        let tokenreviews = resource_entry("authentication.k8s.io", "v1", "tokenreviews");
+        assert_eq!(tokenreviews["verbs"], json!(["create"]));
+        assert_eq!(tokenreviews["namespaced"], false);
+        let whoami = resource_entry("authentication.k8s.io", "v1beta1", "selfsubjectreviews");
+        assert_eq!(whoami["kind"], "SelfSubjectReview");
+        assert_eq!(whoami["verbs"], json!(["create"]));
+        let local = resource_entry("authorization.k8s.io", "v1", "localsubjectaccessreviews");
+        assert_eq!(local["namespaced"], true);
+        assert_eq!(local["verbs"], json!(["create"]));
+        for name in [
+            "selfsubjectaccessreviews",
+            "selfsubjectrulesreviews",
+            "subjectaccessreviews",
+        ] {
+            let entry = resource_entry("authorization.k8s.io", "v1", name);
+            assert_eq!(entry["verbs"], json!(["create"]), "{name}");
+        }
+        for name in [
+            "roles",
+            "rolebindings",
+            "clusterroles",
+            "clusterrolebindings",
+        ] {
+            let entry = resource_entry("rbac.authorization.k8s.io", "v1", name);
+            assert_eq!(entry["verbs"], json!(kinds::ALL_VERBS), "{name}");
+            assert!(entry.get("shortNames").is_none(), "{name}");
+        }
+        let token = resource_entry("", "v1", "serviceaccounts/token");
+        assert_eq!(token["kind"], "TokenRequest");
+        assert_eq!(token["group"], "authentication.k8s.io");
+        assert_eq!(token["verbs"], json!(["create"]));
+
+        let group = api_group("authentication.k8s.io").unwrap_or_default();
+        assert_eq!(
+            group["versions"],
+            json!([
+                {"groupVersion": "authentication.k8s.io/v1", "version": "v1"},
+                {"groupVersion": "authentication.k8s.io/v1beta1", "version": "v1beta1"},
+            ])
+        );
+        assert_eq!(group["preferredVersion"]["version"], "v1");
+        let names: Vec<Value> = api_group_list()["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| g["name"].clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "apps",
+                "authentication.k8s.io",
+                "authorization.k8s.io",
+                "networking.k8s.io",
+                "rbac.authorization.k8s.io",
+                "discovery.k8s.io",
+            ]
+        );
+        let agg = aggregated_discovery(false);
+        let authn = agg["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["metadata"]["name"] == "authentication.k8s.io")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(authn["versions"][0]["version"], "v1");
+        assert_eq!(authn["versions"][1]["version"], "v1beta1");
+        assert_eq!(
+            authn["versions"][1]["resources"][0]["resource"],
+            "selfsubjectreviews"
+        );
+        assert_eq!(
+            by_kind("authentication.k8s.io/v1", "TokenRequest"),
+            Some(&kinds::TOKEN_REQUEST)
+        );
+    }
+
+    #[test]
+    fn versions_sort_by_kubernetes_priority() {
+        let mut versions = ["v1alpha1", "v1beta1", "v2beta1", "v1", "v2", "v1beta2"];
+        versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        assert_eq!(
+            versions,
+            ["v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1"]
+        );
     }
 
     #[test]

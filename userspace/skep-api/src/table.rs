@@ -144,6 +144,22 @@ pub(crate) fn creation_age(obj: &Value, now: Timestamp) -> Value {
     age(get_str(obj, &["metadata", "creationTimestamp"]), now).into()
 }
 
+/// The `Created At` column of kinds printed by kube-apiserver's default
+/// table convertor (RBAC roles).
+pub const CREATED_AT: Column = ("Created At", "date", 0, AGE.3);
+
+/// The `Created At` cell: `metadata.creationTimestamp` in RFC 3339 UTC, Go's
+/// zero time when unset.
+pub(crate) fn created_at(obj: &Value) -> Value {
+    get_str(obj, &["metadata", "creationTimestamp"])
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map_or_else(
+            || "0001-01-01T00:00:00Z".to_owned(),
+            |t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
+        .into()
+}
+
 /// An object's `metadata.name` cell.
 pub(crate) fn object_name(obj: &Value) -> Value {
     str_or_empty(obj, &["metadata", "name"]).into()

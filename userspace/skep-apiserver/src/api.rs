@@ -24,6 +24,7 @@ use skep_api::{
     object::{self, ListMeta, WatchEventType},
     patch::{self as patching, PatchType},
     registry,
+    registry::Serving,
     table::{self, IncludeObject},
 };
 use skep_nodeauthz::Operation;
@@ -296,6 +297,10 @@ async fn resource(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    match info.serving {
+        Serving::Stored => {}
+        Serving::CreateOnly => return create_only(state, info, req, content_type, &body).await,
+    }
     match req.verb {
         Verb::Get => get(state, info, req, params, headers).await,
         Verb::List => list(state, info, req, params, headers).await,
@@ -318,6 +323,35 @@ async fn resource(
         }
         Verb::DeleteCollection => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// A create-only kind (`Serving::CreateOnly`): nothing is stored, and the
+/// only request is a create to the collection, answered by the kind's
+/// handler. Top-level `bindings` bind the pod the Binding names.
+async fn create_only(
+    state: &ApiState,
+    info: &ResourceInfo,
+    req: &ResourceRequest,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if req.verb != Verb::Create || !req.name.is_empty() || !req.subresource.is_empty() {
+        return Err(ApiError::method_not_allowed());
+    }
+    let decoded = decode::decode(body, content_type)?;
+    if *info == kinds::BINDING {
+        let pod = object::name(&decoded.value).to_owned();
+        state
+            .objects
+            .bind(&req.namespace, &pod, &decoded, admission::now())
+            .await?;
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ));
+    }
+    // Reviews are not routed to their handlers yet.
+    Err(ApiError::method_not_allowed())
 }
 
 async fn get(

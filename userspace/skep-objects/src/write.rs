@@ -9,6 +9,7 @@ use skep_api::{
     decode::Decoded,
     delete::{self as deletion, DeleteOptions, DeleteOutcome},
     kinds, object,
+    registry::Serving,
 };
 
 use skep_store::StoreError;
@@ -87,6 +88,11 @@ impl Objects {
         admitted: Admitted,
         dry_run: bool,
     ) -> Result<Written, ApiError> {
+        match info.serving {
+            Serving::Stored => {}
+            // Create-only kinds are answered by handlers, never stored.
+            Serving::CreateOnly => return Err(ApiError::method_not_allowed()),
+        }
         let Admitted {
             object: obj,
             warnings,

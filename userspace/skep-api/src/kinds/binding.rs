@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 
-use super::Strategy;
+use super::{CREATE_ONLY, Strategy};
 use crate::field::FieldError;
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::network;
 
@@ -18,9 +18,10 @@ pub static BINDING: ResourceInfo = ResourceInfo {
     namespaced: true,
     short_names: &[],
     categories: &[],
-    verbs: &["create"],
+    verbs: CREATE_ONLY,
     subresources: &[],
     tracks_generation: false,
+    serving: Serving::CreateOnly,
     strategy: &BindingStrategy,
 };
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::{ALL_VERBS, Strategy};
 use crate::field::FieldError;
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::config;
@@ -23,6 +23,7 @@ pub static CONFIG_MAP: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &ConfigMapStrategy,
 };
 

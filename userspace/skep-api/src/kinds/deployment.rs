@@ -8,7 +8,7 @@ use crate::defaults::{as_map, default_template};
 use crate::field::FieldError;
 use crate::object::{default_field, ensure_object, get, get_i64};
 use crate::patch::schema::{ListStrategy, pod_spec_list_strategy, pod_spec_retains_keys};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{
     AGE, CONTAINERS, Column, IMAGES, NAME, creation_age, object_name, template_columns,
 };
@@ -28,6 +28,7 @@ pub static DEPLOYMENT: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[SCALE_SUBRESOURCE, status("apps", "v1", "Deployment")],
     tracks_generation: true,
+    serving: Serving::Stored,
     strategy: &DeploymentStrategy,
 };
 

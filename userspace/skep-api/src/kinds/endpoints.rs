@@ -7,7 +7,7 @@ use super::{ALL_VERBS, Strategy};
 use crate::defaults::{array_mut, as_map, root};
 use crate::field::FieldError;
 use crate::object::{array, default_field, get_i64, str_or_empty};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, list_endpoints, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::network;
@@ -25,6 +25,7 @@ pub static ENDPOINTS: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &EndpointsStrategy,
 };
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{ALL_VERBS, Strategy};
 use crate::field::FieldError;
 use crate::object::{get_i64, get_str, str_or_empty};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{Column, age, object_name};
 use crate::typed::{TypedError, round_trip};
 
@@ -23,6 +23,7 @@ pub static EVENT: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &EventStrategy,
 };
 

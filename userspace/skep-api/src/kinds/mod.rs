@@ -11,11 +11,14 @@
 //! is also what a custom resource would get).
 
 mod binding;
+mod clusterrole;
+mod clusterrolebinding;
 mod configmap;
 mod deployment;
 mod endpoints;
 mod endpointslice;
 mod event;
+mod localsubjectaccessreview;
 mod namespace;
 mod networkpolicy;
 mod node;
@@ -23,18 +26,29 @@ mod persistentvolume;
 mod persistentvolumeclaim;
 mod pod;
 mod replicaset;
+mod role;
+mod rolebinding;
 mod scale;
 mod secret;
+mod selfsubjectaccessreview;
+mod selfsubjectreview;
+mod selfsubjectrulesreview;
 mod service;
 mod serviceaccount;
+mod subjectaccessreview;
+mod tokenrequest;
+mod tokenreview;
 
 pub use binding::BINDING;
+pub use clusterrole::CLUSTER_ROLE;
+pub use clusterrolebinding::CLUSTER_ROLE_BINDING;
 pub use configmap::CONFIG_MAP;
 pub use deployment::DEPLOYMENT;
 pub use endpoints::ENDPOINTS;
 pub use endpointslice::ENDPOINT_SLICE;
 pub use event::EVENT;
 use k8s_openapi::jiff::Timestamp;
+pub use localsubjectaccessreview::LOCAL_SUBJECT_ACCESS_REVIEW;
 pub use namespace::NAMESPACE;
 pub use networkpolicy::NETWORK_POLICY;
 pub use node::NODE;
@@ -42,11 +56,19 @@ pub use persistentvolume::PERSISTENT_VOLUME;
 pub use persistentvolumeclaim::PERSISTENT_VOLUME_CLAIM;
 pub use pod::POD;
 pub use replicaset::REPLICA_SET;
+pub use role::ROLE;
+pub use rolebinding::ROLE_BINDING;
 pub use scale::SCALE;
 pub use secret::SECRET;
+pub use selfsubjectaccessreview::SELF_SUBJECT_ACCESS_REVIEW;
+pub use selfsubjectreview::{SELF_SUBJECT_REVIEW, SELF_SUBJECT_REVIEW_V1BETA1};
+pub use selfsubjectrulesreview::SELF_SUBJECT_RULES_REVIEW;
 use serde_json::Value;
 pub use service::SERVICE;
 pub use serviceaccount::SERVICE_ACCOUNT;
+pub use subjectaccessreview::SUBJECT_ACCESS_REVIEW;
+pub use tokenrequest::{DEFAULT_EXPIRATION_SECONDS, TOKEN_REQUEST};
+pub use tokenreview::TOKEN_REVIEW;
 
 use crate::delete::DeleteOptions;
 use crate::field::FieldError;
@@ -57,8 +79,9 @@ use crate::typed::TypedError;
 use crate::validation::meta::NameFn;
 use crate::validation::names;
 
-/// The served built-in resources, in discovery order (Scale is only a
-/// subresource's object and is not listed).
+/// The served built-in resources, in discovery order: core, then the groups
+/// in kube-apiserver's order, each group's resources by name (the objects
+/// of subresources, [`SUBRESOURCE_KINDS`], are not listed).
 pub static BUILTIN: &[&ResourceInfo] = &[
     &BINDING,
     &CONFIG_MAP,
@@ -74,9 +97,24 @@ pub static BUILTIN: &[&ResourceInfo] = &[
     &SERVICE_ACCOUNT,
     &DEPLOYMENT,
     &REPLICA_SET,
+    &SELF_SUBJECT_REVIEW,
+    &TOKEN_REVIEW,
+    &SELF_SUBJECT_REVIEW_V1BETA1,
+    &LOCAL_SUBJECT_ACCESS_REVIEW,
+    &SELF_SUBJECT_ACCESS_REVIEW,
+    &SELF_SUBJECT_RULES_REVIEW,
+    &SUBJECT_ACCESS_REVIEW,
     &NETWORK_POLICY,
+    &CLUSTER_ROLE_BINDING,
+    &CLUSTER_ROLE,
+    &ROLE_BINDING,
+    &ROLE,
     &ENDPOINT_SLICE,
 ];
+
+/// Kinds that are only the object of a subresource (`deployments/scale`,
+/// `serviceaccounts/token`): resolvable by kind, not listed in discovery.
+pub static SUBRESOURCE_KINDS: &[&ResourceInfo] = &[&SCALE, &TOKEN_REQUEST];
 
 /// The rules of one resource. The two required methods are what every kind
 /// must decide for itself; every other method has the behaviour of a kind with
@@ -207,6 +245,9 @@ pub(crate) const ALL_VERBS: &[&str] = &[
     "watch",
 ];
 
+/// The only verb of a create-only kind ([`crate::registry::Serving::CreateOnly`]).
+pub(crate) const CREATE_ONLY: &[&str] = &["create"];
+
 /// The verbs of a `status` or `scale` subresource.
 pub(crate) const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
@@ -242,11 +283,28 @@ mod tests {
 
     #[test]
     fn every_row_has_a_cell_per_column() {
-        for info in BUILTIN.iter().copied().chain([&SCALE]) {
+        for info in BUILTIN.iter().chain(SUBRESOURCE_KINDS).copied() {
             let strategy = info.strategy();
             let row = strategy.row(&json!({}), Timestamp::UNIX_EPOCH);
             assert_eq!(row.len(), strategy.columns().len(), "{}", info.kind);
         }
+    }
+
+    #[test]
+    fn create_only_kinds_serve_only_create() {
+        for info in BUILTIN.iter().chain(SUBRESOURCE_KINDS).copied() {
+            match info.serving {
+                crate::registry::Serving::Stored => {
+                    assert!(info.verbs.contains(&"get"), "{}", info.kind);
+                }
+                crate::registry::Serving::CreateOnly => {
+                    assert_eq!(info.verbs, CREATE_ONLY, "{}", info.kind);
+                    assert!(!info.is_stored());
+                }
+            }
+        }
+        assert!(!BINDING.is_stored() && !TOKEN_REQUEST.is_stored());
+        assert!(ROLE.is_stored() && SCALE.is_stored());
     }
 
     #[test]

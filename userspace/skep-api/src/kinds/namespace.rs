@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::{Strategy, status};
 use crate::field::FieldError;
 use crate::object::{array, default_field, ensure_object, get_str, str_or_empty};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::meta::NameFn;
@@ -27,6 +27,7 @@ pub static NAMESPACE: ResourceInfo = ResourceInfo {
     ],
     subresources: &[status("", "v1", "Namespace")],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &NamespaceStrategy,
 };
 

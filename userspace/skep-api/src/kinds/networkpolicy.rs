@@ -8,7 +8,7 @@ use crate::admission::selector_string;
 use crate::defaults::{array_mut, as_map};
 use crate::field::FieldError;
 use crate::object::{default_field, ensure_object, get};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, none_if_empty, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::netpol;
@@ -26,6 +26,7 @@ pub static NETWORK_POLICY: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[],
     tracks_generation: true,
+    serving: Serving::Stored,
     strategy: &NetworkPolicyStrategy,
 };
 

@@ -7,7 +7,7 @@ use super::{ALL_VERBS, Strategy, status};
 use crate::field::FieldError;
 use crate::object::{array, get, str_or_empty};
 use crate::patch::schema::ListStrategy;
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, none_if_empty, object_name};
 use crate::typed::{TypedError, round_trip};
 
@@ -24,6 +24,7 @@ pub static NODE: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[status("", "v1", "Node")],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &NodeStrategy,
 };
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::{ALL_VERBS, Strategy, status};
 use crate::field::FieldError;
 use crate::object::{array, default_field, ensure_object, get_str, str_or_empty};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, access_modes, creation_age, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::storage;
@@ -24,6 +24,7 @@ pub static PERSISTENT_VOLUME_CLAIM: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[status("", "v1", "PersistentVolumeClaim")],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &PersistentVolumeClaimStrategy,
 };
 

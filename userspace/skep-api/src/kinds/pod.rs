@@ -9,7 +9,7 @@ use crate::delete::DeleteOptions;
 use crate::field::{FieldError, FieldPath};
 use crate::object::{array, default_field, ensure_object, get, get_i64, get_str, str_or_empty};
 use crate::patch::schema::{ListStrategy, pod_spec_list_strategy, pod_spec_retains_keys};
-use crate::registry::{ResourceInfo, Subresource};
+use crate::registry::{ResourceInfo, Serving, Subresource};
 use crate::table::{AGE, Column, NAME, age, creation_age, none_if_empty, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::pod;
@@ -50,6 +50,7 @@ pub static POD: ResourceInfo = ResourceInfo {
         status("", "v1", "Pod"),
     ],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &PodStrategy,
 };
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{STATUS_VERBS, Strategy};
 use crate::field::{FieldError, FieldPath};
 use crate::object::get_i64;
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::meta::NameFn;
 
@@ -22,6 +22,7 @@ pub static SCALE: ResourceInfo = ResourceInfo {
     verbs: STATUS_VERBS,
     subresources: &[],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &ScaleStrategy,
 };
 

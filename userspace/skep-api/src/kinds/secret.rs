@@ -7,7 +7,7 @@ use super::{ALL_VERBS, Strategy};
 use crate::defaults::root;
 use crate::field::FieldError;
 use crate::object::{default_field, ensure_object, str_or_empty};
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::config;
@@ -25,6 +25,7 @@ pub static SECRET: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &SecretStrategy,
 };
 

@@ -8,7 +8,7 @@ use crate::defaults::{array_mut, as_map};
 use crate::field::FieldError;
 use crate::object::{array, default_field, ensure_object, get, get_i64, get_str, str_or_empty};
 use crate::patch::schema::ListStrategy;
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, map_selector, none_if_empty, object_name};
 use crate::typed::{TypedError, round_trip};
 use crate::validation::meta::NameFn;
@@ -27,6 +27,7 @@ pub static SERVICE: ResourceInfo = ResourceInfo {
     verbs: ALL_VERBS,
     subresources: &[status("", "v1", "Service")],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &ServiceStrategy,
 };
 

@@ -5,9 +5,10 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
+use super::tokenrequest::TOKEN_SUBRESOURCE;
 use super::{ALL_VERBS, Strategy};
 use crate::field::FieldError;
-use crate::registry::ResourceInfo;
+use crate::registry::{ResourceInfo, Serving};
 use crate::table::{AGE, Column, NAME, creation_age, object_name};
 use crate::typed::{TypedError, round_trip};
 
@@ -22,8 +23,9 @@ pub static SERVICE_ACCOUNT: ResourceInfo = ResourceInfo {
     short_names: &["sa"],
     categories: &[],
     verbs: ALL_VERBS,
-    subresources: &[],
+    subresources: &[TOKEN_SUBRESOURCE],
     tracks_generation: false,
+    serving: Serving::Stored,
     strategy: &ServiceAccountStrategy,
 };
 

@@ -9,6 +9,8 @@ pub mod names;
 pub mod netpol;
 pub mod network;
 pub mod pod;
+pub mod rbac;
+pub mod review;
 pub mod storage;
 pub mod workload;
 

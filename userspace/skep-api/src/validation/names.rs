@@ -10,6 +10,21 @@ const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const CONFIG_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
 const C_IDENTIFIER_FMT: &str = "[A-Za-z_][A-Za-z0-9_]*";
 
+/// `path.IsValidPathSegmentName`: a name usable as one URL path segment
+/// (RBAC names, so `system:controller:foo` is valid).
+pub fn path_segment_name(s: &str) -> Vec<String> {
+    for illegal in [".", ".."] {
+        if s == illegal {
+            return vec![format!("may not be '{illegal}'")];
+        }
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|c| s.contains(*c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect()
+}
+
 /// Longest DNS-1123 label.
 pub const DNS1123_LABEL_MAX: usize = 63;
 /// Longest DNS-1123 subdomain.
