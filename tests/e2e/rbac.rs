@@ -145,7 +145,10 @@ fn a_role_binding_lets_a_user_in_and_its_deletion_shuts_them_out() -> anyhow::Re
         let (ok, out, err) = run(kubectl, &jane, &["auth", "whoami", "-o", "json"])?;
         assert!(ok, "{kubectl}: whoami: {err}");
         let review: serde_json::Value = serde_json::from_str(&out)?;
-        assert_eq!(review["status"]["userInfo"]["username"], "jane", "{kubectl}");
+        assert_eq!(
+            review["status"]["userInfo"]["username"], "jane",
+            "{kubectl}"
+        );
         assert_eq!(
             review["status"]["userInfo"]["groups"],
             serde_json::json!(["dev", "system:authenticated"]),
@@ -166,7 +169,9 @@ fn a_role_binding_lets_a_user_in_and_its_deletion_shuts_them_out() -> anyhow::Re
     let (ok, _, err) = run_with(&jane, &["create", "-f", "-"], admin_binding)?;
     assert!(!ok, "jane bound herself to admin");
     assert!(
-        err.contains("rolebindings.rbac.authorization.k8s.io \"jane-admin\" is forbidden: user \"jane\""),
+        err.contains(
+            "rolebindings.rbac.authorization.k8s.io \"jane-admin\" is forbidden: user \"jane\""
+        ),
         "{err}"
     );
     // What she holds she may grant.
@@ -199,7 +204,11 @@ fn a_role_binding_lets_a_user_in_and_its_deletion_shuts_them_out() -> anyhow::Re
     Ok(())
 }
 
-fn run_with(kubeconfig: &Path, args: &[&str], stdin: &str) -> anyhow::Result<(bool, String, String)> {
+fn run_with(
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: &str,
+) -> anyhow::Result<(bool, String, String)> {
     use std::io::Write as _;
     let mut child = Command::new("kubectl")
         .arg("--kubeconfig")

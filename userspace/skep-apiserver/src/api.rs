@@ -97,7 +97,7 @@ async fn dispatch(
     };
     let watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
     let target = request::parse(&method, uri.path(), watch);
-    let user = match gate(
+    let user = match Box::pin(gate(
         &state,
         identity,
         &method,
@@ -105,7 +105,7 @@ async fn dispatch(
         target.as_ref(),
         &params,
         &headers,
-    )
+    ))
     .await
     {
         Ok(user) => user,
@@ -149,7 +149,9 @@ async fn dispatch(
         },
         Target::Resource(req) => {
             drop(entered);
-            match resource(&state, &user, &req, &params, &headers, body).await {
+            // Boxed: the verbs' futures nested in `dispatch`'s overflow the
+            // compiler's query depth.
+            match Box::pin(resource(&state, &user, &req, &params, &headers, body)).await {
                 Ok(response) => response,
                 Err(err) => error_response(&err),
             }
@@ -299,7 +301,9 @@ async fn resource(
         .unwrap_or("application/json");
     match info.serving {
         Serving::Stored => {}
-        Serving::CreateOnly => return create_only(state, info, req, content_type, &body).await,
+        Serving::CreateOnly => {
+            return create_only(state, user, info, req, content_type, &body).await;
+        }
     }
     match req.verb {
         Verb::Get => get(state, info, req, params, headers).await,
@@ -330,6 +334,7 @@ async fn resource(
 /// handler. Top-level `bindings` bind the pod the Binding names.
 async fn create_only(
     state: &ApiState,
+    user: &skep_user::UserInfo,
     info: &ResourceInfo,
     req: &ResourceRequest,
     content_type: &str,
@@ -350,7 +355,19 @@ async fn create_only(
             &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
         ));
     }
-    // Reviews are not routed to their handlers yet.
+    if crate::reviews::answers(info) {
+        let errors = info.strategy().validate(&decoded.value);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(
+                info.group,
+                info.kind,
+                object::name(&decoded.value),
+                &errors,
+            ));
+        }
+        let answer = crate::reviews::answer(&state.authorizer, user, info, req, decoded.value)?;
+        return Ok(json_response(StatusCode::CREATED, &answer));
+    }
     Err(ApiError::method_not_allowed())
 }
 

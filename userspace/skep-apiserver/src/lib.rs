@@ -2,6 +2,9 @@
 //! controllers talk to, backed by `skep-store`. It makes the cluster CA and
 //! certificates on first start and writes an admin kubeconfig.
 #![deny(missing_docs)]
+// The REST verbs' async state machines nest deeply (request → verb → store →
+// Raft); computing their layout needs more than the default 128 queries.
+#![recursion_limit = "256"]
 #![expect(
     clippy::doc_markdown,
     reason = "Kubernetes kind names (ServiceAccount, ClusterRole, NodeRestriction, …) are plain words in these docs"
