@@ -45,6 +45,8 @@ pub struct ApiState {
     pub server_address: String,
     /// Dials node agents for pods' logs and exec.
     pub nodes: crate::proxy::NodeClient,
+    /// ServiceAccount tokens: issuing, reviewing, OIDC discovery.
+    pub tokens: crate::sa_tokens::ServiceAccountTokens,
 }
 
 /// The API router: node sync's gRPC service under its own path, every
@@ -53,8 +55,11 @@ pub fn router(state: ApiState) -> Router {
     use tonic::server::NamedService as _;
     use tower::ServiceExt as _;
     type NodeSync = NodeSyncServer<NodeSyncService>;
-    let node_sync = NodeSync::new(NodeSyncService::new(state.objects.clone()))
-        .map_request(|req: axum::http::Request<Body>| req.map(tonic::body::Body::new));
+    let node_sync = NodeSync::new(NodeSyncService::new(
+        state.objects.clone(),
+        state.tokens.clone(),
+    ))
+    .map_request(|req: axum::http::Request<Body>| req.map(tonic::body::Body::new));
     Router::new()
         .route_service(&format!("/{}/{{*rest}}", NodeSync::NAME), node_sync)
         .route(
@@ -94,7 +99,12 @@ async fn dispatch(
         ));
     };
     let identity = identity.map(|Extension(i)| i).unwrap_or_default();
-    if identity.is_anonymous() && !matches!(target, Target::Health | Target::Version) {
+    if identity.is_anonymous()
+        && !matches!(
+            target,
+            Target::Health | Target::Version | Target::OpenIdConfiguration | Target::Jwks
+        )
+    {
         return error_response(&ApiError::unauthorized());
     }
     let span = tracing::debug_span!("request", %method, path = uri.path(), user = %identity.user);
@@ -127,6 +137,9 @@ async fn dispatch(
                 None => not_served(),
             },
         },
+        Target::OpenIdConfiguration | Target::Jwks => {
+            crate::sa_tokens::discovery_response(&state.tokens, &target)
+        }
         Target::Resource(req) => {
             drop(entered);
             match resource(&state, &req, &params, &headers, body).await {
@@ -231,6 +244,19 @@ async fn resource(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some(endpoint) = crate::sa_tokens::Endpoint::of(req) {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        // Boxed: kept out of `dispatch`'s future, which is deep enough.
+        let (obj, warnings) =
+            Box::pin(endpoint.serve(&state.tokens, req, content_type, &body)).await?;
+        return Ok(with_warnings(
+            json_response(StatusCode::CREATED, &obj),
+            &warnings,
+        ));
+    }
     let info = registry::by_plural(&req.group, &req.version, &req.resource).ok_or_else(|| {
         ApiError::new(
             StatusReason::NotFound,

@@ -50,6 +50,9 @@ pub enum ApiServerError {
         #[source]
         source: skep_api::ApiError,
     },
+    /// The service account signing key could not be loaded or made.
+    #[error(transparent)]
+    ServiceAccountKey(#[from] sa_tokens::SaTokensError),
     /// Creating the built-in namespaces failed.
     #[error("failed to create the built-in namespace {name}: {message}")]
     Bootstrap {
@@ -72,6 +75,23 @@ pub struct ApiServerConfig {
     /// Where Services get cluster IPs and node ports
     /// (`--service-cluster-ip-range`, `--service-node-port-range`).
     pub service_ranges: ServiceRanges,
+    /// The ServiceAccount token issuer (`--service-account-issuer`), also
+    /// the API audience; by default [`sa_tokens::DEFAULT_ISSUER`].
+    pub service_account_issuer: String,
+}
+
+impl Default for ApiServerConfig {
+    /// `skep server`'s defaults: `/var/lib/skep`, `127.0.0.1:6443`, the
+    /// default Service ranges and issuer.
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/skep"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            server_names: Vec::new(),
+            service_ranges: ServiceRanges::default(),
+            service_account_issuer: sa_tokens::DEFAULT_ISSUER.to_owned(),
+        }
+    }
 }
 
 /// A bound, ready API server: call [`ApiServer::serve`] to run it.
@@ -95,6 +115,8 @@ impl ApiServer {
     pub async fn bind(config: &ApiServerConfig, store: Store) -> Result<Self, ApiServerError> {
         tls::install_default_provider();
         let pki = pki::Pki::load_or_create(&config.data_dir.join("pki"), &config.server_names)?;
+        let signer =
+            sa_tokens::load_signer(&config.data_dir.join("pki"), &config.service_account_issuer)?;
         let tls = tls::server_config(&pki)?;
         let nodes = proxy::NodeClient::new(&pki)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -122,6 +144,11 @@ impl ApiServer {
         builtin_services::ensure(&objects, &host, local.port())
             .await
             .map_err(|source| ApiServerError::BuiltinServices { source })?;
+        let tokens = sa_tokens::ServiceAccountTokens::new(
+            objects.clone(),
+            std::sync::Arc::new(signer),
+            &server_address,
+        );
         tracing::info!(%server_address, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(Self {
             listener,
@@ -130,6 +157,7 @@ impl ApiServer {
                 objects,
                 server_address,
                 nodes,
+                tokens,
             },
             kubeconfig,
             pki,
@@ -164,6 +192,19 @@ impl ApiServer {
     #[must_use]
     pub fn address(&self) -> &str {
         &self.state.server_address
+    }
+
+    /// The ServiceAccount token issuer (its signer also signs legacy token
+    /// secrets).
+    #[must_use]
+    pub fn service_account_tokens(&self) -> &sa_tokens::ServiceAccountTokens {
+        &self.state.tokens
+    }
+
+    /// The cluster CA certificate (PEM): the `ca.crt` of token secrets.
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca.cert_pem
     }
 
     /// The admin kubeconfig's path.

@@ -39,6 +39,10 @@ pub struct ControlPlaneArgs {
     /// flag of that name).
     #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767")]
     pub service_node_port_range: PortRange,
+    /// The issuer of ServiceAccount tokens, also the API audience
+    /// (kube-apiserver's flag of that name, as kubeadm sets it).
+    #[arg(long, value_name = "URL", default_value = skep_apiserver::sa_tokens::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
 }
 
 impl ControlPlaneArgs {
@@ -102,6 +106,7 @@ pub async fn run(
             listen: args.listen,
             server_names: args.tls_sans.clone(),
             service_ranges: args.service_ranges(),
+            service_account_issuer: args.service_account_issuer.clone(),
         },
         store.clone(),
     )
