@@ -121,6 +121,10 @@ pub async fn run(
     let loops = skep_controllers::run(
         &Objects::with_service_ranges(store.clone(), args.service_ranges()),
         &args.controller_config(),
+        Some(skep_controllers::tokens::TokenIssuer {
+            signer: server.service_account_tokens().signer().clone(),
+            root_ca_pem: server.ca_pem().to_owned(),
+        }),
         &stop_loops,
     );
     started(&server)?;
