@@ -22,4 +22,5 @@ mod policy_validation;
 mod scheduling;
 mod service_alloc;
 mod services;
+mod tokens;
 mod workloads;
