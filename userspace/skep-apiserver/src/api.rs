@@ -45,7 +45,7 @@ pub struct ApiState {
     pub server_address: String,
     /// Dials node agents for pods' logs and exec.
     pub nodes: crate::proxy::NodeClient,
-    /// ServiceAccount tokens: issuing, reviewing, OIDC discovery.
+    /// Service account tokens: issuing, reviewing, OIDC discovery.
     pub tokens: crate::sa_tokens::ServiceAccountTokens,
 }
 

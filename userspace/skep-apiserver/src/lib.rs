@@ -1,6 +1,7 @@
 //! skep's API server: the Kubernetes REST API over HTTPS that kubectl and the
 //! controllers talk to, backed by `skep-store`. It makes the cluster CA and
-//! certificates on first start and writes an admin kubeconfig.
+//! certificates and the service account signing key on first start and
+//! writes an admin kubeconfig.
 #![deny(missing_docs)]
 
 pub mod api;
@@ -75,7 +76,7 @@ pub struct ApiServerConfig {
     /// Where Services get cluster IPs and node ports
     /// (`--service-cluster-ip-range`, `--service-node-port-range`).
     pub service_ranges: ServiceRanges,
-    /// The ServiceAccount token issuer (`--service-account-issuer`), also
+    /// The service account token issuer (`--service-account-issuer`), also
     /// the API audience; by default [`sa_tokens::DEFAULT_ISSUER`].
     pub service_account_issuer: String,
 }
@@ -194,7 +195,7 @@ impl ApiServer {
         &self.state.server_address
     }
 
-    /// The ServiceAccount token issuer (its signer also signs legacy token
+    /// The service account token issuer (its signer also signs legacy token
     /// secrets).
     #[must_use]
     pub fn service_account_tokens(&self) -> &sa_tokens::ServiceAccountTokens {

@@ -156,14 +156,12 @@ impl TokensController {
         } else {
             self.account(namespace, &account_name, &account_uid).await?
         };
-        match account {
-            Some(account) => self.fill(secret, &account).await,
-            None => {
-                tracing::info!(service_account = %account_name, "token secret has no service account; deleting");
-                let uid = secret.metadata.uid.clone().unwrap_or_default();
-                self.delete_secret(namespace, name, uid).await
-            }
+        if let Some(account) = account {
+            return self.fill(secret, &account).await;
         }
+        tracing::info!(service_account = %account_name, "token secret has no service account; deleting");
+        let uid = secret.metadata.uid.clone().unwrap_or_default();
+        self.delete_secret(namespace, name, uid).await
     }
 
     /// Adds what is missing (`ca.crt` when it differs, `namespace`, the

@@ -39,7 +39,7 @@ pub struct ControlPlaneArgs {
     /// flag of that name).
     #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767")]
     pub service_node_port_range: PortRange,
-    /// The issuer of ServiceAccount tokens, also the API audience
+    /// The issuer of service account tokens, also the API audience
     /// (kube-apiserver's flag of that name, as kubeadm sets it).
     #[arg(long, value_name = "URL", default_value = skep_apiserver::sa_tokens::DEFAULT_ISSUER)]
     pub service_account_issuer: String,
