@@ -339,7 +339,7 @@ pub async fn run() -> anyhow::Result<()> {
             listen: "127.0.0.1:0".parse()?,
             server_names: Vec::new(),
             service_ranges: skep_apiserver::ServiceRanges::default(),
-            anonymous_auth: true,
+            ..ApiServerConfig::default()
         },
         api_store.clone(),
     )

@@ -23,4 +23,5 @@ mod rbac;
 mod scheduling;
 mod service_alloc;
 mod services;
+mod tokens;
 mod workloads;

@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "k8s.io/api/autoscaling/v1/generated.proto",
     "k8s.io/api/discovery/v1/generated.proto",
     "k8s.io/api/networking/v1/generated.proto",
+    "k8s.io/api/authentication/v1/generated.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -54,6 +54,8 @@ pub struct ApiState {
     pub authenticator: Authenticator,
     /// What a user may do.
     pub authorizer: Authorizer,
+    /// Service account tokens: issuing, reviewing, OIDC discovery.
+    pub tokens: crate::sa_tokens::ServiceAccountTokens,
 }
 
 /// The API router: node sync's gRPC service under its own path, every
@@ -62,8 +64,11 @@ pub fn router(state: ApiState) -> Router {
     use tonic::server::NamedService as _;
     use tower::ServiceExt as _;
     type NodeSync = NodeSyncServer<NodeSyncService>;
-    let node_sync = NodeSync::new(NodeSyncService::new(state.objects.clone()))
-        .map_request(|req: axum::http::Request<Body>| req.map(tonic::body::Body::new));
+    let node_sync = NodeSync::new(NodeSyncService::new(
+        state.objects.clone(),
+        state.tokens.clone(),
+    ))
+    .map_request(|req: axum::http::Request<Body>| req.map(tonic::body::Body::new));
     Router::new()
         .route_service(&format!("/{}/{{*rest}}", NodeSync::NAME), node_sync)
         .route(
@@ -147,6 +152,9 @@ async fn dispatch(
                 None => not_served(),
             },
         },
+        Target::OpenIdConfiguration | Target::Jwks => {
+            crate::sa_tokens::discovery_response(&state.tokens, &target)
+        }
         Target::Resource(req) => {
             drop(entered);
             // Boxed: the verbs' futures nested in `dispatch`'s overflow the
@@ -276,6 +284,19 @@ async fn resource(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some(endpoint) = crate::sa_tokens::Endpoint::of(req) {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json");
+        // Boxed: kept out of `dispatch`'s future, which is deep enough.
+        let (obj, warnings) =
+            Box::pin(endpoint.serve(&state.tokens, req, content_type, &body)).await?;
+        return Ok(with_warnings(
+            json_response(StatusCode::CREATED, &obj),
+            &warnings,
+        ));
+    }
     let info = registry::by_plural(&req.group, &req.version, &req.resource).ok_or_else(|| {
         ApiError::new(
             StatusReason::NotFound,

@@ -1,6 +1,7 @@
 //! skep's API server: the Kubernetes REST API over HTTPS that kubectl and the
 //! controllers talk to, backed by `skep-store`. It makes the cluster CA and
-//! certificates on first start and writes an admin kubeconfig.
+//! certificates and the service account signing key on first start and
+//! writes an admin kubeconfig.
 #![deny(missing_docs)]
 // The REST verbs' async state machines nest deeply (request → verb → store →
 // Raft); computing their layout needs more than the default 128 queries.
@@ -71,6 +72,9 @@ pub enum ApiServerError {
         #[source]
         source: skep_api::ApiError,
     },
+    /// The service account signing key could not be loaded or made.
+    #[error(transparent)]
+    ServiceAccountKey(#[from] sa_tokens::SaTokensError),
     /// Creating the built-in namespaces failed.
     #[error("failed to create the built-in namespace {name}: {message}")]
     Bootstrap {
@@ -97,6 +101,24 @@ pub struct ApiServerConfig {
     /// `system:anonymous` (`--anonymous-auth`, on by default as upstream);
     /// off, they get 401.
     pub anonymous_auth: bool,
+    /// The service account token issuer (`--service-account-issuer`), also
+    /// the API audience; by default [`sa_tokens::DEFAULT_ISSUER`].
+    pub service_account_issuer: String,
+}
+
+impl Default for ApiServerConfig {
+    /// `skep server`'s defaults: `/var/lib/skep`, `127.0.0.1:6443`, the
+    /// default Service ranges and issuer.
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/skep"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            server_names: Vec::new(),
+            service_ranges: ServiceRanges::default(),
+            service_account_issuer: sa_tokens::DEFAULT_ISSUER.to_owned(),
+            anonymous_auth: true,
+        }
+    }
 }
 
 /// A bound, ready API server: call [`ApiServer::serve`] to run it.
@@ -120,6 +142,8 @@ impl ApiServer {
     pub async fn bind(config: &ApiServerConfig, store: Store) -> Result<Self, ApiServerError> {
         tls::install_default_provider();
         let pki = pki::Pki::load_or_create(&config.data_dir.join("pki"), &config.server_names)?;
+        let signer =
+            sa_tokens::load_signer(&config.data_dir.join("pki"), &config.service_account_issuer)?;
         let tls = tls::server_config(&pki)?;
         let nodes = proxy::NodeClient::new(&pki)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -153,8 +177,12 @@ impl ApiServer {
         let authorizer = authz::Authorizer::start(&objects)
             .await
             .map_err(|source| ApiServerError::Rbac { source })?;
-        let tokens = sa_tokens::ServiceAccountTokens::new(objects.clone());
-        let authenticator = authn::Authenticator::new(tokens, config.anonymous_auth);
+        let tokens = sa_tokens::ServiceAccountTokens::new(
+            objects.clone(),
+            std::sync::Arc::new(signer),
+            &server_address,
+        );
+        let authenticator = authn::Authenticator::new(tokens.clone(), config.anonymous_auth);
         tracing::info!(%server_address, kubeconfig = %kubeconfig.display(), "API server listening");
         Ok(Self {
             listener,
@@ -165,6 +193,7 @@ impl ApiServer {
                 nodes,
                 authenticator,
                 authorizer,
+                tokens,
             },
             kubeconfig,
             pki,
@@ -199,6 +228,19 @@ impl ApiServer {
     #[must_use]
     pub fn address(&self) -> &str {
         &self.state.server_address
+    }
+
+    /// The service account token issuer (its signer also signs legacy token
+    /// secrets).
+    #[must_use]
+    pub fn service_account_tokens(&self) -> &sa_tokens::ServiceAccountTokens {
+        &self.state.tokens
+    }
+
+    /// The cluster CA certificate (PEM): the `ca.crt` of token secrets.
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca.cert_pem
     }
 
     /// The admin kubeconfig's path.

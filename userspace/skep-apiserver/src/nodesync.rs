@@ -33,6 +33,7 @@ use skep_proto::v1::{
 use skep_store::{EventKind, KeyValue, ListRequest, ReadConsistency, StoreError};
 use tonic::{Request, Response, Status};
 
+use crate::sa_tokens::ServiceAccountTokens;
 use crate::tls::Identity;
 
 /// How long a quiet node stream waits before telling the node how far it is.
@@ -89,12 +90,13 @@ enum Feed {
 #[derive(Clone)]
 pub struct NodeSyncService {
     objects: Objects,
+    tokens: ServiceAccountTokens,
 }
 
 impl NodeSyncService {
-    /// The service over `objects`.
-    pub fn new(objects: Objects) -> Self {
-        Self { objects }
+    /// The service over `objects`, issuing pods' tokens with `tokens`.
+    pub fn new(objects: Objects, tokens: ServiceAccountTokens) -> Self {
+        Self { objects, tokens }
     }
 }
 
@@ -176,12 +178,19 @@ impl NodeSync for NodeSyncService {
         Ok(Response::new(WriteResponse { object }))
     }
 
+    #[tracing::instrument(skip_all, fields(namespace = %request.get_ref().namespace, pod = %request.get_ref().pod_name))]
     async fn request_token(
         &self,
         request: Request<TokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
-        let _node = node_of(request.extensions().get::<Identity>())?;
-        Err(Status::unimplemented("RequestToken is not served yet"))
+        let node = node_of(request.extensions().get::<Identity>())?;
+        let issued = crate::sa_tokens::node_token(&self.tokens, &node, request.get_ref())
+            .await
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(TokenResponse {
+            token: issued.token,
+            expiration_unix: issued.expires_at,
+        }))
     }
 }
 

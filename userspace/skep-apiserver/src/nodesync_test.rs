@@ -33,7 +33,7 @@ async fn start() -> Result<(Cluster, ApiServer)> {
             listen: "127.0.0.1:0".parse()?,
             server_names: Vec::new(),
             service_ranges: crate::ServiceRanges::default(),
-            anonymous_auth: true,
+            ..ApiServerConfig::default()
         },
         store,
     )

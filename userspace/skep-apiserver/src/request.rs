@@ -24,6 +24,11 @@ pub enum Target {
         /// The version.
         version: String,
     },
+    /// `/.well-known/openid-configuration`: the service account issuer's
+    /// OIDC discovery document.
+    OpenIdConfiguration,
+    /// `/openid/v1/jwks`: the issuer's key set.
+    Jwks,
     /// `/openapi/v2` or `/openapi/v3[/…]`.
     OpenApi(String),
     /// A verb on a resource.
@@ -80,6 +85,10 @@ pub fn parse(method: &Method, path: &str, watch_param: bool) -> Option<Target> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
         ["version"] => return Some(Target::Version),
+        [".well-known", "openid-configuration"] if *method == Method::GET => {
+            return Some(Target::OpenIdConfiguration);
+        }
+        ["openid", "v1", "jwks"] if *method == Method::GET => return Some(Target::Jwks),
         ["healthz" | "livez" | "readyz", ..] => return Some(Target::Health),
         ["openapi", rest @ ..] => return Some(Target::OpenApi(rest.join("/"))),
         ["api"] => return Some(Target::CoreVersions),
@@ -241,6 +250,15 @@ mod tests {
             })
         );
         assert_eq!(parse(&Method::GET, "/nope", false), None);
+        assert_eq!(
+            parse(&Method::GET, "/.well-known/openid-configuration", false),
+            Some(Target::OpenIdConfiguration)
+        );
+        assert_eq!(
+            parse(&Method::GET, "/openid/v1/jwks", false),
+            Some(Target::Jwks)
+        );
+        assert_eq!(parse(&Method::POST, "/openid/v1/jwks", false), None);
         assert_eq!(parse(&Method::GET, "/api/v1/a/b/c/d", false), None);
     }
 }

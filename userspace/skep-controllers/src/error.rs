@@ -16,6 +16,15 @@ pub enum ControllerError {
         #[source]
         source: ApiError,
     },
+    /// A legacy token could not be signed.
+    #[error("failed to sign a token for {object}")]
+    Sign {
+        /// `namespace/name` of the secret.
+        object: String,
+        /// Why.
+        #[source]
+        source: skep_tokens::SignError,
+    },
     /// An object could not be converted between JSON and its typed form.
     #[error("failed to convert {object}")]
     Convert {

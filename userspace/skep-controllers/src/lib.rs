@@ -8,6 +8,7 @@
 //! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`persistentvolume`] (claim binding),
 //! [`namespace`], [`serviceaccounts`] (a `default` ServiceAccount per namespace),
 //! [`clusterroleaggregation`] (aggregated ClusterRoles' rules)
+//! [`tokens`] (legacy ServiceAccount token secrets)
 //! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
 //! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
@@ -34,6 +35,7 @@ pub mod queue;
 pub mod replicaset;
 pub mod scheduling;
 pub mod serviceaccounts;
+pub mod tokens;
 mod util;
 
 use std::future::Future;
@@ -162,11 +164,13 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Starts every control loop on `objects`; the handle finishes after
-/// `shutdown` is cancelled and the loops have stopped.
+/// `shutdown` is cancelled and the loops have stopped. The tokens
+/// controller runs when `tokens` gives it a signer and CA.
 #[tracing::instrument(skip_all)]
 pub fn run(
     objects: &Objects,
     config: &ControllerConfig,
+    tokens: Option<tokens::TokenIssuer>,
     shutdown: &CancellationToken,
 ) -> JoinHandle<()> {
     let informers = Informers::new(objects.clone());
@@ -191,6 +195,11 @@ pub fn run(
             objects, &informers, config, shutdown,
         ),
     );
+    if let Some(issuer) = tokens {
+        tasks.extend(tokens::TokensController::start(
+            objects, &informers, config, issuer, shutdown,
+        ));
+    }
     tasks.extend(gc::GarbageCollector::start(
         objects, &informers, config, shutdown,
     ));

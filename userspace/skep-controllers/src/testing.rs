@@ -41,13 +41,21 @@ impl Harness {
 
     /// The control loops exactly as `config` says.
     pub async fn start_with(config: ControllerConfig) -> Result<Self> {
+        Self::start_with_tokens(config, None).await
+    }
+
+    /// The control loops as `config` says, the tokens controller with `tokens`.
+    pub async fn start_with_tokens(
+        config: ControllerConfig,
+        tokens: Option<crate::tokens::TokenIssuer>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Store::open(StoreConfig::single(dir.path())).await?;
         let objects = Objects::new(store);
         create_namespace(&objects, "team").await?;
         let shutdown = CancellationToken::new();
         // The join handle is not needed: cancelling stops every task.
-        drop(run(&objects, &config, &shutdown));
+        drop(run(&objects, &config, tokens, &shutdown));
         Ok(Self {
             objects,
             shutdown,

@@ -44,6 +44,10 @@ pub struct ControlPlaneArgs {
     /// `--anonymous-auth=false` answers them 401.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub anonymous_auth: bool,
+    /// The issuer of service account tokens, also the API audience
+    /// (kube-apiserver's flag of that name, as kubeadm sets it).
+    #[arg(long, value_name = "URL", default_value = skep_apiserver::sa_tokens::DEFAULT_ISSUER)]
+    pub service_account_issuer: String,
 }
 
 impl ControlPlaneArgs {
@@ -108,6 +112,7 @@ pub async fn run(
             server_names: args.tls_sans.clone(),
             service_ranges: args.service_ranges(),
             anonymous_auth: args.anonymous_auth,
+            service_account_issuer: args.service_account_issuer.clone(),
         },
         store.clone(),
     )
@@ -122,6 +127,10 @@ pub async fn run(
     let loops = skep_controllers::run(
         &Objects::with_service_ranges(store.clone(), args.service_ranges()),
         &args.controller_config(),
+        Some(skep_controllers::tokens::TokenIssuer {
+            signer: server.service_account_tokens().signer().clone(),
+            root_ca_pem: server.ca_pem().to_owned(),
+        }),
         &stop_loops,
     );
     started(&server)?;
