@@ -118,7 +118,8 @@ impl ApiServer {
         let kubeconfig = config.data_dir.join("kubeconfig");
         kubeconfig::write_admin(&kubeconfig, &format!("https://{server_address}"), &pki)?;
         bootstrap_namespaces(&store).await?;
-        let objects = skep_objects::Objects::with_service_ranges(store, config.service_ranges);
+        let objects = skep_objects::Objects::with_service_ranges(store, config.service_ranges)
+            .with_service_account_admission(true);
         builtin_services::ensure(&objects, &host, local.port())
             .await
             .map_err(|source| ApiServerError::BuiltinServices { source })?;
@@ -164,6 +165,13 @@ impl ApiServer {
     #[must_use]
     pub fn address(&self) -> &str {
         &self.state.server_address
+    }
+
+    /// The cluster CA certificate (PEM): what pods verify the API server
+    /// with (the `kube-root-ca.crt` ConfigMaps publish it).
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca.cert_pem
     }
 
     /// The admin kubeconfig's path.

@@ -88,7 +88,7 @@ impl Objects {
         dry_run: bool,
     ) -> Result<Written, ApiError> {
         let Admitted {
-            object: obj,
+            object: mut obj,
             warnings,
             ..
         } = admitted;
@@ -96,6 +96,9 @@ impl Objects {
         let ns = object::namespace(&obj).to_owned();
         if info.namespaced {
             self.ensure_namespace_active(&ns).await?;
+        }
+        if *info == kinds::POD && self.service_account_admission {
+            self.admit_service_account(&ns, &mut obj).await?;
         }
         if *info == kinds::SERVICE {
             let object = Box::pin(self.create_service(info, &obj, dry_run)).await?;
