@@ -6,7 +6,8 @@
 //! over a work queue of object keys, fed by informers for the kinds it
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
 //! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`persistentvolume`] (claim binding),
-//! [`namespace`], [`serviceaccounts`] (a `default` ServiceAccount per namespace)
+//! [`namespace`], [`serviceaccounts`] (a `default` ServiceAccount per namespace),
+//! [`rootcacert`] (the `kube-root-ca.crt` ConfigMap per namespace)
 //! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
 //! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
@@ -30,6 +31,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod queue;
 pub mod replicaset;
+pub mod rootcacert;
 pub mod scheduling;
 pub mod serviceaccounts;
 mod util;
@@ -65,6 +67,9 @@ pub struct ControllerConfig {
     pub node_cidr_mask: u8,
     /// Whether to run the scheduler ([`scheduling`]) too.
     pub scheduler: bool,
+    /// The cluster CA certificate (PEM) [`rootcacert`] publishes in every
+    /// namespace; without it that controller does not run.
+    pub root_ca: Option<Arc<str>>,
 }
 
 impl Default for ControllerConfig {
@@ -79,6 +84,7 @@ impl Default for ControllerConfig {
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_owned(),
             node_cidr_mask: nodeipam::DEFAULT_NODE_MASK,
             scheduler: true,
+            root_ca: None,
         }
     }
 }
@@ -184,6 +190,15 @@ pub fn run(
     tasks.extend(serviceaccounts::ServiceAccountsController::start(
         objects, &informers, config, shutdown,
     ));
+    if let Some(root_ca) = &config.root_ca {
+        tasks.extend(rootcacert::RootCaCertPublisher::start(
+            objects,
+            &informers,
+            Arc::clone(root_ca),
+            config,
+            shutdown,
+        ));
+    }
     tasks.extend(gc::GarbageCollector::start(
         objects, &informers, config, shutdown,
     ));
