@@ -21,5 +21,6 @@ mod netpol;
 mod policy_validation;
 mod scheduling;
 mod service_alloc;
+mod serviceaccount;
 mod services;
 mod workloads;
