@@ -168,7 +168,7 @@ impl ApiServer {
     }
 
     /// The cluster CA certificate (PEM): what pods verify the API server
-    /// with (the `kube-root-ca.crt` ConfigMaps publish it).
+    /// with (published in every namespace as `kube-root-ca.crt`).
     #[must_use]
     pub fn ca_pem(&self) -> &str {
         &self.pki.ca.cert_pem

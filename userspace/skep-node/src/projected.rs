@@ -7,6 +7,7 @@
 //! pod (see [`token_keys`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{
     DownwardAPIVolumeFile, KeyToPath, Pod, ResourceFieldSelector, Volume,
@@ -134,13 +135,14 @@ fn go_quote(s: &str) -> String {
             '\u{b}' => out.push_str("\\v"),
             c if c.is_control() => {
                 let n = u32::from(c);
-                if n < 0x100 {
-                    out.push_str(&format!("\\x{n:02x}"));
+                // Writing to a String cannot fail.
+                let _ = if n < 0x100 {
+                    write!(out, "\\x{n:02x}")
                 } else if n < 0x10000 {
-                    out.push_str(&format!("\\u{n:04x}"));
+                    write!(out, "\\u{n:04x}")
                 } else {
-                    out.push_str(&format!("\\U{n:08x}"));
-                }
+                    write!(out, "\\U{n:08x}")
+                };
             }
             c => out.push(c),
         }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::api::NodeApi;
 
 /// Tokens are renewed at the latest this long after they were issued.
-pub const MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+pub const MAX_TTL: Duration = Duration::from_hours(24);
 
 /// Renewals are brought forward by up to this much.
 const MAX_JITTER: Duration = Duration::from_secs(10);
@@ -252,12 +252,10 @@ mod tests {
             .refresh_at("u1")
             .ok_or_else(|| anyhow::anyhow!("no refresh time"))?;
         let after = due.duration_since(Instant::now());
-        assert!(after <= Duration::from_secs(2880), "{after:?}");
-        assert!(
-            after > Duration::from_secs(2880) - MAX_JITTER - Duration::from_secs(1),
-            "{after:?}"
-        );
-        tokio::time::advance(after - Duration::from_secs(1)).await;
+        // 80% of an hour, less up to 10 s of jitter.
+        let (earliest, latest) = (Duration::from_secs(2869), Duration::from_mins(48));
+        assert!(earliest < after && after <= latest, "{after:?}");
+        tokio::time::advance(after.saturating_sub(Duration::from_secs(1))).await;
         assert_eq!(tokens.get(&k).await?, "token-1");
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(tokens.get(&k).await?, "token-2");
@@ -275,7 +273,8 @@ mod tests {
             .refresh_at("u1")
             .map(|d| d.duration_since(Instant::now()))
             .unwrap_or_default();
-        assert!(after <= MAX_TTL && after > MAX_TTL - MAX_JITTER - Duration::from_secs(1));
+        let earliest = MAX_TTL.saturating_sub(MAX_JITTER + Duration::from_secs(1));
+        assert!(after <= MAX_TTL && after > earliest, "{after:?}");
         tokio::time::advance(MAX_TTL).await;
         issuer.fail.store(true, Ordering::SeqCst);
         // Still valid: the cached one.

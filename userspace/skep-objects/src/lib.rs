@@ -52,9 +52,9 @@ impl Objects {
         }
     }
 
-    /// These objects with the ServiceAccount admission plugin on (as the
+    /// These objects with the `ServiceAccount` admission plugin on (as the
     /// API server and the controllers run it) or off (tests of other
-    /// things that create pods without ServiceAccounts): see
+    /// things that create pods in namespaces without accounts): see
     /// [`serviceaccount`].
     #[must_use]
     pub fn with_service_account_admission(mut self, on: bool) -> Self {

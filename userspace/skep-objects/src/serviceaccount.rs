@@ -9,6 +9,10 @@
 //! that does not mount something there already. A pod without
 //! `imagePullSecrets` gets its ServiceAccount's. Mirror pods are not
 //! changed, and may reference neither ServiceAccounts nor secrets.
+#![expect(
+    clippy::doc_markdown,
+    reason = "Kubernetes kind names (ServiceAccount, ConfigMap, …) are plain words in these docs"
+)]
 
 use std::time::Duration;
 
