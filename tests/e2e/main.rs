@@ -22,6 +22,7 @@ mod policy_validation;
 mod rbac;
 mod scheduling;
 mod service_alloc;
+mod serviceaccount;
 mod services;
 mod tokens;
 mod workloads;

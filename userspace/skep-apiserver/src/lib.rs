@@ -167,7 +167,8 @@ impl ApiServer {
         let kubeconfig = config.data_dir.join("kubeconfig");
         kubeconfig::write_admin(&kubeconfig, &format!("https://{server_address}"), &pki)?;
         bootstrap_namespaces(&store).await?;
-        let objects = skep_objects::Objects::with_service_ranges(store, config.service_ranges);
+        let objects = skep_objects::Objects::with_service_ranges(store, config.service_ranges)
+            .with_service_account_admission(true);
         builtin_services::ensure(&objects, &host, local.port())
             .await
             .map_err(|source| ApiServerError::BuiltinServices { source })?;
@@ -237,7 +238,9 @@ impl ApiServer {
         &self.state.tokens
     }
 
-    /// The cluster CA certificate (PEM): the `ca.crt` of token secrets.
+    /// The cluster CA certificate (PEM): what pods verify the API server
+    /// with (published in every namespace as `kube-root-ca.crt`, and the
+    /// `ca.crt` of token secrets).
     #[must_use]
     pub fn ca_pem(&self) -> &str {
         &self.pki.ca.cert_pem

@@ -7,8 +7,9 @@
 //! reads: [`replicaset`], [`deployment`], [`endpoints`] (Endpoints and
 //! EndpointSlices), [`nodelifecycle`], [`nodeipam`] (pod CIDRs), [`persistentvolume`] (claim binding),
 //! [`namespace`], [`serviceaccounts`] (a `default` ServiceAccount per namespace),
-//! [`clusterroleaggregation`] (aggregated ClusterRoles' rules)
-//! [`tokens`] (legacy ServiceAccount token secrets)
+//! [`clusterroleaggregation`] (aggregated ClusterRoles' rules),
+//! [`tokens`] (legacy ServiceAccount token secrets),
+//! [`rootcacert`] (the `kube-root-ca.crt` ConfigMap per namespace)
 //! and the garbage collector [`gc`], and the scheduler ([`scheduling`]).
 //! [`events`] is the recorder they (and the scheduler and
 //! node agent) use for what `kubectl describe` shows.
@@ -33,6 +34,7 @@ pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod queue;
 pub mod replicaset;
+pub mod rootcacert;
 pub mod scheduling;
 pub mod serviceaccounts;
 pub mod tokens;
@@ -69,6 +71,9 @@ pub struct ControllerConfig {
     pub node_cidr_mask: u8,
     /// Whether to run the scheduler ([`scheduling`]) too.
     pub scheduler: bool,
+    /// The cluster CA certificate (PEM) [`rootcacert`] publishes in every
+    /// namespace; without it that controller does not run.
+    pub root_ca: Option<Arc<str>>,
 }
 
 impl Default for ControllerConfig {
@@ -83,6 +88,7 @@ impl Default for ControllerConfig {
             cluster_cidr: nodeipam::DEFAULT_CLUSTER_CIDR.to_owned(),
             node_cidr_mask: nodeipam::DEFAULT_NODE_MASK,
             scheduler: true,
+            root_ca: None,
         }
     }
 }
@@ -198,6 +204,15 @@ pub fn run(
     if let Some(issuer) = tokens {
         tasks.extend(tokens::TokensController::start(
             objects, &informers, config, issuer, shutdown,
+        ));
+    }
+    if let Some(root_ca) = &config.root_ca {
+        tasks.extend(rootcacert::RootCaCertPublisher::start(
+            objects,
+            &informers,
+            Arc::clone(root_ca),
+            config,
+            shutdown,
         ));
     }
     tasks.extend(gc::GarbageCollector::start(

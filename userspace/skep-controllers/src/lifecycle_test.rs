@@ -189,6 +189,64 @@ async fn every_namespace_has_a_default_service_account_made_again_when_deleted()
 }
 
 #[tokio::test]
+async fn every_namespace_has_the_root_ca_config_map_kept_right() -> Result<()> {
+    use crate::rootcacert::{DESCRIPTION, DESCRIPTION_ANNOTATION, ROOT_CA_CERT_CONFIG_MAP_NAME};
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    let h = Harness::start(ControllerConfig {
+        root_ca: Some(PEM.into()),
+        ..ControllerConfig::default()
+    })
+    .await?;
+    create_namespace(&h.objects, "fresh").await?;
+    let published = |want_uid: Option<String>| {
+        let h = &h;
+        async move {
+            wait_for("kube-root-ca.crt", CONVERGE, || {
+                let want_uid = want_uid.clone();
+                async move {
+                    let cm = h
+                        .objects
+                        .try_get_typed::<ConfigMap>("fresh", ROOT_CA_CERT_CONFIG_MAP_NAME)
+                        .await?;
+                    Ok(cm.filter(|cm| {
+                        let data = cm.data.as_ref().and_then(|d| d.get("ca.crt"));
+                        let note = cm
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(DESCRIPTION_ANNOTATION));
+                        data.map(String::as_str) == Some(PEM)
+                            && note.map(String::as_str) == Some(DESCRIPTION)
+                            && want_uid
+                                .as_ref()
+                                .is_none_or(|u| cm.metadata.uid.as_ref() != Some(u))
+                    }))
+                }
+            })
+            .await
+        }
+    };
+    let first = published(None).await?;
+    // Edited: put back.
+    let mut edited = first.clone();
+    edited.data = Some([("ca.crt".to_owned(), "forged".to_owned())].into());
+    edited.metadata.annotations = None;
+    h.objects.update_typed(&edited, "", "test").await?;
+    let fixed = published(None).await?;
+    assert_eq!(fixed.metadata.uid, first.metadata.uid);
+    // Deleted: made again.
+    h.objects
+        .delete_typed::<ConfigMap>(
+            "fresh",
+            ROOT_CA_CERT_CONFIG_MAP_NAME,
+            &DeleteOptions::default(),
+        )
+        .await?;
+    published(first.metadata.uid.clone()).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn deleting_a_namespace_empties_and_removes_it() -> Result<()> {
     let h = Harness::start(ControllerConfig::default()).await?;
     create_namespace(&h.objects, "doomed").await?;

@@ -367,6 +367,7 @@ fn pod_parts(
         cgroups: Arc::new(HostCgroups {
             runtime: Arc::clone(runtime),
         }),
+        tokens: crate::token::TokenManager::new(Arc::clone(api)),
     })
 }
 

@@ -9,9 +9,9 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use skep_proto::kinds as wire;
-use skep_proto::v1::WriteRequest;
 use skep_proto::v1::node_sync_client::NodeSyncClient;
 use skep_proto::v1::write_request::Op;
+use skep_proto::v1::{TokenRequest, TokenResponse, WriteRequest};
 use tonic::transport::Channel;
 
 /// The node's writes: the server allows its own Node, its pods' status and
@@ -72,6 +72,21 @@ pub trait NodeApi: Send + Sync {
         self.write(request(Op::Delete, wire::POD, namespace, name, "", options))
     }
 
+    /// Asks for a ServiceAccount token bound to one of the node's pods
+    /// (TokenRequest). A server without token issuing answers
+    /// `Unimplemented`, as this default does.
+    fn request_token(
+        &self,
+        request: TokenRequest,
+    ) -> BoxFuture<'_, Result<TokenResponse, tonic::Status>> {
+        let _ = request;
+        Box::pin(async {
+            Err(tonic::Status::unimplemented(
+                "this control plane issues no tokens",
+            ))
+        })
+    }
+
     /// Creates an Event in `namespace`.
     fn create_event(
         &self,
@@ -106,6 +121,18 @@ impl NodeApi for NodeSyncClient<Channel> {
         Box::pin(async move {
             let response = NodeSyncClient::write(&mut client, request).await?;
             Ok(response.into_inner().object)
+        })
+    }
+
+    fn request_token(
+        &self,
+        request: TokenRequest,
+    ) -> BoxFuture<'_, Result<TokenResponse, tonic::Status>> {
+        let mut client = self.clone();
+        Box::pin(async move {
+            Ok(NodeSyncClient::request_token(&mut client, request)
+                .await?
+                .into_inner())
         })
     }
 }

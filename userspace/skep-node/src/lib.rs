@@ -6,7 +6,9 @@
 //! [`node_status`] registers the Node and keeps its heartbeat;
 //! [`node_sync`] follows the node-sync watch as the one writer of the
 //! [`view`] and runs one [`worker`] per pod ([`podspec`] turns a container
-//! spec into argv, env and mounts; [`probe`] runs probes). Workers are
+//! spec into argv, env and mounts; [`projected`] and [`atomic_writer`]
+//! make projected and downward API volumes, with ServiceAccount tokens
+//! from the [`token`] manager; [`probe`] runs probes). Workers are
 //! written against traits: the runtime's `ContainerRuntime`, the
 //! [`pod_network`] manager (address, sandbox and datapath entry as one),
 //! [`images`]; they are woken by their pod's changes, by the node's one
@@ -28,6 +30,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod atomic_writer;
 pub mod dns;
 pub mod endpoints;
 pub mod images;
@@ -40,11 +43,13 @@ pub mod pod_network;
 pub mod podspec;
 pub mod policy;
 pub mod probe;
+pub mod projected;
 pub mod remotecommand;
 pub mod routes;
 pub mod server;
 pub mod services;
 pub mod status_manager;
+pub mod token;
 pub mod view;
 pub mod worker;
 

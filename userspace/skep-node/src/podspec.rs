@@ -16,9 +16,12 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use skep_runtime::runtime::BindMount;
+
+use crate::atomic_writer;
+use crate::projected::{self, Tokens};
 
 /// Why a container's configuration could not be built
 /// (`CreateContainerConfigError`).
@@ -83,6 +86,16 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// ConfigMap `name`'s keys (`data` and `binaryData`), if the node has it.
+    pub(crate) fn config_map_data(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        self.config_map(name).ok()
+    }
+
+    /// Secret `name`'s keys, if the node has it.
+    pub(crate) fn secret_data(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        self.secret(name).ok()
+    }
+
     fn config_map(&self, name: &str) -> Result<BTreeMap<String, Vec<u8>>, PodSpecError> {
         let cm = self
             .config_maps
@@ -198,15 +211,98 @@ fn field_ref(pod: &Pod, pod_ip: &str, host_ip: &str, field_path: &str) -> Option
     }
 }
 
+/// The Services whose variables every container gets, as the kubelet's
+/// `getServiceEnvVarMap` picks them: the `kubernetes` Service of `default`
+/// always, and with `enableServiceLinks` (the default) every Service of
+/// the pod's namespace; only Services with a cluster IP.
+pub fn linked_services<'a>(
+    pod: &Pod,
+    services: impl IntoIterator<Item = &'a Service>,
+) -> Vec<&'a Service> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    let mut by_name: BTreeMap<&str, &Service> = BTreeMap::new();
+    for svc in services {
+        let ip = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .unwrap_or("");
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let name = svc.metadata.name.as_deref().unwrap_or_default();
+        let svc_ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+        if svc_ns == "default" && name == "kubernetes" {
+            by_name.entry(name).or_insert(svc);
+        } else if svc_ns == ns && links {
+            by_name.insert(name, svc);
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// Upstream's `envvars.FromServices`: `<NAME>_SERVICE_HOST`,
+/// `<NAME>_SERVICE_PORT` (first port), `<NAME>_SERVICE_PORT_<PORTNAME>`,
+/// and the Docker link variables `<NAME>_PORT`, `<NAME>_PORT_<p>_<PROTO>`
+/// with `_PROTO`, `_PORT`, `_ADDR`.
+pub fn service_env(services: &[&Service]) -> Vec<(String, String)> {
+    let var = |s: &str| s.replace('-', "_").to_uppercase();
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = svc.spec.as_ref() else {
+            continue;
+        };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else {
+            continue;
+        };
+        let prefix = var(svc.metadata.name.as_deref().unwrap_or_default());
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        let port_var = format!("{prefix}_SERVICE_PORT");
+        out.push((port_var.clone(), first.port.to_string()));
+        for p in ports {
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((format!("{port_var}_{}", var(name)), p.port.to_string()));
+            }
+        }
+        for (i, p) in ports.iter().enumerate() {
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            let lower = protocol.to_lowercase();
+            let host_port = if ip.contains(':') {
+                format!("[{ip}]:{}", p.port)
+            } else {
+                format!("{ip}:{}", p.port)
+            };
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), format!("{lower}://{host_port}")));
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{}", p.port, protocol.to_uppercase());
+            out.push((port_prefix.clone(), format!("{lower}://{host_port}")));
+            out.push((format!("{port_prefix}_PROTO"), lower));
+            out.push((format!("{port_prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{port_prefix}_ADDR"), ip.clone()));
+        }
+    }
+    out
+}
+
 /// The container's environment as `NAME=value`: the image's, then
-/// `envFrom`, then `env` (later wins), with `$(VAR)` expanded.
+/// `envFrom`, then `env` (later wins), with `$(VAR)` expanded (Service
+/// variables too), then the Service variables ([`service_env`]) the
+/// container does not set itself, as the kubelet appends them.
 pub fn environment(
     pod: &Pod,
     container: &Container,
     image_env: &[String],
     sources: &Sources,
-    pod_ip: &str,
-    host_ip: &str,
+    service_vars: &[(String, String)],
+    (pod_ip, host_ip): (&str, &str),
 ) -> Result<Vec<String>, PodSpecError> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -222,6 +318,9 @@ pub fn environment(
     }
     let hostname = pod.metadata.name.clone().unwrap_or_default();
     set(&mut env, "HOSTNAME".into(), hostname);
+    // What the image says, for Service variables to override like the
+    // container's own (the runtime lays the container's over the image's).
+    let image_only = env.clone();
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {
@@ -279,10 +378,22 @@ pub fn environment(
                 None
             }
         } else {
-            Some(expand(var.value.as_deref().unwrap_or(""), &env))
+            let mut lookup: BTreeMap<String, String> = service_vars.iter().cloned().collect();
+            lookup.extend(env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Some(expand(var.value.as_deref().unwrap_or(""), &lookup))
         };
         if let Some(v) = value {
             set(&mut env, var.name.clone(), v);
+        }
+    }
+    for (k, v) in service_vars {
+        let own =
+            image_only.get(k) != env.get(k) || container.env.iter().flatten().any(|e| e.name == *k);
+        if !env.contains_key(k) {
+            order.push(k.clone());
+            env.insert(k.clone(), v.clone());
+        } else if !own {
+            env.insert(k.clone(), v.clone());
         }
     }
     Ok(order
@@ -418,8 +529,47 @@ pub fn claim_path(
     })
 }
 
+/// What projected and downward API volumes are made of besides the pod and
+/// its ConfigMaps and Secrets.
+#[derive(Debug, Clone, Copy)]
+pub struct VolumeFacts<'a> {
+    /// The pod's ServiceAccount tokens ([`projected::token_keys`]).
+    pub tokens: &'a Tokens,
+    /// The node's allocatable resources (limits containers do not set).
+    pub allocatable: &'a BTreeMap<String, String>,
+}
+
+/// (Re)writes the pod's `projected` and `downwardAPI` volumes under
+/// `volumes_dir` from what their sources say now; each is swapped in
+/// atomically and only when its content changed. Returns the names of the
+/// volumes that changed.
+pub fn refresh_volumes(
+    pod: &Pod,
+    volumes_dir: &Path,
+    sources: &Sources,
+    facts: &VolumeFacts<'_>,
+) -> Result<Vec<String>, PodSpecError> {
+    let mut changed = Vec::new();
+    for vol in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(payload) = projected::payload(pod, vol, sources, facts.tokens, facts.allocatable)
+        else {
+            continue;
+        };
+        let dir = volumes_dir.join(&vol.name);
+        let wrote = atomic_writer::write(&dir, &payload?).map_err(|e| PodSpecError::Mount {
+            volume: vol.name.clone(),
+            reason: e.to_string(),
+        })?;
+        if wrote {
+            changed.push(vol.name.clone());
+        }
+    }
+    Ok(changed)
+}
+
 /// Makes every volume of `pod` a host directory (under `volumes_dir` for
-/// emptyDir, configMap and secret; a configMap or secret directory that
+/// emptyDir, configMap, secret, projected and downwardAPI: the last two
+/// written atomically, see [`refresh_volumes`]; a configMap or secret directory that
 /// exists already is kept as it is, so containers that run with it — after
 /// an agent restart too — keep what they see); returns them by volume name.
 /// A missing source is a [`PodSpecError::Mount`].
@@ -427,6 +577,7 @@ pub fn prepare_volumes(
     pod: &Pod,
     volumes_dir: &Path,
     sources: &Sources,
+    facts: &VolumeFacts<'_>,
 ) -> Result<HashMap<String, PathBuf>, PodSpecError> {
     let mut out = HashMap::new();
     let io_err = |op, path: &Path| {
@@ -439,7 +590,12 @@ pub fn prepare_volumes(
             volume: vol.name.clone(),
             reason: reason.to_owned(),
         };
-        let path = if vol.empty_dir.is_some() {
+        let path = if let Some(payload) =
+            projected::payload(pod, vol, sources, facts.tokens, facts.allocatable)
+        {
+            atomic_writer::write(&dir, &payload?).map_err(|e| mount(&e.to_string()))?;
+            dir
+        } else if vol.empty_dir.is_some() {
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
             dir
         } else if let Some(hp) = &vol.host_path {
@@ -484,7 +640,7 @@ pub fn prepare_volumes(
         } else {
             return Err(PodSpecError::Unsupported {
                 volume: vol.name.clone(),
-                why: "only emptyDir, hostPath, configMap, secret and persistentVolumeClaim volumes are supported".into(),
+                why: "only emptyDir, hostPath, configMap, secret, projected, downwardAPI and persistentVolumeClaim volumes are supported".into(),
             });
         };
         out.insert(vol.name.clone(), path);
@@ -561,6 +717,15 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use super::*;
+
+    fn no_facts() -> VolumeFacts<'static> {
+        static TOKENS: std::sync::LazyLock<Tokens> = std::sync::LazyLock::new(Tokens::new);
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        VolumeFacts {
+            tokens: &TOKENS,
+            allocatable: &NONE,
+        }
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| (*x).to_owned()).collect()
@@ -707,8 +872,8 @@ mod tests {
             &c,
             &s(&["PATH=/bin"]),
             &sources,
-            "10.0.0.5",
-            "1.2.3.4",
+            &[],
+            ("10.0.0.5", "1.2.3.4"),
         )?;
         assert_eq!(
             env,
@@ -737,7 +902,7 @@ mod tests {
             },
         )]);
         assert!(matches!(
-            environment(&pod, &bad, &[], &sources, "", ""),
+            environment(&pod, &bad, &[], &sources, &[], ("", "")),
             Err(PodSpecError::Missing { .. })
         ));
         Ok(())
@@ -747,7 +912,7 @@ mod tests {
     fn secret_volume_items_and_mounts() -> anyhow::Result<()> {
         let (pod, sources) = fixture();
         let dir = tempfile::tempdir()?;
-        let vols = prepare_volumes(&pod, dir.path(), &sources)?;
+        let vols = prepare_volumes(&pod, dir.path(), &sources, &no_facts())?;
         let file = dir.path().join("creds/sub/pw");
         assert_eq!(fs::read(&file)?, b"hunter2");
         assert_eq!(fs::metadata(&file)?.permissions().mode() & 0o777, 0o600);
@@ -790,7 +955,7 @@ mod tests {
             other => format!("not a mount error: {other:?}"),
         };
         assert_eq!(
-            reason(prepare_volumes(&pod, dir.path(), &sources)),
+            reason(prepare_volumes(&pod, dir.path(), &sources, &no_facts())),
             "persistentvolumeclaim \"claim\" not found"
         );
         let mut claim = PersistentVolumeClaim {
@@ -808,7 +973,7 @@ mod tests {
         };
         sources.claims.insert("claim".into(), claim.clone());
         assert_eq!(
-            reason(prepare_volumes(&pod, dir.path(), &sources)),
+            reason(prepare_volumes(&pod, dir.path(), &sources, &no_facts())),
             "PVC team/claim is not bound"
         );
         claim.spec = Some(PersistentVolumeClaimSpec {
@@ -821,7 +986,7 @@ mod tests {
         });
         sources.claims.insert("claim".into(), claim);
         assert_eq!(
-            reason(prepare_volumes(&pod, dir.path(), &sources)),
+            reason(prepare_volumes(&pod, dir.path(), &sources, &no_facts())),
             "persistentvolume \"pv1\" not found"
         );
         let mut pv = PersistentVolume {
@@ -843,14 +1008,17 @@ mod tests {
             status: None,
         };
         sources.volumes.insert("pv1".into(), pv.clone());
-        let vols = prepare_volumes(&pod, dir.path(), &sources)?;
+        let vols = prepare_volumes(&pod, dir.path(), &sources, &no_facts())?;
         assert_eq!(vols.get("data"), Some(&host.path().to_owned()));
         // A volume claimed by another claim is not mounted.
         if let Some(r) = pv.spec.as_mut().and_then(|s| s.claim_ref.as_mut()) {
             r.uid = Some("c-2".into());
         }
         sources.volumes.insert("pv1".into(), pv);
-        assert!(reason(prepare_volumes(&pod, dir.path(), &sources)).contains("different claim"));
+        assert!(
+            reason(prepare_volumes(&pod, dir.path(), &sources, &no_facts()))
+                .contains("different claim")
+        );
         Ok(())
     }
 
@@ -868,13 +1036,129 @@ mod tests {
             }]);
         }
         let dir = tempfile::tempdir()?;
-        match prepare_volumes(&pod, dir.path(), &sources) {
+        match prepare_volumes(&pod, dir.path(), &sources, &no_facts()) {
             Err(PodSpecError::Mount { volume, reason }) => {
                 assert_eq!(volume, "conf");
                 assert_eq!(reason, "configmap \"absent\" not found");
             }
             other => anyhow::bail!("expected a mount error, got {other:?}"),
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod service_env_tests {
+    use k8s_openapi::api::core::v1::{PodSpec, ServicePort, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn svc(ns: &str, name: &str, ip: &str, ports: &[(Option<&str>, i32)]) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(n, p)| ServicePort {
+                            name: n.map(str::to_owned),
+                            port: *p,
+                            protocol: Some("TCP".into()),
+                            ..ServicePort::default()
+                        })
+                        .collect(),
+                ),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn the_kubernetes_service_always_and_links_of_the_namespace() -> Result<(), PodSpecError> {
+        let services = [
+            svc(
+                "default",
+                "kubernetes",
+                "10.96.0.1",
+                &[(Some("https"), 443)],
+            ),
+            svc("team", "my-db", "10.96.0.7", &[(None, 5432)]),
+            svc("team", "headless", "None", &[(None, 80)]),
+            svc("other", "web", "10.96.0.8", &[(None, 80)]),
+        ];
+        let mut pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("team".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec::default()),
+            ..Pod::default()
+        };
+        let vars = service_env(&linked_services(&pod, &services));
+        let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "KUBERNETES_SERVICE_HOST",
+                "KUBERNETES_SERVICE_PORT",
+                "KUBERNETES_SERVICE_PORT_HTTPS",
+                "KUBERNETES_PORT",
+                "KUBERNETES_PORT_443_TCP",
+                "KUBERNETES_PORT_443_TCP_PROTO",
+                "KUBERNETES_PORT_443_TCP_PORT",
+                "KUBERNETES_PORT_443_TCP_ADDR",
+                "MY_DB_SERVICE_HOST",
+                "MY_DB_SERVICE_PORT",
+                "MY_DB_PORT",
+                "MY_DB_PORT_5432_TCP",
+                "MY_DB_PORT_5432_TCP_PROTO",
+                "MY_DB_PORT_5432_TCP_PORT",
+                "MY_DB_PORT_5432_TCP_ADDR",
+            ]
+        );
+        assert_eq!(vars[0].1, "10.96.0.1");
+        assert_eq!(vars[1].1, "443");
+        assert_eq!(vars[4].1, "tcp://10.96.0.1:443");
+        // Without service links only the API server's.
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.enable_service_links = Some(false);
+        }
+        let vars = service_env(&linked_services(&pod, &services));
+        assert_eq!(vars.len(), 8);
+        // The container's own value wins; `$(VAR)` sees Service variables.
+        let c = Container {
+            env: Some(vec![
+                k8s_openapi::api::core::v1::EnvVar {
+                    name: "KUBERNETES_SERVICE_PORT".into(),
+                    value: Some("1".into()),
+                    ..Default::default()
+                },
+                k8s_openapi::api::core::v1::EnvVar {
+                    name: "API".into(),
+                    value: Some("$(KUBERNETES_SERVICE_HOST)".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Container::default()
+        };
+        let env = environment(&pod, &c, &[], &Sources::default(), &vars, ("", ""))?;
+        assert!(env.contains(&"KUBERNETES_SERVICE_PORT=1".to_owned()));
+        assert!(env.contains(&"API=10.96.0.1".to_owned()));
+        assert!(env.contains(&"KUBERNETES_SERVICE_HOST=10.96.0.1".to_owned()));
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.starts_with("KUBERNETES_SERVICE_PORT="))
+                .count(),
+            1
+        );
         Ok(())
     }
 }

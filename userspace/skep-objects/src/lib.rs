@@ -11,6 +11,7 @@
 
 mod keys;
 mod list;
+pub mod serviceaccount;
 mod services;
 mod typed;
 mod watch;
@@ -33,6 +34,7 @@ use skep_store::{KeyValue, ReadConsistency, Store, StoreError};
 pub struct Objects {
     store: Store,
     service_ranges: ServiceRanges,
+    service_account_admission: bool,
 }
 
 impl Objects {
@@ -46,7 +48,18 @@ impl Objects {
         Self {
             store,
             service_ranges,
+            service_account_admission: false,
         }
+    }
+
+    /// These objects with the `ServiceAccount` admission plugin on (as the
+    /// API server and the controllers run it) or off (tests of other
+    /// things that create pods in namespaces without accounts): see
+    /// [`serviceaccount`].
+    #[must_use]
+    pub fn with_service_account_admission(mut self, on: bool) -> Self {
+        self.service_account_admission = on;
+        self
     }
 
     /// The store underneath, for what is not about one object (revisions).

@@ -197,3 +197,69 @@ async fn finalizers_hold_a_delete_until_they_are_removed() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn pods_get_their_service_account_and_its_token_volume() -> Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let dir = tempfile::tempdir()?;
+    let objects = open(&dir).await?.with_service_account_admission(true);
+    let account = |name: &str, automount: Option<bool>| ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("team".into()),
+            ..ObjectMeta::default()
+        },
+        automount_service_account_token: automount,
+        ..ServiceAccount::default()
+    };
+    // A ServiceAccount that does not exist refuses the pod.
+    let mut robot = pod("robot", &[]);
+    if let Some(spec) = robot.spec.as_mut() {
+        spec.service_account_name = Some("robot".into());
+    }
+    let err = objects
+        .create_typed(&robot, "test")
+        .await
+        .err()
+        .ok_or("a pod of a missing ServiceAccount was admitted")?;
+    assert_eq!(err.reason, StatusReason::Forbidden);
+    assert_eq!(
+        err.message,
+        "pods \"robot\" is forbidden: error looking up service account team/robot: serviceaccount \"robot\" not found"
+    );
+    // Once it exists (saying no automount), the pod goes in without a token.
+    objects
+        .create_typed(&account("robot", Some(false)), "test")
+        .await?;
+    let created = objects.create_typed(&robot, "test").await?;
+    let spec = created.spec.ok_or("no spec")?;
+    assert!(spec.volumes.unwrap_or_default().is_empty());
+    // The default one, named by defaulting, mounts the token everywhere.
+    objects
+        .create_typed(&account("default", None), "test")
+        .await?;
+    let created = objects.create_typed(&pod("web", &[]), "test").await?;
+    let spec = created.spec.ok_or("no spec")?;
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let volume = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .ok_or("no token volume")?;
+    assert!(volume.name.starts_with("kube-api-access-"));
+    let projected = volume.projected.ok_or("not projected")?;
+    assert_eq!(projected.default_mode, Some(420));
+    assert_eq!(projected.sources.as_ref().map(Vec::len), Some(3));
+    let mount = &spec.containers[0]
+        .volume_mounts
+        .as_ref()
+        .ok_or("no mount")?[0];
+    assert_eq!(mount.name, volume.name);
+    assert_eq!(
+        mount.mount_path,
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
+    assert_eq!(mount.read_only, Some(true));
+    Ok(())
+}

@@ -94,7 +94,7 @@ impl Objects {
             Serving::CreateOnly => return Err(ApiError::method_not_allowed()),
         }
         let Admitted {
-            object: obj,
+            object: mut obj,
             warnings,
             ..
         } = admitted;
@@ -102,6 +102,9 @@ impl Objects {
         let ns = object::namespace(&obj).to_owned();
         if info.namespaced {
             self.ensure_namespace_active(&ns).await?;
+        }
+        if *info == kinds::POD && self.service_account_admission {
+            self.admit_service_account(&ns, &mut obj).await?;
         }
         if *info == kinds::SERVICE {
             let object = Box::pin(self.create_service(info, &obj, dry_run)).await?;

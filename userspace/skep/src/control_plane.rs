@@ -124,9 +124,14 @@ pub async fn run(
         server.kubeconfig().display()
     );
     let stop_loops = CancellationToken::new();
+    let controllers = ControllerConfig {
+        root_ca: Some(server.ca_pem().into()),
+        ..args.controller_config()
+    };
     let loops = skep_controllers::run(
-        &Objects::with_service_ranges(store.clone(), args.service_ranges()),
-        &args.controller_config(),
+        &Objects::with_service_ranges(store.clone(), args.service_ranges())
+            .with_service_account_admission(true),
+        &controllers,
         Some(skep_controllers::tokens::TokenIssuer {
             signer: server.service_account_tokens().signer().clone(),
             root_ca_pem: server.ca_pem().to_owned(),

@@ -42,7 +42,9 @@ use crate::pleg::Pleg;
 use crate::pod_network::PodNetworkManager;
 use crate::podspec;
 use crate::probe::ProbeState;
+use crate::projected::{self, Tokens};
 use crate::status_manager::StatusManager;
+use crate::token::TokenManager;
 use crate::view::{Concern, ViewReader};
 
 /// How often the same volume set-up failure is recorded again as an event.
@@ -143,6 +145,8 @@ pub struct PodParts<R, N> {
     pub pleg: Pleg,
     /// Pod cgroups.
     pub cgroups: Arc<dyn PodCgroups>,
+    /// ServiceAccount tokens of projected volumes.
+    pub tokens: TokenManager,
 }
 
 impl<R, N> std::fmt::Debug for PodParts<R, N> {
@@ -182,6 +186,7 @@ impl<R: ContainerRuntime, N: PodNetworks> PodParts<R, N> {
             self.runtime.remove(&c.meta.id).await.map_err(rt_err)?;
         }
         self.cgroups.remove(uid);
+        self.tokens.forget_pod(uid);
         self.network
             .teardown(uid)
             .await
@@ -223,6 +228,11 @@ struct Worker<R, N> {
     mount_error: Option<(String, Instant)>,
     /// When network or volume set-up failed and is to be tried again.
     setup_retry: Option<Instant>,
+    /// The pod's projected or downward API volumes may be out of date:
+    /// their sources or the pod changed since they were written.
+    volumes_stale: bool,
+    /// Whether the control plane was found to issue no tokens (said once).
+    no_tokens: bool,
 }
 
 /// The pod's deletion grace period: the one deletion set, else the spec's.
@@ -268,6 +278,8 @@ pub async fn run<R: ContainerRuntime + 'static, N: PodNetworks + 'static>(
         volumes: None,
         mount_error: None,
         setup_retry: None,
+        volumes_stale: false,
+        no_tokens: false,
     };
     let body = async move {
         w.adopt().await;
@@ -288,22 +300,36 @@ pub async fn run<R: ContainerRuntime + 'static, N: PodNetworks + 'static>(
             w.parts.network.settle(&w.uid).await;
             w.report(&pod);
             let wake_at = w.next_wake();
-            let waits_on_sources = w.volumes.is_none();
+            // Waiting for a volume's source, or following the sources of
+            // projected and downward API volumes.
+            let waits_on_sources = w.volumes.is_none() || has_projections(&pod);
             sources.borrow_and_update();
             tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() {
                         break;
                     }
+                    w.volumes_stale = true;
                 }
                 () = events.notified() => {}
-                Ok(()) = sources.changed(), if waits_on_sources => {}
+                Ok(()) = sources.changed(), if waits_on_sources => {
+                    w.volumes_stale = true;
+                }
                 () = sleep_until(wake_at) => {}
             }
         }
     };
     tracing::Instrument::instrument(body, span).await;
     parts.pleg.unwatch(&uid);
+}
+
+/// Whether `pod` has volumes whose content follows its sources: projected
+/// and downward API volumes.
+fn has_projections(pod: &Pod) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| v.projected.is_some() || v.downward_api.is_some())
 }
 
 /// Sleeps until `at`, forever without one.
@@ -358,10 +384,16 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
                         .is_some_and(|(r, _)| r != "ImagePullBackOff")
             })
             .then(|| now + SETUP_RETRY);
+        // A token due for renewal rewrites its volume.
+        let token_refresh = self
+            .volumes
+            .as_ref()
+            .and_then(|_| self.parts.tokens.refresh_at(&self.uid));
         probes
             .chain(retries)
             .chain(self.setup_retry)
             .chain(pull_backoff)
+            .chain(token_refresh)
             .min()
     }
 
@@ -453,14 +485,27 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
     /// source is missing (a ConfigMap, a claim that is not bound) keeps the
     /// whole pod in ContainerCreating with a `FailedMount` event, and is
     /// retried until it appears.
-    fn ensure_volumes(&mut self, pod: &Pod) -> bool {
+    async fn ensure_volumes(&mut self, pod: &Pod) -> bool {
         if self.volumes.is_some() {
+            self.refresh_volumes(pod).await;
             return true;
         }
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let sources = self.parts.view.sources(&ns);
         let dir = self.parts.pod_dir(&self.uid).join("volumes");
-        match podspec::prepare_volumes(pod, &dir, &sources) {
+        let prepared = match self.tokens(pod).await {
+            Ok(tokens) => {
+                let allocatable = self.allocatable();
+                let facts = podspec::VolumeFacts {
+                    tokens: &tokens,
+                    allocatable: &allocatable,
+                };
+                podspec::prepare_volumes(pod, &dir, &sources, &facts)
+            }
+            Err(err) => Err(err),
+        };
+        self.volumes_stale = false;
+        match prepared {
             Ok(v) => {
                 self.volumes = Some(v);
                 self.mount_error = None;
@@ -491,13 +536,98 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
         }
     }
 
+    /// The tokens of the pod's `serviceAccountToken` projections, cached
+    /// or fetched. A control plane that issues no tokens (`Unimplemented`)
+    /// leaves those files out, said once; any other failure is the
+    /// volume's `FailedMount` (`failed to fetch token: …`, as the kubelet).
+    async fn tokens(&mut self, pod: &Pod) -> Result<Tokens, podspec::PodSpecError> {
+        let mut tokens = Tokens::new();
+        for (volume, key) in projected::token_keys(pod) {
+            match self.parts.tokens.get(&key).await {
+                Ok(token) => {
+                    tokens.insert(key, token);
+                }
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    if !self.no_tokens {
+                        tracing::warn!(%volume, "the control plane issues no service account tokens; the volume has no token");
+                        self.no_tokens = true;
+                    }
+                }
+                Err(status) => {
+                    return Err(podspec::PodSpecError::Mount {
+                        volume,
+                        reason: format!("failed to fetch token: {}", status.message()),
+                    });
+                }
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// The node's allocatable resources, for downward API resource limits.
+    fn allocatable(&self) -> BTreeMap<String, String> {
+        self.parts
+            .view
+            .node()
+            .and_then(|n| n.status.as_ref()?.allocatable.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, q)| (k, q.0))
+            .collect()
+    }
+
+    /// Rewrites the pod's projected and downward API volumes when their
+    /// sources or the pod changed, or a token is due for renewal, as the
+    /// kubelet's periodic remount does; a failure is a `FailedMount`
+    /// event and the containers keep what they have.
+    async fn refresh_volumes(&mut self, pod: &Pod) {
+        let token_due = self
+            .parts
+            .tokens
+            .refresh_at(&self.uid)
+            .is_some_and(|t| t <= Instant::now());
+        if !(self.volumes_stale || token_due) || !has_projections(pod) {
+            return;
+        }
+        self.volumes_stale = false;
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let sources = self.parts.view.sources(&ns);
+        let dir = self.parts.pod_dir(&self.uid).join("volumes");
+        let refreshed = match self.tokens(pod).await {
+            Ok(tokens) => {
+                let allocatable = self.allocatable();
+                let facts = podspec::VolumeFacts {
+                    tokens: &tokens,
+                    allocatable: &allocatable,
+                };
+                podspec::refresh_volumes(pod, &dir, &sources, &facts)
+            }
+            Err(err) => Err(err),
+        };
+        match refreshed {
+            Ok(changed) if !changed.is_empty() => {
+                tracing::debug!(volumes = ?changed, "volumes updated");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(%err, "failed to update volumes");
+                self.parts.events.record(
+                    pod,
+                    true,
+                    "FailedMount",
+                    format!("MountVolume.SetUp failed: {err}"),
+                );
+            }
+        }
+    }
+
     /// One pass over the pod: sandbox, volumes, init containers,
     /// containers, probes.
     async fn step(&mut self, pod: &Pod) {
         if !self.ensure_sandbox(pod).await {
             return;
         }
-        if !self.ensure_volumes(pod) {
+        if !self.ensure_volumes(pod).await {
             return;
         }
         if self.start_time.is_none() {

@@ -120,14 +120,21 @@ impl<R: ContainerRuntime, N: PodNetworks> Worker<R, N> {
         let pod_dir = parts.pod_dir(&self.uid);
         let ip = self.ip.map(|i| i.to_string()).unwrap_or_default();
         let volumes = self.volumes.clone().unwrap_or_default();
+        let service_vars = {
+            let view = parts.view.snapshot();
+            podspec::service_env(&podspec::linked_services(
+                pod,
+                view.services.values().map(AsRef::as_ref),
+            ))
+        };
         let config = (|| {
             let env = podspec::environment(
                 pod,
                 &spec,
                 &image.config.env,
                 &sources,
-                &ip,
-                &parts.cfg.node_ip.to_string(),
+                &service_vars,
+                (&ip, &parts.cfg.node_ip.to_string()),
             )?;
             let mounts = podspec::volume_mounts(&spec, &volumes)?;
             Ok::<_, podspec::PodSpecError>((env, mounts))

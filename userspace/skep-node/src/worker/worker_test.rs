@@ -24,6 +24,8 @@ use crate::view::ViewWriter;
 struct FakeApi {
     writes: Mutex<Vec<WriteRequest>>,
     rv: Mutex<u64>,
+    /// Tokens issued so far (`token-N`), when it issues any.
+    issued: Mutex<Option<u32>>,
 }
 
 impl NodeApi for FakeApi {
@@ -39,6 +41,25 @@ impl NodeApi for FakeApi {
         }
         crate::lock(&self.writes).push(request);
         Box::pin(std::future::ready(Ok(object)))
+    }
+
+    fn request_token(
+        &self,
+        request: skep_proto::v1::TokenRequest,
+    ) -> BoxFuture<'_, Result<skep_proto::v1::TokenResponse, tonic::Status>> {
+        let mut issued = crate::lock(&self.issued);
+        let Some(n) = issued.as_mut() else {
+            return Box::pin(std::future::ready(Err(tonic::Status::unimplemented(""))));
+        };
+        *n += 1;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let response = skep_proto::v1::TokenResponse {
+            token: format!("token-{n}"),
+            expiration_unix: i64::try_from(now).unwrap_or(0) + request.expiration_seconds,
+        };
+        Box::pin(std::future::ready(Ok(response)))
     }
 }
 
@@ -129,6 +150,7 @@ impl Node {
             view: writer.reader(),
             pleg: Pleg::new(),
             cgroups: Arc::new(NoCgroups),
+            tokens: TokenManager::new(Arc::clone(&api) as Arc<dyn NodeApi>),
         });
         let tasks = vec![
             tokio::spawn(crate::pleg::run(
@@ -555,5 +577,102 @@ async fn a_failed_pull_shows_err_image_pull_then_image_pull_back_off() -> anyhow
     assert!((2..=3).contains(&pulls), "{pulls} pulls in 25 s");
     assert!(n.creates().is_empty());
     assert!(n.events().iter().any(|e| e == "Failed"));
+    Ok(())
+}
+
+/// The volume ServiceAccount admission adds.
+fn kube_api_access() -> Value {
+    json!({
+        "volumes": [{"name": "kube-api-access-abcde", "projected": {
+            "defaultMode": 420,
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ],
+        }}],
+        "serviceAccountName": "default",
+        "containers": [{"name": "app", "image": "busybox", "volumeMounts": [{
+            "name": "kube-api-access-abcde", "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        }]}],
+    })
+}
+
+impl Node {
+    fn root_ca(&mut self, pem: &str) {
+        self.rev += 1;
+        let cm = json!({"metadata": {"name": "kube-root-ca.crt", "namespace": "a",
+            "resourceVersion": self.rev.to_string()}, "data": {"ca.crt": pem}});
+        let body = serde_json::to_vec(&cm).unwrap_or_default();
+        self.writer.apply(self.rev, "ConfigMap", false, &body);
+    }
+
+    fn volume_file(&self, name: &str) -> String {
+        let path = self
+            .parts
+            .pod_dir("u1")
+            .join("volumes/kube-api-access-abcde")
+            .join(name);
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_token_volume_is_written_atomically_and_renewed() -> anyhow::Result<()> {
+    let mut n = Node::new(FakeRuntime::new(), networks()?)?;
+    *crate::lock(&n.api.issued) = Some(0);
+    n.root_ca("CA-1");
+    n.put(&Node::pod(&kube_api_access()));
+    n.wait("Running and Ready", Duration::from_secs(10), running_ready)
+        .await;
+    assert_eq!(n.volume_file("token"), "token-1");
+    assert_eq!(n.volume_file("ca.crt"), "CA-1");
+    assert_eq!(n.volume_file("namespace"), "a");
+    let dir = n.parts.pod_dir("u1").join("volumes/kube-api-access-abcde");
+    assert_eq!(
+        std::fs::read_link(dir.join("token"))?,
+        std::path::Path::new("..data/token")
+    );
+    let spec = n.rt.spec("u1-app-0").unwrap_or_else(|| panic!("no spec"));
+    let mount = spec
+        .mounts
+        .iter()
+        .find(|m| {
+            m.destination == std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount")
+        })
+        .unwrap_or_else(|| panic!("no token mount: {:?}", spec.mounts));
+    assert_eq!(mount.source, dir);
+    assert!(mount.read_only);
+    // Renewed once 80% of 3607 s (less a jitter) have passed, not before.
+    tokio::time::sleep(Duration::from_secs(2870)).await;
+    assert_eq!(n.volume_file("token"), "token-1");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    n.wait("a renewed token", Duration::from_secs(5), |n| {
+        n.volume_file("token") == "token-2"
+    })
+    .await;
+    // A changed CA follows.
+    n.root_ca("CA-2");
+    n.wait("the new CA", Duration::from_secs(5), |n| {
+        n.volume_file("ca.crt") == "CA-2"
+    })
+    .await;
+    // The container was never restarted for it.
+    assert_eq!(n.creates(), ["u1-app-0"]);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_token_issuing_the_rest_of_the_volume_is_there() -> anyhow::Result<()> {
+    let mut n = Node::new(FakeRuntime::new(), networks()?)?;
+    n.root_ca("CA-1");
+    n.put(&Node::pod(&kube_api_access()));
+    n.wait("Running and Ready", Duration::from_secs(10), running_ready)
+        .await;
+    assert_eq!(n.volume_file("ca.crt"), "CA-1");
+    assert_eq!(n.volume_file("namespace"), "a");
+    assert_eq!(n.volume_file("token"), "");
     Ok(())
 }
