@@ -292,7 +292,7 @@ fn a_pod_bound_token_stops_authenticating_when_its_pod_is_deleted() -> anyhow::R
 }
 
 #[test]
-fn oidc_discovery_is_served_to_anyone() -> anyhow::Result<()> {
+fn oidc_discovery_is_served_to_service_accounts() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(dir.path())?;
     let address = server.kubectl_ok(&[
@@ -301,12 +301,17 @@ fn oidc_discovery_is_served_to_anyone() -> anyhow::Result<()> {
         "-o",
         "jsonpath={.clusters[0].cluster.server}",
     ])?;
-    // No client certificate: anonymous.
-    let fetch = |path: &str| -> anyhow::Result<(String, String)> {
-        let out = Command::new("curl")
-            .args(["-sk", "-D", "-", &format!("{address}{path}")])
-            .output()
-            .context("failed to run curl")?;
+    // As upstream, `system:service-account-issuer-discovery` is bound to
+    // service accounts only: a token reads it, an anonymous caller is refused.
+    let token = server.kubectl_ok(&["create", "token", "default"])?;
+    let token = token.trim().to_owned();
+    let fetch_as = |path: &str, bearer: Option<&str>| -> anyhow::Result<(String, String)> {
+        let mut curl = Command::new("curl");
+        curl.args(["-sk", "-D", "-", &format!("{address}{path}")]);
+        if let Some(token) = bearer {
+            curl.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = curl.output().context("failed to run curl")?;
         if !out.status.success() {
             bail!(
                 "curl {path} failed: {}",
@@ -317,6 +322,9 @@ fn oidc_discovery_is_served_to_anyone() -> anyhow::Result<()> {
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         Ok((head.to_ascii_lowercase(), body.to_owned()))
     };
+    let fetch = |path: &str| fetch_as(path, Some(&token));
+    let (head, _) = fetch_as("/.well-known/openid-configuration", None)?;
+    assert!(head.contains(" 403"), "anonymous discovery: {head}");
     let (head, body) = fetch("/.well-known/openid-configuration")?;
     assert!(head.starts_with("http/") && head.contains(" 200"), "{head}");
     assert!(head.contains("content-type: application/json"), "{head}");

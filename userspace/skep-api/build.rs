@@ -12,6 +12,8 @@ const PROTOS: &[&str] = &[
     "k8s.io/api/discovery/v1/generated.proto",
     "k8s.io/api/networking/v1/generated.proto",
     "k8s.io/api/authentication/v1/generated.proto",
+    "k8s.io/api/authorization/v1/generated.proto",
+    "k8s.io/api/rbac/v1/generated.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {
