@@ -6,6 +6,7 @@
 //! dependency graph (no second `RocksDB` build); it asserts nothing.
 
 mod api;
+mod authz;
 mod datapath;
 mod podstartup;
 mod policy;
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         .map(String::as_str);
     let result = match name {
         Some("store") => run(store::run()),
+        Some("authz") => run(authz::run()),
         Some("pod-startup") => run(podstartup::run()),
         Some("datapath") => run(datapath::run(&args)),
         Some("policy") => run(policy::run(&args)),
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
         // `cargo test` runs every test target; with no bench named, do nothing.
         None => return ExitCode::SUCCESS,
         Some(other) => Err(anyhow::anyhow!(
-            "unknown benchmark {other:?}; known: store, pod-startup, datapath, policy, policy-propagation"
+            "unknown benchmark {other:?}; known: store, authz, pod-startup, datapath, policy, policy-propagation"
         )),
     };
     match result {

@@ -34,7 +34,7 @@ spec:
   containers:
   - name: c
     image: {DEMO}
-    command: [sh, -c, 'cat {MOUNT}/ca.crt; echo "---"; cat {MOUNT}/namespace; echo; echo "HOST=$KUBERNETES_SERVICE_HOST PORT=$KUBERNETES_SERVICE_PORT"; cat {MOUNT}/token; echo']
+    command: [sh, -c, 'cat {MOUNT}/ca.crt; echo "=="; cat {MOUNT}/namespace; echo; echo "HOST=$KUBERNETES_SERVICE_HOST PORT=$KUBERNETES_SERVICE_PORT"; cat {MOUNT}/token; echo']
 ---
 apiVersion: v1
 kind: Pod
@@ -130,9 +130,9 @@ fn pods_get_the_cluster_ca_namespace_and_api_address() -> anyhow::Result<()> {
 
     // What the container saw: the CA, its namespace, the API's address.
     let (seen_ca, rest) = auto
-        .split_once("---\n")
+        .split_once("\n==\n")
         .with_context(|| format!("auto's log: {auto}"))?;
-    assert_eq!(seen_ca, ca, "ca.crt in the pod");
+    assert_eq!(seen_ca.trim_end(), ca.trim_end(), "ca.crt in the pod");
     let mut lines = rest.lines();
     assert_eq!(lines.next(), Some(ns.as_str()), "namespace in the pod");
     assert_eq!(lines.next(), Some(env.as_str()), "env in the pod");

@@ -17,6 +17,10 @@ pub const BENCHES: &[(&str, &str)] = &[
         "small writes and watch latency: skep store direct, skep HTTPS API, etcd",
     ),
     (
+        "authz",
+        "API GET/create p50/p99 and req/s: admin without RBAC vs a user cert with 1 and with 10,000 RoleBindings vs a ServiceAccount token",
+    ),
+    (
         "pod-startup",
         "create -> Running p50/p99 for 100 pods on one node, against `runc run` of the same bundle (root)",
     ),
@@ -42,7 +46,7 @@ pub const BENCHES: &[(&str, &str)] = &[
 pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
     match name {
         // A harness-less test target of the tests crate: same build as the tests.
-        "store" | "policy" => {
+        "store" | "policy" | "authz" => {
             status(
                 cargo()
                     .args(["test", "--profile", PROFILE])
