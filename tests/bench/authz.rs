@@ -150,7 +150,7 @@ async fn creates(caller: &Caller, tag: &str) -> anyhow::Result<Sample> {
     })
 }
 
-/// A RoleBinding of ClusterRole `edit` in `bench` to `kind`/`name`.
+/// A RoleBinding of Role `configmaps` in `bench` to `kind`/`name`.
 fn binding(name: &str, kind: &str, subject: &str) -> Value {
     let subject = if kind == "ServiceAccount" {
         json!({"kind": kind, "name": subject, "namespace": "bench"})
@@ -159,7 +159,7 @@ fn binding(name: &str, kind: &str, subject: &str) -> Value {
     };
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": name, "namespace": "bench"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
         "subjects": [subject]})
 }
 
@@ -209,7 +209,7 @@ async fn crowd(admin: &Caller, n: usize) -> anyhow::Result<()> {
 
 const BINDINGS: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/bench/rolebindings";
 
-/// A user with a client certificate, bound to `edit` in `bench`.
+/// A user with a client certificate, bound to Role `configmaps` in `bench`.
 async fn user_caller(admin: &Caller, data_dir: &Path, dir: &Path) -> anyhow::Result<Caller> {
     let jane_config = dir.join("jane.kubeconfig");
     let pki = skep_apiserver::pki::Pki::load_or_create(&data_dir.join("pki"), &[])?;
@@ -234,7 +234,7 @@ async fn user_caller(admin: &Caller, data_dir: &Path, dir: &Path) -> anyhow::Res
     Ok(jane)
 }
 
-/// A ServiceAccount's token, bound to `edit` in `bench`: TLS without a
+/// A ServiceAccount's token, bound to Role `configmaps` in `bench`: TLS without a
 /// client certificate, the token in the Authorization header.
 async fn token_caller(admin: &Caller, data_dir: &Path) -> anyhow::Result<Caller> {
     admin
@@ -308,6 +308,17 @@ pub async fn run() -> anyhow::Result<()> {
         )
         .await?;
     admin.create("target").await?;
+    // What the callers are bound to (no controllers run here, so the
+    // aggregated `edit` would have no rules).
+    admin
+        .send(
+            reqwest::Method::POST,
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/bench/roles",
+            Some(&json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": "configmaps"},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create"]}]})),
+        )
+        .await?;
 
     let jane = user_caller(&admin, &data_dir, dir.path()).await?;
     let robot = token_caller(&admin, &data_dir).await?;
