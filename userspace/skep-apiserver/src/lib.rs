@@ -141,7 +141,21 @@ impl ApiServer {
     /// namespaces and writes `<data_dir>/kubeconfig`.
     pub async fn bind(config: &ApiServerConfig, store: Store) -> Result<Self, ApiServerError> {
         tls::install_default_provider();
-        let pki = pki::Pki::load_or_create(&config.data_dir.join("pki"), &config.server_names)?;
+        // In-cluster clients reach the API as the `kubernetes` Service: its
+        // cluster IP and DNS names are in the serving certificate, as
+        // kube-apiserver puts them.
+        let mut names = config.server_names.clone();
+        names.push(config.service_ranges.kubernetes_ip().to_string());
+        names.extend(
+            [
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ]
+            .map(str::to_owned),
+        );
+        let pki = pki::Pki::load_or_create(&config.data_dir.join("pki"), &names)?;
         let signer =
             sa_tokens::load_signer(&config.data_dir.join("pki"), &config.service_account_issuer)?;
         let tls = tls::server_config(&pki)?;
