@@ -12,7 +12,8 @@
 
 use std::time::Duration;
 
-use skep_e2e::agent::{Agent, start_single_node, wait_node_ready};
+use anyhow::Context as _;
+use skep_e2e::agent::{Agent, wait_node_ready};
 use skep_e2e::cluster::Server;
 use skep_e2e::python_image::{PYTHON_IMAGE, import_python_image};
 use skep_e2e::{require_root, unique_name};
@@ -56,6 +57,23 @@ while True:
         print(f"other failed {err!r}".replace("\n", " "), flush=True)
     time.sleep(10)
 "#;
+
+/// The `kubernetes` Service's cluster IP (the first of the default range).
+const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+
+/// The host's first global IPv4 address.
+fn host_address() -> anyhow::Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            let mut words = l.split_whitespace().skip_while(|w| *w != "inet").skip(1);
+            words.next()?.split('/').next().map(str::to_owned)
+        })
+        .context("the host has no global IPv4 address for the API server")
+}
 
 fn manifests(ns: &str) -> String {
     let program: String = PROGRAM.lines().map(|l| format!("    {l}\n")).collect();
@@ -150,7 +168,28 @@ fn the_python_client_lists_pods_in_cluster_across_a_token_renewal() -> anyhow::R
     let node = unique_name("py");
     let ns = unique_name("ns");
     import_python_image(&dir.path().join("node"))?;
-    let (server, agent) = start_single_node(dir.path(), &node, false)?;
+    // The pod reaches the API server through the `kubernetes` Service, whose
+    // endpoint is the address the server listens on: one of the host's
+    // (loopback would be the pod's own), and the client checks the Service
+    // IP against the serving certificate.
+    let host_ip = host_address()?;
+    let server = Server::start_listening(
+        &dir.path().join("cp"),
+        &format!("{host_ip}:0"),
+        &[
+            "--node-kubeconfig",
+            &node,
+            "--tls-san",
+            &host_ip,
+            "--tls-san",
+            KUBERNETES_SERVICE_IP,
+        ],
+    )?;
+    let agent = Agent::start(
+        &dir.path().join("node"),
+        &dir.path().join(format!("cp/nodes/{node}.kubeconfig")),
+        &node,
+    )?;
     wait_node_ready(&server, &agent)?;
     server.kubectl_ok_with(&["apply", "-f", "-"], &manifests(&ns))?;
 

@@ -149,7 +149,8 @@ fn shared_libraries(elves: &[PathBuf]) -> anyhow::Result<BTreeSet<PathBuf>> {
                 .split_whitespace()
                 .next()
                 .unwrap_or_default();
-            if path.starts_with('/') {
+            // (With several files, ldd heads each one's list `FILE:`.)
+            if path.starts_with('/') && !path.ends_with(':') {
                 libs.insert(PathBuf::from(path));
             }
         }
