@@ -19,6 +19,7 @@ mod lab_services;
 mod lab_wakeups;
 mod netpol;
 mod policy_validation;
+mod python_client;
 mod rbac;
 mod scheduling;
 mod service_alloc;

@@ -34,6 +34,13 @@ impl Server {
     /// [`Server::start`] with extra `skep server` arguments (e.g.
     /// `--node-kubeconfig NODE`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_listening(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// [`Server::start_with`] listening on `listen`, which the `kubernetes`
+    /// Service's endpoints then name (pods reach the API through it when it
+    /// is an address of the host's rather than loopback).
+    pub fn start_listening(data_dir: &Path, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let kubeconfig = data_dir.join("kubeconfig");
         // A restart must not find the previous run's kubeconfig (old port).
         let _ = std::fs::remove_file(&kubeconfig);
@@ -41,7 +48,7 @@ impl Server {
         let log = data_dir.join("server.log");
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new(skep_binary()?)
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("SKEP_LOG", "info")

@@ -12,6 +12,7 @@ pub mod hollow;
 pub mod lab;
 pub mod netns;
 pub mod process;
+pub mod python_image;
 pub mod registry;
 pub mod wait;
 

@@ -27,6 +27,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "the OCI runtime the node agent runs containers with",
     ),
     ("busybox-static", "test and demo container images"),
+    (
+        "python3-kubernetes",
+        "the official Python client, built into the in-cluster client test's image from the host's files",
+    ),
     ("util-linux", "setpriv, to run skep unprivileged in tests"),
     (
         "docker-registry",
