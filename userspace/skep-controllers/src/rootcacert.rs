@@ -91,17 +91,10 @@ impl Reconciler for RootCaCertPublisher {
 
     #[tracing::instrument(skip_all, fields(namespace = %key))]
     async fn reconcile(&self, key: &str) -> Result<Requeue, ControllerError> {
-        let Some(ns) = self
-            .objects
-            .try_get_typed::<Namespace>("", key)
-            .await
-            .map_err(|e| ControllerError::api("get namespace", key, e))?
-        else {
-            return Ok(None);
-        };
-        let terminating = ns.metadata.deletion_timestamp.is_some()
-            || ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
-        if terminating {
+        if crate::util::active_namespace(&self.objects, key)
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
         let existing = self

@@ -111,3 +111,20 @@ pub fn pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool 
 pub fn now() -> Timestamp {
     skep_api::admission::now()
 }
+
+/// Namespace `name` if it exists and is not terminating (what the
+/// per-namespace controllers fill: a terminating one's content is being
+/// deleted).
+pub async fn active_namespace(
+    objects: &skep_objects::Objects,
+    name: &str,
+) -> Result<Option<k8s_openapi::api::core::v1::Namespace>, crate::error::ControllerError> {
+    let ns = objects
+        .try_get_typed::<k8s_openapi::api::core::v1::Namespace>("", name)
+        .await
+        .map_err(|e| crate::error::ControllerError::api("get namespace", name, e))?;
+    Ok(ns.filter(|ns| {
+        ns.metadata.deletion_timestamp.is_none()
+            && ns.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Terminating")
+    }))
+}
