@@ -167,7 +167,6 @@ fn diagnose(server: &Server, agent: &Agent, ns: &str) -> String {
 }
 
 #[test]
-#[ignore = "issue 17: hung once after a token renewal (on a branch before the merge), passed once on main (486 s); run it with `cargo xtask test --only e2e -- --ignored` (the only ignored test) until it has passed repeatedly, then let it run in CI"]
 fn the_python_client_lists_pods_in_cluster_across_a_token_renewal() -> anyhow::Result<()> {
     require_root!();
     let dir = tempfile::tempdir()?;
