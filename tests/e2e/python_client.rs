@@ -58,9 +58,6 @@ while True:
     time.sleep(10)
 "#;
 
-/// The `kubernetes` Service's cluster IP (the first of the default range).
-const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
-
 /// The host's first global IPv4 address.
 fn host_address() -> anyhow::Result<String> {
     let out = std::process::Command::new("ip")
@@ -174,21 +171,15 @@ fn the_python_client_lists_pods_in_cluster_across_a_token_renewal() -> anyhow::R
     let ns = unique_name("ns");
     import_python_image(&dir.path().join("node"))?;
     // The pod reaches the API server through the `kubernetes` Service, whose
-    // endpoint is the address the server listens on: one of the host's
-    // (loopback would be the pod's own), and the client checks the Service
-    // IP against the serving certificate.
+    // endpoint is the advertised address: one of the host's (loopback would
+    // be the pod's own). The server listens on all addresses, as by default,
+    // and its serving certificate names the advertised address and the
+    // Service IP by itself (the client checks the latter).
     let host_ip = host_address()?;
     let server = Server::start_listening(
         &dir.path().join("cp"),
-        &format!("{host_ip}:0"),
-        &[
-            "--node-kubeconfig",
-            &node,
-            "--tls-san",
-            &host_ip,
-            "--tls-san",
-            KUBERNETES_SERVICE_IP,
-        ],
+        "0.0.0.0:0",
+        &["--node-kubeconfig", &node, "--advertise-address", &host_ip],
     )?;
     let agent = Agent::start(
         &dir.path().join("node"),

@@ -92,6 +92,11 @@ pub struct ApiServerConfig {
     pub data_dir: PathBuf,
     /// Address to listen on (port 0 picks a free one).
     pub listen: SocketAddr,
+    /// The address other members of the cluster (pods, through the
+    /// `kubernetes` Service) reach the API server at (kube-apiserver's
+    /// `--advertise-address`). `None`: the listen address, or `127.0.0.1`
+    /// when that is unspecified (`0.0.0.0`).
+    pub advertise_address: Option<std::net::IpAddr>,
     /// Extra names/IPs for the serving certificate.
     pub server_names: Vec<String>,
     /// Where Services get cluster IPs and node ports
@@ -107,12 +112,13 @@ pub struct ApiServerConfig {
 }
 
 impl Default for ApiServerConfig {
-    /// `skep server`'s defaults: `/var/lib/skep`, `127.0.0.1:6443`, the
-    /// default Service ranges and issuer.
+    /// kube-apiserver's defaults: `0.0.0.0:6443`, the default Service
+    /// ranges and issuer, with state in `/var/lib/skep`.
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("/var/lib/skep"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            listen: SocketAddr::from(([0, 0, 0, 0], 6443)),
+            advertise_address: None,
             server_names: Vec::new(),
             service_ranges: ServiceRanges::default(),
             service_account_issuer: sa_tokens::DEFAULT_ISSUER.to_owned(),
@@ -144,7 +150,18 @@ impl ApiServer {
         // In-cluster clients reach the API as the `kubernetes` Service: its
         // cluster IP and DNS names are in the serving certificate, as
         // kube-apiserver puts them.
+        let advertise = config.advertise_address.unwrap_or_else(|| {
+            if config.listen.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                config.listen.ip()
+            }
+        });
         let mut names = config.server_names.clone();
+        names.push(advertise.to_string());
+        if !config.listen.ip().is_unspecified() {
+            names.push(config.listen.ip().to_string());
+        }
         names.push(config.service_ranges.kubernetes_ip().to_string());
         names.extend(
             [
@@ -172,6 +189,9 @@ impl ApiServer {
                 addr: config.listen,
                 source,
             })?;
+        // Local clients (the kubeconfigs written here) use the listen
+        // address, loopback when it is unspecified; the cluster uses the
+        // advertised one.
         let host = if local.ip().is_unspecified() {
             "127.0.0.1".to_owned()
         } else {
@@ -183,7 +203,7 @@ impl ApiServer {
         bootstrap_namespaces(&store).await?;
         let objects = skep_objects::Objects::with_service_ranges(store, config.service_ranges)
             .with_service_account_admission(true);
-        builtin_services::ensure(&objects, &host, local.port())
+        builtin_services::ensure(&objects, &advertise.to_string(), local.port())
             .await
             .map_err(|source| ApiServerError::BuiltinServices { source })?;
         rbac_bootstrap::reconcile(&objects)
@@ -195,7 +215,9 @@ impl ApiServer {
         let tokens = sa_tokens::ServiceAccountTokens::new(
             objects.clone(),
             std::sync::Arc::new(signer),
-            &server_address,
+            // The discovery document's `jwks_uri` names the advertised
+            // address, as kube-apiserver's external address.
+            &SocketAddr::new(advertise, local.port()).to_string(),
         );
         let authenticator = authn::Authenticator::new(tokens.clone(), config.anonymous_auth);
         tracing::info!(%server_address, kubeconfig = %kubeconfig.display(), "API server listening");
@@ -213,7 +235,7 @@ impl ApiServer {
             kubeconfig,
             pki,
             data_dir: config.data_dir.clone(),
-            advertise: (host, local.port()),
+            advertise: (advertise.to_string(), local.port()),
         })
     }
 

@@ -83,9 +83,9 @@ impl Pki {
                 what: "parse the CA certificate".into(),
                 source,
             })?;
-        let server = load_or(dir, "apiserver", || {
-            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            names.extend(server_names.iter().cloned());
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        names.extend(server_names.iter().cloned());
+        let make_server = || {
             issue(
                 &issuer,
                 "skep-apiserver",
@@ -93,7 +93,19 @@ impl Pki {
                 &names,
                 ExtendedKeyUsagePurpose::ServerAuth,
             )
-        })?;
+        };
+        let mut server = load_or(dir, "apiserver", make_server)?;
+        // A serving certificate that does not name every address the server
+        // answers on now (a new `--tls-san`, another advertise address) or
+        // whose key is not its own (a crash between the two writes) is
+        // issued again from the same CA, as k3s does; clients keep trusting
+        // the CA.
+        if let Some(why) = serving_needs_reissue(&server, &names) {
+            tracing::info!(%why, "reissuing the API server's serving certificate");
+            server = make_server()?;
+            write_file(&dir.join("apiserver.key"), &server.key_pem, 0o600)?;
+            write_file(&dir.join("apiserver.crt"), &server.cert_pem, 0o644)?;
+        }
         let admin = load_or(dir, "admin", || {
             issue(
                 &issuer,
@@ -172,6 +184,51 @@ impl Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         )
     }
+}
+
+/// Why `pair` cannot serve `names` (a name it does not cover, or a key that
+/// is not the certificate's), or `None` when it can.
+fn serving_needs_reissue(pair: &CertPair, names: &[String]) -> Option<String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let Ok(der) = rustls_pki_types::CertificateDer::from_pem_slice(pair.cert_pem.as_bytes()) else {
+        return Some("the certificate does not parse".into());
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return Some("the certificate does not parse".into());
+    };
+    let Ok(key) = KeyPair::from_pem(&pair.key_pem) else {
+        return Some("the key does not parse".into());
+    };
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Some("the key is not the certificate's".into());
+    }
+    let mut dns = Vec::new();
+    let mut ips = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    ips.extend(ip);
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+        .iter()
+        .find(|name| match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ips.contains(&ip),
+            Err(_) => !dns.iter().any(|d| d.eq_ignore_ascii_case(name)),
+        })
+        .map(|missing| format!("it does not cover {missing}"))
 }
 
 fn key_pair(pem: &str) -> Result<KeyPair, PkiError> {
@@ -315,6 +372,7 @@ mod tests {
         let first = Pki::load_or_create(dir.path(), &["node-1".into()]).expect("create");
         let again = Pki::load_or_create(dir.path(), &[]).expect("load");
         assert_eq!(first.ca.cert_pem, again.ca.cert_pem);
+        assert_eq!(first.server.cert_pem, again.server.cert_pem);
         assert_eq!(first.admin.cert_pem, again.admin.cert_pem);
         assert!(
             first
@@ -329,5 +387,35 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn the_serving_certificate_is_reissued_for_a_new_name_or_a_stray_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = Pki::load_or_create(dir.path(), &["10.0.0.5".into()]).expect("create");
+        let same = Pki::load_or_create(dir.path(), &["10.0.0.5".into()]).expect("load");
+        assert_eq!(first.server.cert_pem, same.server.cert_pem);
+        let wider = Pki::load_or_create(dir.path(), &["10.0.0.5".into(), "api.example".into()])
+            .expect("reissue");
+        assert_ne!(first.server.cert_pem, wider.server.cert_pem);
+        assert_eq!(first.ca.cert_pem, wider.ca.cert_pem, "the CA stays");
+        let names = ["localhost", "127.0.0.1", "10.0.0.5", "API.example"].map(str::to_owned);
+        assert_eq!(serving_needs_reissue(&wider.server, &names), None);
+        assert_eq!(
+            serving_needs_reissue(&wider.server, &["10.0.0.6".to_owned()]).as_deref(),
+            Some("it does not cover 10.0.0.6")
+        );
+        // A crash between writing the key and the certificate.
+        let stray =
+            Pki::load_or_create(tempfile::tempdir().expect("tempdir").path(), &[]).expect("other");
+        write_file(
+            &dir.path().join("apiserver.key"),
+            &stray.server.key_pem,
+            0o600,
+        )
+        .expect("write");
+        let healed = Pki::load_or_create(dir.path(), &[]).expect("heal");
+        assert_eq!(serving_needs_reissue(&healed.server, &names[..2]), None);
+        assert_ne!(healed.server.key_pem, stray.server.key_pem);
     }
 }

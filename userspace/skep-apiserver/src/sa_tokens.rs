@@ -81,12 +81,10 @@ pub enum ReviewError {
     #[error(transparent)]
     Token(#[from] TokenError),
     /// The store could not be read.
-    #[error("failed to look up {kind} {key}: {source}")]
+    #[error("failed to look up {objects}: {source}")]
     Lookup {
-        /// The kind looked up.
-        kind: &'static str,
-        /// `namespace/name`.
-        key: String,
+        /// What was looked up: `Kind namespace/name, …`.
+        objects: String,
         /// What the store answered.
         #[source]
         source: ApiError,
@@ -725,20 +723,25 @@ impl Snapshot {
                 wanted.push((&kinds::SECRET, ns, &claims.secret_name));
             }
         }
+        wanted.retain(|(info, namespace, name)| {
+            !(name.is_empty() || info.namespaced && namespace.is_empty())
+        });
+        // One read barrier for all of them: they are looked up on every
+        // request a service account token makes.
+        let found = objects
+            .try_get_many(&wanted)
+            .await
+            .map_err(|source| ReviewError::Lookup {
+                objects: wanted
+                    .iter()
+                    .map(|(info, namespace, name)| format!("{} {namespace}/{name}", info.kind))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                source,
+            })?;
         let mut snapshot = Self::default();
-        for (info, namespace, name) in wanted {
-            if name.is_empty() || (info.namespaced && namespace.is_empty()) {
-                continue;
-            }
-            let found = objects
-                .try_get(info, namespace, name)
-                .await
-                .map_err(|source| ReviewError::Lookup {
-                    kind: info.kind,
-                    key: format!("{namespace}/{name}"),
-                    source,
-                })?;
-            if let Some(obj) = found {
+        for ((info, namespace, name), obj) in wanted.into_iter().zip(found) {
+            if let Some(obj) = obj {
                 snapshot
                     .objects
                     .insert((info.kind, namespace.to_owned(), name.to_owned()), obj);

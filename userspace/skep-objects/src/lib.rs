@@ -93,6 +93,30 @@ impl Objects {
             .map_err(|e| store_error(info, name, e))?;
         kv.as_ref().map(output).transpose()
     }
+
+    /// The objects `(kind, namespace, name)`, each if it exists, read at one
+    /// revision behind one linearizable read barrier (what one
+    /// [`Objects::try_get`] per object would give, for the price of one).
+    pub async fn try_get_many(
+        &self,
+        wanted: &[(&ResourceInfo, &str, &str)],
+    ) -> Result<Vec<Option<Value>>, ApiError> {
+        let keys: Vec<bytes::Bytes> = wanted
+            .iter()
+            .map(|(info, namespace, name)| key(info, namespace, name).into())
+            .collect();
+        let kvs = self
+            .store
+            .get_many(&keys, ReadConsistency::Linearizable)
+            .await
+            .map_err(|e| match wanted.first() {
+                Some((info, _, name)) => store_error(info, name, e),
+                None => ApiError::internal(e),
+            })?;
+        kvs.iter()
+            .map(|kv| kv.as_ref().map(output).transpose())
+            .collect()
+    }
 }
 
 /// Maps a store failure to the API error a client expects.

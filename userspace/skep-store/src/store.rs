@@ -490,6 +490,22 @@ impl Store {
         reader.get_kv(&Bytes::copy_from_slice(key.as_ref()), revision)
     }
 
+    /// The live values of `keys`, read at one revision behind one read
+    /// barrier (a lookup of several related objects pays for one).
+    #[tracing::instrument(level = "debug", skip_all, fields(keys = keys.len()))]
+    pub async fn get_many(
+        &self,
+        keys: &[Bytes],
+        consistency: ReadConsistency,
+    ) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        self.read_barrier(consistency).await?;
+        let reader = Reader::snapshot(&self.inner.db);
+        let revision = reader.revisions()?.revision;
+        keys.iter()
+            .map(|key| reader.get_kv(key, revision))
+            .collect()
+    }
+
     /// One page of the live keys under a prefix, consistent at one revision.
     #[tracing::instrument(level = "debug", skip_all, fields(limit = request.limit, revision = request.revision))]
     pub async fn list(

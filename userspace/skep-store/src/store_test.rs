@@ -108,6 +108,17 @@ async fn writes_take_consecutive_revisions_and_failed_preconditions_take_none() 
         .await?;
     assert_eq!((recreated.create_revision, recreated.version), (6, 1));
     assert_eq!(store.current_revision(), 6);
+    let many = store
+        .get_many(
+            &[
+                Bytes::from_static(b"/registry/pods/default/b"),
+                Bytes::from_static(b"/registry/pods/default/nope"),
+                Bytes::from_static(b"/registry/pods/default/a"),
+            ],
+            L,
+        )
+        .await?;
+    assert_eq!(many, vec![Some(b), None, Some(recreated.clone())]);
     let got = store
         .get("/registry/pods/default/a", ReadConsistency::Local)
         .await?

@@ -2,7 +2,12 @@
 //! `<data-dir>/store`, the API server on `--listen`, the admin kubeconfig in
 //! `<data-dir>/kubeconfig`, and the scheduler and controllers in-process.
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use skep_apiserver::{ApiServer, ApiServerConfig};
@@ -12,14 +17,22 @@ use skep_objects::Objects;
 use skep_store::{Store, StoreConfig};
 
 /// Flags shared by `skep server` and `skep up`.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct ControlPlaneArgs {
     /// Directory for the cluster's state: store, certificates, kubeconfig.
     #[arg(long, default_value = "/var/lib/skep")]
     pub data_dir: PathBuf,
-    /// Address the Kubernetes API listens on (HTTPS).
-    #[arg(long, default_value = "127.0.0.1:6443")]
+    /// Address the Kubernetes API listens on (HTTPS); all of the host's
+    /// addresses by default, as kube-apiserver's `--bind-address`.
+    #[arg(long, default_value = "0.0.0.0:6443")]
     pub listen: SocketAddr,
+    /// The address pods reach the API server at through the `kubernetes`
+    /// Service (kube-apiserver's flag of that name; also put in the serving
+    /// certificate). By default the listen address, or when that is
+    /// `0.0.0.0` the node's address (`skep up`: its `--node-ip`), else the
+    /// host's first non-loopback IPv4 address.
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<IpAddr>,
     /// Extra DNS names or IPs for the API server's certificate.
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
@@ -109,6 +122,14 @@ pub async fn run(
         &ApiServerConfig {
             data_dir: args.data_dir.clone(),
             listen: args.listen,
+            advertise_address: args.advertise_address.or_else(|| {
+                args.listen
+                    .ip()
+                    .is_unspecified()
+                    .then(skep_node::agent::first_ipv4)
+                    .flatten()
+                    .map(IpAddr::from)
+            }),
             server_names: args.tls_sans.clone(),
             service_ranges: args.service_ranges(),
             anonymous_auth: args.anonymous_auth,

@@ -36,8 +36,13 @@ pub fn run(args: &UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
     image::ensure_demo(&data_dir, image::DEMO_IMAGE)?;
+    // Pods reach the API server at this node's address.
+    let mut control_plane = args.control_plane.clone();
+    if control_plane.advertise_address.is_none() && control_plane.listen.ip().is_unspecified() {
+        control_plane.advertise_address = args.agent.node_ip.map(std::net::IpAddr::from);
+    }
     control_plane::runtime()?.block_on(control_plane::run(
-        &args.control_plane,
+        &control_plane,
         control_plane::shutdown_signal(),
         |server| {
             let kubeconfig = server
