@@ -3,7 +3,8 @@
 //! `legacy.go` validators): issuer, signature, audiences, times, then the
 //! bound objects, then the user.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use skep_user::{
     ALL_SERVICE_ACCOUNTS, UserInfo, service_account_namespace_group, service_account_username,
@@ -324,6 +325,37 @@ pub struct Validator {
     keys: Vec<PublicKey>,
     api_audiences: Vec<String>,
     legacy: bool,
+    signatures: Arc<VerifiedSignatures>,
+}
+
+/// Tokens whose signature has been checked: a client sends the same token
+/// on every request, and the signature of the same bytes checks the same
+/// way each time (only the signature check is remembered; expiry and the
+/// bound objects are checked on every use). Bounded: when full it starts
+/// over.
+#[derive(Debug, Default)]
+struct VerifiedSignatures {
+    tokens: Mutex<HashSet<String>>,
+}
+
+impl VerifiedSignatures {
+    /// How many tokens are remembered at most.
+    const CAPACITY: usize = 4096;
+
+    fn contains(&self, token: &str) -> bool {
+        self.tokens
+            .lock()
+            .is_ok_and(|tokens| tokens.contains(token))
+    }
+
+    fn insert(&self, token: &str) {
+        if let Ok(mut tokens) = self.tokens.lock() {
+            if tokens.len() >= Self::CAPACITY {
+                tokens.clear();
+            }
+            tokens.insert(token.to_owned());
+        }
+    }
 }
 
 impl Validator {
@@ -338,6 +370,7 @@ impl Validator {
             keys,
             api_audiences,
             legacy: false,
+            signatures: Arc::default(),
         }
     }
 
@@ -385,10 +418,14 @@ impl Validator {
         if candidates.is_empty() {
             return Err(TokenError::NoKeys);
         }
-        let verified = candidates.iter().any(|key| {
-            key.algorithm().as_str() == parsed.header.alg
-                && key.verify(parsed.signing_input.as_bytes(), &parsed.signature)
-        });
+        let verified = self.signatures.contains(token)
+            || candidates.iter().any(|key| {
+                key.algorithm().as_str() == parsed.header.alg
+                    && key.verify(parsed.signing_input.as_bytes(), &parsed.signature)
+            }) && {
+                self.signatures.insert(token);
+                true
+            };
         if !verified {
             // Every attempt fails with go-jose's one message; the aggregate
             // de-duplicates it.
