@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::admission::format_time;
 use crate::object::{array, ensure_object, get, get_i64, str_or_empty};
+use crate::query::{DRY_RUN_ALL, Params};
 use crate::registry::ResourceInfo;
 use crate::status::ApiError;
 
@@ -67,6 +68,43 @@ impl DeleteOptions {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
         })
+    }
+}
+
+impl DeleteOptions {
+    /// A delete request's options as upstream's `DeleteResource` and
+    /// `DeleteCollection` handlers read them: the `DeleteOptions` body when
+    /// there is one, else the query (`gracePeriodSeconds`,
+    /// `propagationPolicy`, `orphanDependents`, `dryRun`, and the `uid` and
+    /// `resourceVersion` preconditions); with whether it is a dry run.
+    pub fn from_request(params: &Params, body: &[u8]) -> Result<(Self, bool), ApiError> {
+        let value: Value = if body.is_empty() {
+            let mut v = json!({});
+            if let Some(grace) = params.int64("gracePeriodSeconds")? {
+                v["gracePeriodSeconds"] = json!(grace);
+            }
+            if let Some(orphan) = params.optional_flag("orphanDependents") {
+                v["orphanDependents"] = json!(orphan);
+            }
+            if let Some(policy) = params.get("propagationPolicy") {
+                v["propagationPolicy"] = json!(policy);
+            }
+            if let Some(uid) = params.get("uid").filter(|u| !u.is_empty()) {
+                v["preconditions"]["uid"] = json!(uid);
+            }
+            if let Some(rv) = params.get("resourceVersion").filter(|r| !r.is_empty()) {
+                v["preconditions"]["resourceVersion"] = json!(rv);
+            }
+            v["dryRun"] = json!(params.values("dryRun").collect::<Vec<_>>());
+            v
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        };
+        let dry_run = get(&value, &["dryRun"])
+            .and_then(Value::as_array)
+            .is_some_and(|values| values.iter().any(|v| v == DRY_RUN_ALL));
+        Ok((Self::from_value(Some(&value))?, dry_run))
     }
 }
 

@@ -93,3 +93,37 @@ fn namespaces_go_terminating() {
     let bad = DeleteOptions::from_value(Some(&json!({"propagationPolicy": "Sideways"}))).err();
     assert_eq!(bad.map(|e| e.code()), Some(400));
 }
+
+#[test]
+fn options_come_from_the_body_or_else_the_query() {
+    use crate::delete::Propagation;
+    use crate::query::Params;
+    let query = Params::new(vec![
+        ("gracePeriodSeconds".into(), "0".into()),
+        ("propagationPolicy".into(), "Foreground".into()),
+        ("dryRun".into(), "All".into()),
+        ("uid".into(), "u1".into()),
+    ]);
+    let (opts, dry_run) = DeleteOptions::from_request(&query, b"").unwrap_or_default();
+    assert_eq!(opts.grace_period_seconds, Some(0));
+    assert_eq!(opts.propagation, Some(Propagation::Foreground));
+    assert_eq!(opts.precondition_uid.as_deref(), Some("u1"));
+    assert!(dry_run);
+    // A body wins over the query entirely, as upstream's handler reads it.
+    let body = br#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Orphan"}"#;
+    let (opts, dry_run) = DeleteOptions::from_request(&query, body).unwrap_or_default();
+    assert_eq!(opts.grace_period_seconds, None);
+    assert_eq!(opts.propagation, Some(Propagation::Orphan));
+    assert!(!dry_run);
+    let body = br#"{"dryRun":["All"],"gracePeriodSeconds":5}"#;
+    let (opts, dry_run) = DeleteOptions::from_request(&Params::default(), body).unwrap_or_default();
+    assert_eq!(opts.grace_period_seconds, Some(5));
+    assert!(dry_run);
+    let bad = Params::new(vec![("gracePeriodSeconds".into(), "soon".into())]);
+    assert_eq!(
+        DeleteOptions::from_request(&bad, b"")
+            .err()
+            .map(|e| e.message),
+        Some(r#"strconv.ParseInt: parsing "soon": invalid syntax"#.to_owned())
+    );
+}

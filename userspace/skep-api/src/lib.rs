@@ -44,6 +44,7 @@ pub mod kinds;
 pub mod object;
 pub mod patch;
 pub mod protobuf;
+pub mod query;
 pub mod registry;
 pub mod selector;
 pub mod service_alloc;

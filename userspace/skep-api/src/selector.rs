@@ -433,49 +433,107 @@ pub fn field_string(obj: &Value, field: &str, default: &str) -> String {
     }
 }
 
-/// Split on unescaped `sep`, unescaping `\,` `\=` `\\`.
-fn split_escaped(s: &str, sep: char) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(n) = chars.next()
-                && let Some(last) = out.last_mut()
-            {
-                if n != sep && n != '=' && n != '!' && n != '\\' {
-                    last.push('\\');
-                }
-                last.push(n);
-            }
-        } else if c == sep {
-            out.push(String::new());
-        } else if let Some(last) = out.last_mut() {
-            last.push(c);
+/// The comma-separated terms of a field selector (`fields.splitTerms`):
+/// a backslash-escaped comma is data, and the backslash stays for
+/// [`unescape_field_value`].
+fn split_field_terms(selector: &str) -> Vec<&str> {
+    let mut terms = Vec::new();
+    let mut start = 0;
+    let mut in_slash = false;
+    for (i, c) in selector.char_indices() {
+        if in_slash {
+            in_slash = false;
+        } else if c == '\\' {
+            in_slash = true;
+        } else if c == ',' {
+            terms.push(&selector[start..i]);
+            start = i + 1;
         }
     }
-    out
+    terms.push(&selector[start..]);
+    terms
+}
+
+/// A term's field, whether it is negated, and its raw value
+/// (`fields.splitTerm`): the leftmost operator splits it, `!=` and `==`
+/// before `=` at the same place; the field has no escaping.
+fn split_field_term(term: &str) -> Option<(&str, bool, &str)> {
+    term.char_indices().find_map(|(i, _)| {
+        let rest = &term[i..];
+        if let Some(value) = rest.strip_prefix("!=") {
+            Some((&term[..i], true, value))
+        } else if let Some(value) = rest.strip_prefix("==") {
+            Some((&term[..i], false, value))
+        } else {
+            rest.strip_prefix('=')
+                .map(|value| (&term[..i], false, value))
+        }
+    })
+}
+
+/// A field selector value with `\\`, `\,` and `\=` unescaped
+/// (`fields.UnescapeValue`); an unknown escape, a trailing backslash, or a
+/// bare `=` is an error with upstream's message (which prints the rune as
+/// a number, as Go's `%v` does).
+fn unescape_field_value(value: &str) -> Result<String, ApiError> {
+    let mut out = String::with_capacity(value.len());
+    let mut in_slash = false;
+    for c in value.chars() {
+        if in_slash {
+            if !matches!(c, '\\' | ',' | '=') {
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector: invalid escape sequence: \\{c}"
+                )));
+            }
+            out.push(c);
+            in_slash = false;
+        } else if c == '\\' {
+            in_slash = true;
+        } else if c == ',' || c == '=' {
+            return Err(ApiError::bad_request(format!(
+                "invalid field selector: unescaped character in value: {}",
+                u32::from(c)
+            )));
+        } else {
+            out.push(c);
+        }
+    }
+    if in_slash {
+        return Err(ApiError::bad_request(
+            "invalid field selector: invalid escape sequence: \\",
+        ));
+    }
+    Ok(out)
 }
 
 impl FieldSelector {
-    /// Parse `a=b,c!=d` and check every field is supported for `info`'s kind.
+    /// Parse `a=b,c==d,e!=f` as `fields.ParseSelector` does (empty terms,
+    /// as in `a=b,`, are skipped; values unescaped), then check every field
+    /// is supported for `info`'s kind.
     pub fn parse(info: &ResourceInfo, s: &str) -> Result<Self, ApiError> {
         let mut requirements = Vec::new();
-        if s.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        for term in split_escaped(s, ',') {
-            let (field, negated, value) = if let Some((f, v)) = term.split_once("!=") {
-                (f, true, v)
-            } else if let Some((f, v)) = term.split_once("==") {
-                (f, false, v)
-            } else if let Some((f, v)) = term.split_once('=') {
-                (f, false, v)
-            } else {
+        // Upstream sorts the terms: it decides which bad term is reported.
+        let mut terms = split_field_terms(s);
+        terms.sort_unstable();
+        for term in terms {
+            if term.is_empty() {
+                continue;
+            }
+            let Some((field, negated, value)) = split_field_term(term) else {
                 return Err(ApiError::bad_request(format!(
                     "invalid selector: '{s}'; can't understand '{term}'"
                 )));
             };
-            let field = field.trim();
+            let value = unescape_field_value(value)?;
+            requirements.push(FieldRequirement {
+                field: field.to_owned(),
+                negated,
+                value,
+            });
+        }
+        // Upstream checks the fields after parsing the whole selector.
+        for r in &requirements {
+            let field = r.field.as_str();
             if field != "metadata.name"
                 && field != "metadata.namespace"
                 && !info.strategy().field_labels().contains(&field)
@@ -484,11 +542,6 @@ impl FieldSelector {
                     "field label not supported: {field}"
                 )));
             }
-            requirements.push(FieldRequirement {
-                field: field.to_owned(),
-                negated,
-                value: value.to_owned(),
-            });
         }
         Ok(Self { requirements })
     }

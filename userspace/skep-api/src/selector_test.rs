@@ -102,3 +102,76 @@ fn field_selectors_per_kind() {
         Some("p")
     );
 }
+
+#[test]
+fn field_selector_parsing_follows_upstream() {
+    let pod = json!({"metadata": {"name": "p", "namespace": "ns"}, "spec": {"nodeName": "n,1"}});
+    // An empty term is skipped, as fields.ParseSelector does.
+    for s in [
+        "metadata.name=p,",
+        ",metadata.name=p",
+        "metadata.name=p,,",
+        "",
+    ] {
+        assert!(
+            FieldSelector::parse(&kinds::POD, s).is_ok_and(|sel| sel.matches(&kinds::POD, &pod)),
+            "{s:?}"
+        );
+    }
+    assert!(
+        FieldSelector::parse(&kinds::POD, "metadata.name==p,metadata.namespace!=x")
+            .is_ok_and(|sel| sel.matches(&kinds::POD, &pod))
+    );
+    // An escaped comma is part of the value.
+    assert!(
+        FieldSelector::parse(&kinds::POD, r"spec.nodeName=n\,1")
+            .is_ok_and(|sel| sel.matches(&kinds::POD, &pod))
+    );
+    let message = |s: &str| {
+        FieldSelector::parse(&kinds::POD, s)
+            .err()
+            .map(|e| (e.code(), e.message))
+    };
+    assert_eq!(
+        message("metadata.name"),
+        Some((
+            400,
+            "invalid selector: 'metadata.name'; can't understand 'metadata.name'".to_owned()
+        ))
+    );
+    // The leftmost operator splits the term; what follows is the value.
+    assert_eq!(
+        message("metadata.name=a=b"),
+        Some((
+            400,
+            "invalid field selector: unescaped character in value: 61".to_owned()
+        ))
+    );
+    assert_eq!(
+        message(r"metadata.name=a\x"),
+        Some((
+            400,
+            r"invalid field selector: invalid escape sequence: \x".to_owned()
+        ))
+    );
+    assert_eq!(
+        message("metadata.name=a\\"),
+        Some((
+            400,
+            r"invalid field selector: invalid escape sequence: \".to_owned()
+        ))
+    );
+    // No trimming: a space is part of the field.
+    assert_eq!(
+        message("metadata.name =p"),
+        Some((400, "field label not supported: metadata.name ".to_owned()))
+    );
+    // Terms are sorted before parsing, so the smallest bad term is named.
+    assert_eq!(
+        message("zz,aa"),
+        Some((
+            400,
+            "invalid selector: 'zz,aa'; can't understand 'aa'".to_owned()
+        ))
+    );
+}
