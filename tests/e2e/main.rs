@@ -8,6 +8,7 @@
 mod agent;
 mod agent_input;
 mod agent_registry;
+mod api_conformance;
 mod cli;
 mod control_plane;
 mod datapath;

@@ -3,7 +3,7 @@
 //! validation, selectors, list and watch shapes) come from `skep-api`; this
 //! module does the HTTP side; `skep-objects` the reads and writes.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Extension, Router,
@@ -23,6 +23,7 @@ use skep_api::{
     kinds,
     object::{self, ListMeta, WatchEventType},
     patch::{self as patching, PatchType},
+    query::Params,
     registry,
     registry::Serving,
     table::{self, IncludeObject},
@@ -82,17 +83,16 @@ pub fn router(state: ApiState) -> Router {
         .with_state(Arc::new(state))
 }
 
-pub(crate) type Params = HashMap<String, String>;
-
 async fn dispatch(
     State(state): State<Arc<ApiState>>,
     identity: Option<Extension<Identity>>,
     method: Method,
     uri: Uri,
-    Query(params): Query<Params>,
+    Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let params = Params::new(pairs);
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -100,8 +100,7 @@ async fn dispatch(
         }
         Err(rejection) => return error_response(&ApiError::bad_request(rejection.body_text())),
     };
-    let watch = params.get("watch").is_some_and(|w| w == "true" || w == "1");
-    let target = request::parse(&method, uri.path(), watch);
+    let target = request::parse(&method, uri.path(), params.flag("watch"));
     let user = match Box::pin(gate(
         &state,
         identity,
@@ -183,7 +182,7 @@ pub(crate) async fn gate(
     let identity = identity.map(|Extension(i)| i).unwrap_or_default();
     let user = state.authenticator.authenticate(&identity, headers).await?;
     let user = crate::impersonate::impersonate(user, headers, &state.authorizer)?;
-    let selector = params.get("fieldSelector").map(String::as_str);
+    let selector = params.get("fieldSelector");
     let attrs = authz::attributes(&user, method, path, target, selector);
     state.authorizer.check_selected(&attrs, selector)?;
     Ok(user)
@@ -260,19 +259,18 @@ fn wants_table(headers: &HeaderMap) -> bool {
 /// The field manager of a write: `?fieldManager=`, else the client's program
 /// name from its User-Agent, as kube-apiserver defaults it.
 fn field_manager(params: &Params, headers: &HeaderMap) -> String {
-    params.get("fieldManager").cloned().unwrap_or_else(|| {
-        headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|ua| ua.split('/').next())
-            .filter(|name| !name.is_empty())
-            .unwrap_or("unknown")
-            .to_owned()
-    })
-}
-
-fn dry_run(params: &Params) -> bool {
-    params.get("dryRun").is_some_and(|v| v == "All")
+    params.get("fieldManager").map_or_else(
+        || {
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|name| !name.is_empty())
+                .unwrap_or("unknown")
+                .to_owned()
+        },
+        str::to_owned,
+    )
 }
 
 #[tracing::instrument(skip_all, fields(verb = ?req.verb, resource = %req.resource, namespace = %req.namespace, name = %req.name))]
@@ -346,7 +344,7 @@ async fn resource(
             .await?;
             delete(state, info, req, params, &body).await
         }
-        Verb::DeleteCollection => Err(ApiError::method_not_allowed()),
+        Verb::DeleteCollection => delete_collection(state, user, info, req, params, &body).await,
     }
 }
 
@@ -425,7 +423,7 @@ async fn get(
 /// The label and field selectors of a list or watch; a watch on one object
 /// is a watch with `metadata.name=<name>`.
 fn filter(info: &ResourceInfo, req: &ResourceRequest, params: &Params) -> Result<Filter, ApiError> {
-    let mut fields = params.get("fieldSelector").cloned().unwrap_or_default();
+    let mut fields = params.get("fieldSelector").unwrap_or_default().to_owned();
     if !req.name.is_empty() {
         if !fields.is_empty() {
             fields.push(',');
@@ -433,13 +431,28 @@ fn filter(info: &ResourceInfo, req: &ResourceRequest, params: &Params) -> Result
         fields.push_str("metadata.name=");
         fields.push_str(&req.name);
     }
-    let labels = params.get("labelSelector").map_or("", String::as_str);
+    let labels = params.get("labelSelector").unwrap_or_default();
     Filter::parse(info, labels, &fields)
 }
 
 fn render_table(info: &ResourceInfo, objects: &[Value], meta: &ListMeta, params: &Params) -> Value {
-    let include = IncludeObject::parse(params.get("includeObject").map_or("", String::as_str));
+    let include = IncludeObject::parse(params.get("includeObject").unwrap_or_default());
     table::table(info, objects, meta, include, AdmitOptions::default().now)
+}
+
+/// A list's selectors and paging: `limit` is Go's `ParseInt` (a negative
+/// one, like upstream's, lists everything), `continue` the token.
+fn list_options(
+    info: &ResourceInfo,
+    req: &ResourceRequest,
+    params: &Params,
+) -> Result<ListOptions, ApiError> {
+    let limit = params.int64("limit")?.unwrap_or(0);
+    Ok(ListOptions {
+        filter: Some(filter(info, req, params)?),
+        limit: usize::try_from(limit).unwrap_or(0),
+        continue_token: params.get("continue").map(str::to_owned),
+    })
 }
 
 async fn list(
@@ -449,17 +462,7 @@ async fn list(
     params: &Params,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit: usize = match params.get("limit") {
-        Some(l) => l
-            .parse()
-            .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-        None => 0,
-    };
-    let options = ListOptions {
-        filter: Some(filter(info, req, params)?),
-        limit,
-        continue_token: params.get("continue").cloned(),
-    };
+    let options = list_options(info, req, params)?;
     let (items, meta) = state.objects.list(info, &req.namespace, &options).await?;
     if wants_table(headers) {
         return Ok(json_response(
@@ -477,7 +480,7 @@ fn write_options(params: &Params, headers: &HeaderMap) -> Result<WriteOptions, A
     Ok(WriteOptions {
         manager: field_manager(params, headers),
         admit: admit_options(params)?,
-        dry_run: dry_run(params),
+        dry_run: params.dry_run(),
     })
 }
 
@@ -638,7 +641,7 @@ async fn server_side(
     let config = decode::decode(body, "application/yaml")?;
     let apply_opts = ApplyOptions {
         field_manager: manager,
-        force: params.get("force").is_some_and(|f| f == "true"),
+        force: params.flag("force"),
         now: opts.admit.now,
     };
     let live = state
@@ -691,26 +694,81 @@ async fn delete(
     params: &Params,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let options: Option<Value> = if body.is_empty() {
-        None
-    } else {
-        Some(
-            serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?,
-        )
-    };
-    let mut options = DeleteOptions::from_value(options.as_ref())?;
-    if let Some(policy) = params.get("propagationPolicy") {
-        options = DeleteOptions::from_value(Some(&json!({"propagationPolicy": policy})))?;
-    }
+    let (options, dry_run) = DeleteOptions::from_request(params, body)?;
     let deleted = state
         .objects
-        .delete(info, &req.namespace, &req.name, &options, dry_run(params))
+        .delete(info, &req.namespace, &req.name, &options, dry_run)
         .await?;
     Ok(match deleted {
         Deleted::Removed(obj) => json_response(StatusCode::OK, &obj),
         Deleted::Marked(obj) | Deleted::Unchanged(obj) => json_response(StatusCode::ACCEPTED, &obj),
     })
+}
+
+/// `DELETE` on a collection, as upstream's `DeleteCollection` handler and
+/// `Store.DeleteCollection` do it: list what the selectors match (a
+/// `limit` deletes one page), delete each item as a single delete would
+/// (pods gracefully; one already gone is skipped), and answer the list as
+/// it was before the deletes. The first failure ends it with its error.
+async fn delete_collection(
+    state: &ApiState,
+    user: &skep_user::UserInfo,
+    info: &ResourceInfo,
+    req: &ResourceRequest,
+    params: &Params,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    if !info.verbs.contains(&"deletecollection") || !req.subresource.is_empty() {
+        return Err(ApiError::method_not_allowed());
+    }
+    let mut list = list_options(info, req, params)?;
+    let (options, dry_run) = DeleteOptions::from_request(params, body)?;
+    let (items, meta) = state.objects.list(info, &req.namespace, &list).await?;
+    let one_page = list.limit > 0;
+    let mut all = items;
+    let mut next = meta.continue_token.clone();
+    while let Some(token) = next.filter(|_| !one_page) {
+        list.continue_token = Some(token);
+        let (items, page) = state.objects.list(info, &req.namespace, &list).await?;
+        all.extend(items);
+        next = page.continue_token;
+    }
+    for item in &all {
+        let name = object::name(item);
+        let one = ResourceRequest {
+            verb: Verb::Delete,
+            namespace: object::namespace(item).to_owned(),
+            name: name.to_owned(),
+            ..req.clone()
+        };
+        node_restriction::admit(
+            &state.objects,
+            user,
+            info,
+            &one,
+            Operation::Delete,
+            None,
+            None,
+        )
+        .await?;
+        match state
+            .objects
+            .delete(info, object::namespace(item), name, &options, dry_run)
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if err.reason == StatusReason::NotFound => {}
+            Err(err) => {
+                tracing::debug!(?err, %name, "delete in a collection delete failed");
+                return Err(err);
+            }
+        }
+    }
+    tracing::debug!(deleted = all.len(), dry_run, "collection deleted");
+    Ok(json_response(
+        StatusCode::OK,
+        &object::wrap_list(info, all, &meta),
+    ))
 }
 
 /// How long an idle watch waits before sending a bookmark.
@@ -723,14 +781,13 @@ async fn watch(
     params: &Params,
 ) -> Result<Response, ApiError> {
     let filter = filter(info, req, params)?;
-    let bookmarks = params
-        .get("allowWatchBookmarks")
-        .is_some_and(|v| v == "true");
+    let bookmarks = params.flag("allowWatchBookmarks");
+    // Upstream waits `timeoutSeconds` (a negative one ends the watch at once).
     let timeout = params
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let from: Option<u64> = match params.get("resourceVersion").map(String::as_str) {
+        .int64("timeoutSeconds")?
+        .filter(|t| *t != 0)
+        .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0)));
+    let from: Option<u64> = match params.get("resourceVersion") {
         None | Some("" | "0") => None,
         Some(rv) => Some(
             rv.parse()

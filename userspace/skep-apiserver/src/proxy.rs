@@ -11,9 +11,7 @@
 //! upgrade-aware proxy — the WebSocket kubectl opens (`v5.channel.k8s.io`)
 //! is spliced through to the agent, which speaks the channel protocol.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +27,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
 use serde_json::Value;
+use skep_api::query::{self, Params};
 use skep_api::{ApiError, kinds, object};
 use tracing::Instrument as _;
 
@@ -190,6 +189,28 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// The booleans of `pods/log` and `pods/exec`, which the node reads only
+/// as `true`.
+const BOOLEAN_PARAMS: &[&str] = &[
+    "follow",
+    "previous",
+    "timestamps",
+    "stdin",
+    "stdout",
+    "stderr",
+    "tty",
+];
+
+/// A parameter's value as forwarded to the node: a boolean spelled
+/// `true`/`false` after upstream's reading (the Python client sends `True`).
+fn node_value<'a>(name: &str, value: &'a str) -> &'a str {
+    match BOOLEAN_PARAMS.contains(&name) {
+        true if query::parse_bool(value) => "true",
+        true => "false",
+        false => value,
+    }
+}
+
 /// The query parameters of `pods/log` the node serves.
 const LOG_PARAMS: &[&str] = &[
     "follow",
@@ -202,22 +223,18 @@ const LOG_PARAMS: &[&str] = &[
 ];
 
 /// `GET pods/{name}/log`: streams the container's log from its node.
-pub async fn pod_log<S: BuildHasher>(
-    state: &ApiState,
-    pod: &Value,
-    params: &HashMap<String, String, S>,
-) -> Result<Response, ApiError> {
-    let (node, container) = target(pod, params.get("container").map(String::as_str))?;
+pub async fn pod_log(state: &ApiState, pod: &Value, params: &Params) -> Result<Response, ApiError> {
+    let (node, container) = target(pod, params.get("container"))?;
     for number in ["tailLines", "sinceSeconds", "limitBytes"] {
-        if let Some(v) = params.get(number)
-            && v.parse::<i64>().is_err()
-        {
-            return Err(ApiError::bad_request(format!("invalid {number} {v:?}")));
-        }
+        params.int64(number)?;
     }
     let query: Vec<String> = LOG_PARAMS
         .iter()
-        .filter_map(|k| params.get(*k).map(|v| format!("{k}={}", encode(v))))
+        .filter_map(|k| {
+            params
+                .get(k)
+                .map(|v| format!("{k}={}", encode(node_value(k, v))))
+        })
         .collect();
     let path = format!(
         "/containerLogs/{}/{}/{container}?{}",
@@ -276,9 +293,10 @@ pub async fn pod_exec(
     State(state): State<Arc<ApiState>>,
     identity: Option<Extension<Identity>>,
     Path((namespace, name)): Path<(String, String)>,
-    Query(params): Query<crate::api::Params>,
+    Query(pairs): Query<Vec<(String, String)>>,
     mut req: Request<Body>,
 ) -> Response {
+    let params = Params::new(pairs);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let target = crate::request::parse(&method, &path, false);
@@ -331,15 +349,12 @@ async fn exec(
     name: &str,
     req: &mut Request<Body>,
 ) -> Result<Response, ApiError> {
-    let Query(params): Query<Vec<(String, String)>> =
+    let Query(pairs): Query<Vec<(String, String)>> =
         Query::try_from_uri(req.uri()).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let params = Params::new(pairs);
     let pod = state.objects.get(&kinds::POD, namespace, name).await?;
-    let container = params
-        .iter()
-        .find(|(k, _)| k == "container")
-        .map(|(_, v)| v.as_str());
-    let (node, container) = target(&pod, container)?;
-    if !params.iter().any(|(k, _)| k == "command") {
+    let (node, container) = target(&pod, params.get("container"))?;
+    if params.get("command").is_none() {
         return Err(ApiError::bad_request(
             "you must specify at least one command for the container",
         ));
@@ -347,7 +362,12 @@ async fn exec(
     let addr = node_endpoint(state, &node).await?;
     let path = format!(
         "/exec/{namespace}/{name}/{container}?{}",
-        req.uri().query().unwrap_or_default()
+        params
+            .pairs()
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(node_value(k, v))))
+            .collect::<Vec<_>>()
+            .join("&")
     );
     let mut outgoing = Request::builder()
         .method(req.method().clone())
