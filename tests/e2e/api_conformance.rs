@@ -14,7 +14,8 @@ use serde_json::Value;
 use skep_e2e::cluster::Server;
 use skep_e2e::unique_name;
 
-/// Creates three ConfigMaps, watches them (the client sends
+/// Creates three ConfigMaps (selected by `app` apart from the namespace's
+/// `kube-root-ca.crt`), watches them (the client sends
 /// `watch=True`), lists with a trailing-comma field selector, deletes the
 /// two labelled `app=x` as a collection, and prints what it saw.
 const PROGRAM: &str = r#"
@@ -27,14 +28,14 @@ ns = sys.argv[2]
 for name, app in [("a", "x"), ("b", "x"), ("c", "y")]:
     v1.create_namespaced_config_map(ns, {"metadata": {"name": name, "labels": {"app": app}}})
 seen = []
-for event in watch.Watch().stream(v1.list_namespaced_config_map, ns, timeout_seconds=2):
+for event in watch.Watch().stream(v1.list_namespaced_config_map, ns, label_selector="app", timeout_seconds=2):
     seen.append(event["type"] + ":" + event["object"].metadata.name)
 print("watched " + ",".join(sorted(seen)), flush=True)
 picked = v1.list_namespaced_config_map(ns, field_selector="metadata.name=c,")
 print("selected " + ",".join(cm.metadata.name for cm in picked.items), flush=True)
 done = v1.delete_collection_namespaced_config_map(ns, label_selector="app=x")
 print("deleted kind " + str(done.kind), flush=True)
-left = v1.list_namespaced_config_map(ns)
+left = v1.list_namespaced_config_map(ns, label_selector="app")
 print("left " + ",".join(cm.metadata.name for cm in left.items), flush=True)
 "#;
 
@@ -87,7 +88,7 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
     eprintln!("--- watch=1 streams events, bad integers are Go's 400");
     let events = watch_lines(
         &server,
-        &format!("/api/v1/namespaces/{ns}/configmaps?watch=1&timeoutSeconds=1"),
+        &format!("/api/v1/namespaces/{ns}/configmaps?watch=1&timeoutSeconds=1&labelSelector=app"),
     )?;
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(types, ["ADDED"], "{events:?}");
@@ -132,7 +133,7 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
         (Some("ConfigMapList"), Some("v1"), Some("d"), Some(1)),
         "{deleted}"
     );
-    let names = server.kubectl_ok(&["get", "configmaps", "-n", &ns, "-o", "name"])?;
+    let names = server.kubectl_ok(&["get", "configmaps", "-n", &ns, "-l", "app", "-o", "name"])?;
     let mut names: Vec<&str> = names.lines().collect();
     names.sort_unstable();
     assert_eq!(names, ["configmap/c", "configmap/e"]);

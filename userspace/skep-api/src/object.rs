@@ -106,6 +106,14 @@ pub fn wrap_list(info: &ResourceInfo, items: Vec<Value>, meta: &ListMeta) -> Val
     let mut list = Map::new();
     list.insert("kind".into(), info.list_kind().into());
     list.insert("apiVersion".into(), info.api_version().into());
+    list.extend(wrap_list_meta(meta));
+    list.insert("items".into(), Value::Array(items));
+    Value::Object(list)
+}
+
+/// `{"metadata": ListMeta}` of a list.
+fn wrap_list_meta(meta: &ListMeta) -> Map<String, Value> {
+    let mut list = Map::new();
     let mut metadata = Map::new();
     metadata.insert(
         "resourceVersion".into(),
@@ -118,7 +126,43 @@ pub fn wrap_list(info: &ResourceInfo, items: Vec<Value>, meta: &ListMeta) -> Val
         metadata.insert("remainingItemCount".into(), n.into());
     }
     list.insert("metadata".into(), Value::Object(metadata));
-    list.insert("items".into(), Value::Array(items));
+    list
+}
+
+/// An object as `meta.k8s.io` `PartialObjectMetadata` (`Accept: …;as=
+/// PartialObjectMetadata;g=meta.k8s.io;v=v1`): its metadata alone, as
+/// upstream's `asPartialObjectMetadata` answers; `api_version` is
+/// `meta.k8s.io/v1` or `meta.k8s.io/v1beta1`.
+#[must_use]
+pub fn partial_object_metadata(obj: &Value, api_version: &str) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": api_version,
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// A list as `PartialObjectMetadataList` (upstream's
+/// `asPartialObjectMetadataList`): each item's metadata, the list's
+/// resourceVersion, continue and remaining count. An empty list's `items`
+/// is `null`, as Go encodes the list it never appended to.
+#[must_use]
+pub fn partial_object_metadata_list(items: &[Value], meta: &ListMeta, api_version: &str) -> Value {
+    let mut list = wrap_list_meta(meta);
+    let items: Vec<Value> = items
+        .iter()
+        .map(|item| partial_object_metadata(item, api_version))
+        .collect();
+    list.insert("kind".into(), "PartialObjectMetadataList".into());
+    list.insert("apiVersion".into(), api_version.into());
+    list.insert(
+        "items".into(),
+        if items.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(items)
+        },
+    );
     Value::Object(list)
 }
 
@@ -174,6 +218,33 @@ pub fn bookmark(info: &ResourceInfo, revision: u64) -> Value {
 mod tests {
     use super::*;
     use crate::kinds;
+
+    #[test]
+    fn partial_object_metadata_keeps_only_metadata() {
+        let cm = json!({"kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"name": "a", "labels": {"x": "y"}}, "data": {"k": "v"}});
+        assert_eq!(
+            partial_object_metadata(&cm, "meta.k8s.io/v1"),
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                "metadata": {"name": "a", "labels": {"x": "y"}}})
+        );
+        let meta = ListMeta {
+            resource_version: 7,
+            continue_token: Some("next".into()),
+            remaining_item_count: None,
+        };
+        let list = partial_object_metadata_list(&[cm], &meta, "meta.k8s.io/v1");
+        assert_eq!(list["kind"], "PartialObjectMetadataList");
+        assert_eq!(list["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(
+            list["metadata"],
+            json!({"resourceVersion": "7", "continue": "next"})
+        );
+        assert_eq!(list["items"][0]["kind"], "PartialObjectMetadata");
+        assert_eq!(list["items"][0].get("data"), None);
+        let empty = partial_object_metadata_list(&[], &meta, "meta.k8s.io/v1");
+        assert_eq!(empty["items"], Value::Null);
+    }
 
     #[test]
     fn list_and_rv() {

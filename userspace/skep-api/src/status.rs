@@ -18,6 +18,8 @@ pub enum StatusReason {
     NotFound,
     /// 405: the verb is not supported on this resource.
     MethodNotAllowed,
+    /// 406: no media type in `Accept` can be served.
+    NotAcceptable,
     /// 409: create of an object that exists.
     AlreadyExists,
     /// 409: stale resourceVersion or field-manager conflict.
@@ -49,6 +51,7 @@ impl StatusReason {
             Self::Forbidden => "Forbidden",
             Self::NotFound => "NotFound",
             Self::MethodNotAllowed => "MethodNotAllowed",
+            Self::NotAcceptable => "NotAcceptable",
             Self::AlreadyExists => "AlreadyExists",
             Self::Conflict => "Conflict",
             Self::Expired => "Expired",
@@ -70,6 +73,7 @@ impl StatusReason {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::NotAcceptable => 406,
             Self::AlreadyExists | Self::Conflict => 409,
             Self::Expired | Self::Gone => 410,
             Self::RequestEntityTooLarge => 413,

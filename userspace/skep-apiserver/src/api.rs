@@ -36,6 +36,7 @@ use skep_proto::v1::node_sync_server::NodeSyncServer;
 use crate::{
     authn::Authenticator,
     authz::{self, Authorizer},
+    negotiation::{self, Output},
     node_restriction,
     nodesync::NodeSyncService,
     request::{self, ResourceRequest, Target, Verb},
@@ -248,14 +249,6 @@ fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
     response
 }
 
-/// Whether the client asked for a `meta.k8s.io/v1` Table (kubectl get does).
-fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("as=Table"))
-}
-
 /// The field manager of a write: `?fieldManager=`, else the client's program
 /// name from its User-Agent, as kube-apiserver defaults it.
 fn field_manager(params: &Params, headers: &HeaderMap) -> String {
@@ -327,7 +320,7 @@ async fn resource(
     match req.verb {
         Verb::Get => get(state, info, req, params, headers).await,
         Verb::List => list(state, info, req, params, headers).await,
-        Verb::Watch => watch(state, info, req, params).await,
+        Verb::Watch => watch(state, info, req, params, headers).await,
         Verb::Create => create(state, user, info, req, params, headers, content_type, &body).await,
         Verb::Update => update(state, user, info, req, params, headers, content_type, &body).await,
         Verb::Patch => patch(state, user, info, req, params, headers, content_type, &body).await,
@@ -401,16 +394,30 @@ async fn get(
     if req.subresource == "log" {
         return crate::proxy::pod_log(state, &obj, params).await;
     }
-    if req.subresource.is_empty() && wants_table(headers) {
-        let meta = ListMeta {
-            resource_version: object::resource_version(&obj).unwrap_or_default(),
-            continue_token: None,
-            remaining_item_count: None,
-        };
-        return Ok(json_response(
-            StatusCode::OK,
-            &render_table(info, &[obj], &meta, params),
-        ));
+    if req.subresource.is_empty() {
+        match negotiation::output(headers) {
+            Output::Object => {}
+            Output::Table => {
+                let meta = ListMeta {
+                    resource_version: object::resource_version(&obj).unwrap_or_default(),
+                    continue_token: None,
+                    remaining_item_count: None,
+                };
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &render_table(info, &[obj], &meta, params),
+                ));
+            }
+            Output::PartialObjectMetadata(api_version) => {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &object::partial_object_metadata(&obj, &api_version),
+                ));
+            }
+            Output::PartialObjectMetadataList(_) => {
+                return Err(negotiation::single_for_list(info));
+            }
+        }
     }
     let obj = if req.subresource == "scale" {
         admission::scale_of(&obj)
@@ -464,16 +471,15 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let options = list_options(info, req, params)?;
     let (items, meta) = state.objects.list(info, &req.namespace, &options).await?;
-    if wants_table(headers) {
-        return Ok(json_response(
-            StatusCode::OK,
-            &render_table(info, &items, &meta, params),
-        ));
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        &object::wrap_list(info, items, &meta),
-    ))
+    let body = match negotiation::output(headers) {
+        Output::Object => object::wrap_list(info, items, &meta),
+        Output::Table => render_table(info, &items, &meta, params),
+        Output::PartialObjectMetadataList(api_version) => {
+            object::partial_object_metadata_list(&items, &meta, &api_version)
+        }
+        Output::PartialObjectMetadata(_) => return Err(negotiation::list_for_single(info)),
+    };
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 fn write_options(params: &Params, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
@@ -779,7 +785,14 @@ async fn watch(
     info: &'static ResourceInfo,
     req: &ResourceRequest,
     params: &Params,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    // Metadata-only watches (client-go's metadata informers) get each
+    // event's object as PartialObjectMetadata.
+    let partial = match negotiation::output(headers) {
+        Output::PartialObjectMetadata(v) | Output::PartialObjectMetadataList(v) => Some(v),
+        Output::Object | Output::Table => None,
+    };
     let filter = filter(info, req, params)?;
     let bookmarks = params.flag("allowWatchBookmarks");
     // Upstream waits `timeoutSeconds` (a negative one ends the watch at once).
@@ -799,7 +812,7 @@ async fn watch(
         .watch(info, &req.namespace, Some(filter), from)
         .await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
-    tokio::spawn(stream_watch(info, events, bookmarks, timeout, tx));
+    tokio::spawn(stream_watch(info, events, bookmarks, partial, timeout, tx));
     let body = Body::from_stream(tokio_stream_from(rx));
     Ok((
         StatusCode::OK,
@@ -825,6 +838,7 @@ async fn stream_watch(
     info: &'static ResourceInfo,
     mut events: ObjectWatch,
     bookmarks: bool,
+    partial: Option<String>,
     timeout: Option<Duration>,
     tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) {
@@ -841,14 +855,27 @@ async fn stream_watch(
         let (line, last) = match next {
             // (`bookmark` is the whole event: wrapping it again made kubectl
             // drop the watch at every bookmark.)
-            Err(_) if bookmarks => (object::bookmark(info, events.revision()), false),
+            Err(_) if bookmarks => {
+                let mut event = object::bookmark(info, events.revision());
+                if let Some(api_version) = &partial {
+                    event["object"] =
+                        object::partial_object_metadata(&event["object"], api_version);
+                }
+                (event, false)
+            }
             Err(_) => continue,
             Ok(None) => return,
             Ok(Some(Err(err))) => (
                 object::watch_event(WatchEventType::Error, err.to_status()),
                 true,
             ),
-            Ok(Some(Ok((kind, obj)))) => (object::watch_event(kind, obj), false),
+            Ok(Some(Ok((kind, obj)))) => {
+                let obj = match &partial {
+                    Some(api_version) => object::partial_object_metadata(&obj, api_version),
+                    None => obj,
+                };
+                (object::watch_event(kind, obj), false)
+            }
         };
         if send_line(&tx, &line).await.is_err() || last {
             return;

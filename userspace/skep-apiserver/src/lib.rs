@@ -18,6 +18,7 @@ pub mod builtin_services;
 pub mod escalation;
 pub mod impersonate;
 pub mod kubeconfig;
+pub mod negotiation;
 pub mod node_restriction;
 pub mod nodesync;
 pub mod openapi;
