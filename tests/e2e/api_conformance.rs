@@ -58,12 +58,20 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
     let server = Server::start(dir.path())?;
     let ns = unique_name("conform");
     server.create_namespace(&ns)?;
+    python_client(&server, &ns)?;
+    query_parsing(&server, &ns)?;
+    namespaced_deletecollection(&server, &ns)?;
+    cluster_scoped_deletecollection(&server)?;
+    discovery(&server)
+}
 
+/// The official Python client against the server.
+fn python_client(server: &Server, ns: &str) -> anyhow::Result<()> {
     eprintln!("--- the official Python client: watch, field selector, deletecollection");
     let out = Command::new("/usr/bin/python3")
         .args(["-c", PROGRAM])
         .arg(server.kubeconfig())
-        .arg(&ns)
+        .arg(ns)
         .output()
         .context("failed to run /usr/bin/python3 (is python3-kubernetes installed?)")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -84,10 +92,14 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
         ],
         "{stdout}"
     );
+    Ok(())
+}
 
+/// `watch=1` and a bad integer over plain HTTP.
+fn query_parsing(server: &Server, ns: &str) -> anyhow::Result<()> {
     eprintln!("--- watch=1 streams events, bad integers are Go's 400");
     let events = watch_lines(
-        &server,
+        server,
         &format!("/api/v1/namespaces/{ns}/configmaps?watch=1&timeoutSeconds=1&labelSelector=app"),
     )?;
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
@@ -103,7 +115,11 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
             && stderr.contains(r#"strconv.ParseInt: parsing "abc": invalid syntax"#),
         "{stderr}"
     );
+    Ok(())
+}
 
+/// `DELETE` on a namespaced collection: dry run, selectors, the answer.
+fn namespaced_deletecollection(server: &Server, ns: &str) -> anyhow::Result<()> {
     eprintln!("--- deletecollection over HTTP: the deleted list, dry run, selectors");
     for name in ["d", "e"] {
         server.apply(&format!(
@@ -111,13 +127,13 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
         ))?;
     }
     let dry: Value = serde_json::from_str(&kubectl_raw(
-        &server,
+        server,
         "delete",
         &format!("/api/v1/namespaces/{ns}/configmaps?labelSelector=app%3Dz&dryRun=All"),
     )?)?;
     assert_eq!(dry["items"].as_array().map(Vec::len), Some(2), "{dry}");
     let deleted: Value = serde_json::from_str(&kubectl_raw(
-        &server,
+        server,
         "delete",
         &format!(
             "/api/v1/namespaces/{ns}/configmaps?labelSelector=app%3Dz&fieldSelector=metadata.name%3Dd%2C"
@@ -133,11 +149,15 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
         (Some("ConfigMapList"), Some("v1"), Some("d"), Some(1)),
         "{deleted}"
     );
-    let names = server.kubectl_ok(&["get", "configmaps", "-n", &ns, "-l", "app", "-o", "name"])?;
+    let names = server.kubectl_ok(&["get", "configmaps", "-n", ns, "-l", "app", "-o", "name"])?;
     let mut names: Vec<&str> = names.lines().collect();
     names.sort_unstable();
     assert_eq!(names, ["configmap/c", "configmap/e"]);
+    Ok(())
+}
 
+/// `DELETE` on a cluster-scoped collection; namespaces refuse it.
+fn cluster_scoped_deletecollection(server: &Server) -> anyhow::Result<()> {
     eprintln!("--- cluster-scoped deletecollection; namespaces have none");
     let label = unique_name("drop");
     for name in ["one", "two"] {
@@ -146,7 +166,7 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
         ))?;
     }
     let deleted: Value = serde_json::from_str(&kubectl_raw(
-        &server,
+        server,
         "delete",
         &format!("/apis/rbac.authorization.k8s.io/v1/clusterroles?labelSelector=conform%3D{label}"),
     )?)?;
@@ -171,9 +191,13 @@ fn client_libraries_see_upstream_query_parsing_and_deletecollection() -> anyhow:
         !refused.status.success() && stderr.contains("MethodNotAllowed"),
         "{stderr}"
     );
+    Ok(())
+}
 
+/// Discovery names the verb and the category.
+fn discovery(server: &Server) -> anyhow::Result<()> {
     eprintln!("--- discovery lists deletecollection and the all category");
-    let core: Value = serde_json::from_str(&kubectl_raw(&server, "get", "/api/v1")?)?;
+    let core: Value = serde_json::from_str(&kubectl_raw(server, "get", "/api/v1")?)?;
     let resource = |name: &str| {
         core["resources"]
             .as_array()
