@@ -282,61 +282,25 @@ fn claim_volume(claim: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The config maps, secrets and claims a pod refers to, as (kind, namespace, name).
-fn references(pod: &Value) -> BTreeSet<(&'static str, String, String)> {
-    let ns = object::namespace(pod).to_owned();
-    let mut refs = BTreeSet::new();
-    let mut add = |kind: &'static str, name: Option<&str>| {
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
-            refs.insert((kind, ns.clone(), name.to_owned()));
-        }
-    };
-    for volume in object::array(pod, &["spec", "volumes"]) {
-        add(
-            wire::CONFIG_MAP,
-            object::get_str(volume, &["configMap", "name"]),
-        );
-        add(
-            wire::SECRET,
-            object::get_str(volume, &["secret", "secretName"]),
-        );
-        add(
-            CLAIM,
-            object::get_str(volume, &["persistentVolumeClaim", "claimName"]),
-        );
-        for source in object::array(volume, &["projected", "sources"]) {
-            add(
-                wire::CONFIG_MAP,
-                object::get_str(source, &["configMap", "name"]),
-            );
-            add(wire::SECRET, object::get_str(source, &["secret", "name"]));
-        }
-    }
-    for secret in object::array(pod, &["spec", "imagePullSecrets"]) {
-        add(wire::SECRET, object::get_str(secret, &["name"]));
-    }
-    for list in ["containers", "initContainers"] {
-        for container in object::array(pod, &["spec", list]) {
-            for env in object::array(container, &["env"]) {
-                add(
-                    wire::CONFIG_MAP,
-                    object::get_str(env, &["valueFrom", "configMapKeyRef", "name"]),
-                );
-                add(
-                    wire::SECRET,
-                    object::get_str(env, &["valueFrom", "secretKeyRef", "name"]),
-                );
-            }
-            for from in object::array(container, &["envFrom"]) {
-                add(
-                    wire::CONFIG_MAP,
-                    object::get_str(from, &["configMapRef", "name"]),
-                );
-                add(wire::SECRET, object::get_str(from, &["secretRef", "name"]));
-            }
-        }
-    }
-    refs
+/// The config maps, secrets and claims a pod refers to, as (kind, namespace,
+/// name): exactly what the node authorizer lets the node read
+/// (`skep_nodeauthz::refs`, upstream's pod visitors), so what node sync sends
+/// and what the node may read over REST are one rule.
+fn references(pod: &Value) -> BTreeSet<Ref> {
+    use skep_nodeauthz::refs;
+    let ns = object::namespace(pod);
+    let at = |kind: &'static str, name: &str| (kind, ns.to_owned(), name.to_owned());
+    let mut out = BTreeSet::new();
+    refs::visit_pod_secret_names(pod, |name| {
+        out.insert(at(wire::SECRET, name));
+    });
+    refs::visit_pod_configmap_names(pod, |name| {
+        out.insert(at(wire::CONFIG_MAP, name));
+    });
+    refs::visit_pod_pvc_names(pod, |name| {
+        out.insert(at(CLAIM, name));
+    });
+    out
 }
 
 /// The per-node view: which pods are here and what they reference, and
