@@ -31,10 +31,10 @@ use crate::api::NodeApi;
 
 /// How long a token's review is trusted (the kubelet's
 /// `authentication.webhook.cacheTTL` default).
-pub const TOKEN_TTL: Duration = Duration::from_secs(120);
+pub const TOKEN_TTL: Duration = Duration::from_mins(2);
 /// How long an allowed access review is trusted
 /// (`authorization.webhook.cacheAuthorizedTTL`).
-pub const ALLOWED_TTL: Duration = Duration::from_secs(300);
+pub const ALLOWED_TTL: Duration = Duration::from_mins(5);
 /// How long a refused access review is trusted
 /// (`authorization.webhook.cacheUnauthorizedTTL`).
 pub const DENIED_TTL: Duration = Duration::from_secs(30);
@@ -294,18 +294,17 @@ impl NodeAuth {
             .ok_or(Refusal::Unauthorized)?;
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = (self.inner.clock)();
-        let reviewed = match self.inner.tokens.get(&key, now) {
-            Some(cached) => cached,
-            None => {
-                let reviewed = self.review_token(token).await.map_err(|err| {
-                    tracing::warn!(err = %error_chain(&err), "unable to authenticate the request due to an error");
-                    Refusal::Unauthorized
-                })?;
-                self.inner
-                    .tokens
-                    .insert(key, reviewed.clone(), TOKEN_TTL, now);
-                reviewed
-            }
+        let reviewed = if let Some(cached) = self.inner.tokens.get(&key, now) {
+            cached
+        } else {
+            let reviewed = self.review_token(token).await.map_err(|err| {
+                tracing::warn!(err = %error_chain(&err), "unable to authenticate the request due to an error");
+                Refusal::Unauthorized
+            })?;
+            self.inner
+                .tokens
+                .insert(key, reviewed.clone(), TOKEN_TTL, now);
+            reviewed
         };
         reviewed
             .map(skep_user::with_authenticated)
@@ -317,22 +316,21 @@ impl NodeAuth {
         let spec = access_spec(user, attrs);
         let key = spec.to_string();
         let now = (self.inner.clock)();
-        let allowed = match self.inner.access.get(&key, now) {
-            Some(cached) => cached,
-            None => {
-                let allowed = self.review_access(spec).await.map_err(|source| {
-                    tracing::warn!(err = %error_chain(&source), user = %user.name, "authorization error");
-                    Refusal::AuthorizationError {
-                        user: user.name.clone(),
-                        verb: attrs.verb,
-                        subresource: attrs.subresource,
-                        source,
-                    }
-                })?;
-                let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
-                self.inner.access.insert(key, allowed, ttl, now);
-                allowed
-            }
+        let allowed = if let Some(cached) = self.inner.access.get(&key, now) {
+            cached
+        } else {
+            let allowed = self.review_access(spec).await.map_err(|source| {
+                tracing::warn!(err = %error_chain(&source), user = %user.name, "authorization error");
+                Refusal::AuthorizationError {
+                    user: user.name.clone(),
+                    verb: attrs.verb,
+                    subresource: attrs.subresource,
+                    source,
+                }
+            })?;
+            let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
+            self.inner.access.insert(key, allowed, ttl, now);
+            allowed
         };
         if allowed {
             Ok(())
