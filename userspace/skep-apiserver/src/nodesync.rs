@@ -11,6 +11,12 @@
 //! One store watch over `/registry/` is filtered per node; the reference
 //! table is rebuilt from a list at the revision the stream resumes from, so
 //! a resumed stream is exactly the one that was interrupted.
+//!
+//! A node also asks here about the callers of its own port (the kubelet's
+//! webhook mode): `ReviewToken` and `ReviewAccess` answer a TokenReview and
+//! a SubjectAccessReview exactly as their REST endpoints do, once the
+//! authorizer allows the node to create them (the node authorizer's rules
+//! grant it, as upstream's `system:node` rules do).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -27,12 +33,15 @@ use skep_api::{
 use skep_objects::{Objects, WriteOptions};
 use skep_proto::kinds as wire;
 use skep_proto::v1::{
-    TokenRequest, TokenResponse, WatchEvent, WatchRequest, WriteRequest, WriteResponse,
+    Review, TokenRequest, TokenResponse, WatchEvent, WatchRequest, WriteRequest, WriteResponse,
     node_sync_server::NodeSync, watch_event::Type as EventType, write_request::Op,
 };
 use skep_store::{EventKind, KeyValue, ListRequest, ReadConsistency, StoreError};
 use tonic::{Request, Response, Status};
 
+use skep_rbac::{Attributes, ResourceAttributes};
+
+use crate::authz::Authorizer;
 use crate::sa_tokens::ServiceAccountTokens;
 use crate::tls::Identity;
 
@@ -91,12 +100,46 @@ enum Feed {
 pub struct NodeSyncService {
     objects: Objects,
     tokens: ServiceAccountTokens,
+    authorizer: Authorizer,
 }
 
 impl NodeSyncService {
-    /// The service over `objects`, issuing pods' tokens with `tokens`.
-    pub fn new(objects: Objects, tokens: ServiceAccountTokens) -> Self {
-        Self { objects, tokens }
+    /// The service over `objects`, issuing pods' tokens with `tokens` and
+    /// answering access reviews with `authorizer`.
+    pub fn new(objects: Objects, tokens: ServiceAccountTokens, authorizer: Authorizer) -> Self {
+        Self {
+            objects,
+            tokens,
+            authorizer,
+        }
+    }
+
+    /// The review in `request` once its caller, a node, may create
+    /// `resource` in `group` (as the REST create of the review is
+    /// authorized): the decoded review object.
+    fn review_of(
+        &self,
+        request: &Request<Review>,
+        group: &str,
+        resource: &str,
+    ) -> Result<Value, Status> {
+        let identity = request.extensions().get::<Identity>();
+        node_of(identity)?;
+        let user = identity
+            .map(crate::authn::certificate_user)
+            .unwrap_or_default();
+        let attrs = Attributes::resource(
+            user,
+            "create",
+            ResourceAttributes {
+                api_group: group.to_owned(),
+                resource: resource.to_owned(),
+                ..ResourceAttributes::default()
+            },
+        );
+        self.authorizer.check(&attrs).map_err(|e| status_of(&e))?;
+        serde_json::from_slice(&request.get_ref().object)
+            .map_err(|e| Status::invalid_argument(format!("invalid review object: {e}")))
     }
 }
 
@@ -192,6 +235,33 @@ impl NodeSync for NodeSyncService {
             expiration_unix: issued.expires_at,
         }))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn review_token(&self, request: Request<Review>) -> Result<Response<Review>, Status> {
+        let body = self.review_of(&request, "authentication.k8s.io", "tokenreviews")?;
+        let answer = self
+            .tokens
+            .token_review(&body)
+            .await
+            .map_err(|e| status_of(&e))?;
+        review_response(&answer)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn review_access(&self, request: Request<Review>) -> Result<Response<Review>, Status> {
+        let body = self.review_of(&request, "authorization.k8s.io", "subjectaccessreviews")?;
+        crate::reviews::validate(&kinds::SUBJECT_ACCESS_REVIEW, &body)
+            .map_err(|e| status_of(&e))?;
+        review_response(&crate::reviews::subject_access_review(
+            &self.authorizer,
+            body,
+        ))
+    }
+}
+
+fn review_response(answer: &Value) -> Result<Response<Review>, Status> {
+    let object = serde_json::to_vec(answer).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Review { object }))
 }
 
 /// What a node may write: its own Node, the status of pods bound to it and

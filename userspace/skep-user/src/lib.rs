@@ -78,6 +78,33 @@ impl UserInfo {
     }
 }
 
+/// Adds `system:authenticated` unless the user is anonymous or already in
+/// it or in `system:unauthenticated` (`group.NewAuthenticatedGroupAdder`).
+/// The API server's authenticator chain and the node port's both end so.
+#[must_use]
+pub fn with_authenticated(mut user: UserInfo) -> UserInfo {
+    if user.name != ANONYMOUS
+        && !user
+            .groups
+            .iter()
+            .any(|g| g == ALL_AUTHENTICATED || g == ALL_UNAUTHENTICATED)
+    {
+        user.groups.push(ALL_AUTHENTICATED.to_owned());
+    }
+    user
+}
+
+/// The token of an `Authorization: Bearer <token>` header value
+/// (`bearertoken.AuthenticateRequest`): the scheme is matched
+/// case-insensitively, an empty token or another scheme is no token.
+#[must_use]
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let mut parts = authorization.trim().splitn(3, ' ');
+    let scheme = parts.next()?;
+    let token = parts.next()?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
