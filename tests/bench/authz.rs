@@ -318,7 +318,7 @@ async fn wait_in_policy(admin: &Caller, user: &str) -> anyhow::Result<()> {
     let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
         "spec": {"user": user, "resourceAttributes":
             {"namespace": "bench", "verb": "get", "resource": "configmaps"}}});
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let answer = admin
             .send(

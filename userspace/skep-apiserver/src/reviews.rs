@@ -115,39 +115,7 @@ fn with_status(mut body: Value, status: Value) -> Value {
 /// The user a SubjectAccessReview asks about: exactly its spec's (no
 /// `system:authenticated` is implied).
 fn subject_of(spec: &Value) -> UserInfo {
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let extra = spec
-        .get("extra")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), strings(Some(v))))
-                .collect()
-        })
-        .unwrap_or_default();
-    UserInfo {
-        name: spec
-            .get("user")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        uid: spec
-            .get("uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        groups: strings(spec.get("groups")),
-        extra,
-    }
+    UserInfo::from_json(spec, "user")
 }
 
 /// The attributes a review's spec asks about

@@ -416,36 +416,7 @@ fn access_spec(user: &UserInfo, attrs: &NodeAttributes) -> Value {
 
 /// A TokenReview status's `user` (`authentication.k8s.io/v1 UserInfo`).
 fn user_of(info: &Value) -> UserInfo {
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let text = |k: &str| {
-        info.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    UserInfo {
-        name: text("username"),
-        uid: text("uid"),
-        groups: strings(info.get("groups")),
-        extra: info
-            .get("extra")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), strings(Some(v))))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
+    UserInfo::from_json(info, "username")
 }
 
 /// `err` and its sources, joined.
