@@ -61,8 +61,8 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
-    /// The user a Kubernetes object states: a SubjectAccessReview's `spec`
-    /// (`name_key` `user`) or a TokenReview's `status.user` (`username`),
+    /// The user a Kubernetes object states: a `SubjectAccessReview`'s `spec`
+    /// (`name_key` `user`) or a `TokenReview`'s `status.user` (`username`),
     /// with its `uid`, `groups` and `extra`; missing fields are empty and
     /// nothing is implied (no `system:authenticated`).
     #[must_use]
