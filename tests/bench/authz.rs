@@ -9,7 +9,10 @@
 //! - a ServiceAccount bearer token allowed by a RoleBinding (token
 //!   verification and its bound-object checks against the store).
 //!
-//! Prints p50/p99 and requests/s per caller, and each against the baseline.
+//! Each cluster state (one RoleBinding; 10,000 more for other users) is
+//! measured in rounds in which the callers take turns, so the shared
+//! machine's noise falls on all of them alike. Prints p50/p99 and
+//! requests/s per caller, and each against the admin in the same state.
 #![expect(
     clippy::doc_markdown,
     reason = "Kubernetes kind names (RoleBinding, ServiceAccount) are plain words in these docs"
@@ -92,24 +95,24 @@ impl Caller {
     }
 }
 
-async fn sequential_gets(caller: &Caller) -> anyhow::Result<Sample> {
-    let mut latencies = Vec::with_capacity(OPS);
+async fn sequential_gets(caller: &Caller, n: usize) -> anyhow::Result<Sample> {
+    let mut latencies = Vec::with_capacity(n);
     let start = Instant::now();
-    for _ in 0..OPS {
+    for _ in 0..n {
         let t = Instant::now();
         caller.get().await?;
         latencies.push(t.elapsed());
     }
     Ok(Sample {
-        ops: OPS,
+        ops: n,
         elapsed: start.elapsed(),
         latencies,
     })
 }
 
-async fn concurrent_gets(caller: &Caller) -> anyhow::Result<Sample> {
+async fn concurrent_gets(caller: &Caller, run_for: Duration) -> anyhow::Result<Sample> {
     let start = Instant::now();
-    let deadline = start + CONCURRENT_FOR;
+    let deadline = start + run_for;
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
         let caller = caller.clone();
@@ -134,8 +137,7 @@ async fn concurrent_gets(caller: &Caller) -> anyhow::Result<Sample> {
     })
 }
 
-async fn creates(caller: &Caller, tag: &str) -> anyhow::Result<Sample> {
-    let n = OPS / 2;
+async fn creates(caller: &Caller, tag: &str, n: usize) -> anyhow::Result<Sample> {
     let mut latencies = Vec::with_capacity(n);
     let start = Instant::now();
     for i in 0..n {
@@ -275,6 +277,66 @@ async fn token_caller(admin: &Caller, data_dir: &Path) -> anyhow::Result<Caller>
 }
 
 /// Runs the benchmark and prints its table.
+/// Rounds each measurement is split into, callers taking turns.
+const ROUNDS: usize = 5;
+
+/// Each caller's GET (sequential), GET (concurrent) and create samples,
+/// measured in [`ROUNDS`] rounds in which the callers take turns.
+async fn measure<'a>(
+    callers: &[(&'a str, &Caller)],
+    tag: &str,
+) -> anyhow::Result<Vec<(&'a str, [Sample; 3])>> {
+    let empty = || Sample {
+        ops: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    let mut out: Vec<(&str, [Sample; 3])> = callers
+        .iter()
+        .map(|(name, _)| (*name, [empty(), empty(), empty()]))
+        .collect();
+    for round in 0..ROUNDS {
+        for (i, (_, caller)) in callers.iter().enumerate() {
+            let samples = [
+                sequential_gets(caller, OPS / ROUNDS).await?,
+                concurrent_gets(caller, CONCURRENT_FOR / u32::try_from(ROUNDS)?).await?,
+                creates(caller, &format!("{tag}{i}-{round}"), OPS / 2 / ROUNDS).await?,
+            ];
+            for (into, sample) in out[i].1.iter_mut().zip(samples) {
+                into.ops += sample.ops;
+                into.elapsed += sample.elapsed;
+                into.latencies.extend(sample.latencies);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until the authorizer's policy holds the binding of `user` (the
+/// last one [`crowd`] made), asked through a SubjectAccessReview.
+async fn wait_in_policy(admin: &Caller, user: &str) -> anyhow::Result<()> {
+    let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": user, "resourceAttributes":
+            {"namespace": "bench", "verb": "get", "resource": "configmaps"}}});
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let answer = admin
+            .send(
+                reqwest::Method::POST,
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                Some(&review),
+            )
+            .await?;
+        if answer["status"]["allowed"] == true {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the policy never saw {user}'s binding: {answer}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Store::open(StoreConfig::single(dir.path().join("store"))).await?;
@@ -324,40 +386,45 @@ pub async fn run() -> anyhow::Result<()> {
     let robot = token_caller(&admin, &data_dir).await?;
 
     println!(
-        "skep authz benchmark: {OPS} sequential GETs, {CLIENTS} clients of GETs for {}s, {} sequential creates per caller; ConfigMaps in one namespace.",
+        "skep authz benchmark: {OPS} sequential GETs, {CLIENTS} clients of GETs for {}s and {} sequential creates per caller and cluster state, in {ROUNDS} interleaved rounds (noise falls on every caller alike); ConfigMaps in one namespace.",
         CONCURRENT_FOR.as_secs(),
         OPS / 2
     );
-    let mut get_seq = Vec::new();
-    let mut get_conc = Vec::new();
-    let mut create_seq = Vec::new();
-    let mut measure =
-        async |name: &'static str, caller: &Caller, tag: &str| -> anyhow::Result<()> {
-            get_seq.push((name, sequential_gets(caller).await?));
-            get_conc.push((name, concurrent_gets(caller).await?));
-            create_seq.push((name, creates(caller, tag).await?));
-            Ok(())
-        };
-    measure("admin (no RBAC; baseline)", &admin, "a").await?;
-    measure("user cert, 1 binding", &jane, "j").await?;
+    let quiet = measure(
+        &[("admin (no RBAC; baseline)", &admin), ("user cert", &jane)],
+        "q",
+    )
+    .await?;
     let started = Instant::now();
     crowd(&admin, OTHER_BINDINGS).await?;
     let crowd_took = started.elapsed();
-    // The last binding made must be in the policy before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    measure("user cert, 10,000 bindings", &jane, "k").await?;
-    measure("SA token, 10,000 bindings", &robot, "r").await?;
-    let show = |title: &str, rows: &[(&'static str, Sample)], rate: bool| {
-        let refs: Vec<(&str, &Sample)> = rows.iter().map(|(n, s)| (*n, s)).collect();
-        print_group(title, &refs, rate);
-    };
-    show("GET one ConfigMap (1 client)", &get_seq, false);
-    show(
-        &format!("GET one ConfigMap ({CLIENTS} clients)"),
-        &get_conc,
-        true,
-    );
-    show("create a ConfigMap (1 client)", &create_seq, false);
+    wait_in_policy(&admin, &format!("user-{}", OTHER_BINDINGS - 1)).await?;
+    let crowded = measure(
+        &[
+            ("admin (no RBAC; baseline)", &admin),
+            ("user cert", &jane),
+            ("SA token", &robot),
+        ],
+        "c",
+    )
+    .await?;
+    let states = [
+        ("1 RoleBinding", &quiet),
+        ("10,000 more RoleBindings", &crowded),
+    ];
+    for (op, index, rate) in [
+        ("GET one ConfigMap (1 client)".to_owned(), 0, false),
+        (format!("GET one ConfigMap ({CLIENTS} clients)"), 1, true),
+        ("create a ConfigMap (1 client)".to_owned(), 2, false),
+    ] {
+        for (state, rows) in states {
+            let rows: Vec<(&str, &Sample)> = rows
+                .iter()
+                .map(|(name, samples)| (*name, &samples[index]))
+                .collect();
+            print_group(&format!("{op}, {state}"), &rows, rate);
+        }
+    }
     println!(
         "\n{OTHER_BINDINGS} RoleBindings created in {:.1}s. Aim: authorization cost independent of the number of bindings; p99 within 5% of the path without RBAC.",
         crowd_took.as_secs_f64()

@@ -6,6 +6,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -436,6 +437,176 @@ fn agent_runs_pods_end_to_end_and_cleans_up() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Who calls the node port directly.
+enum NodeCaller {
+    /// No credential at all.
+    Nobody,
+    /// `Authorization: Bearer <token>`.
+    Token(String),
+    /// A client certificate and key (PEM files).
+    Certificate(PathBuf, PathBuf),
+}
+
+/// `GET https://127.0.0.1:{port}{path}` on the node port as `caller`: the
+/// HTTP code and the body.
+fn node_port_get(port: u16, path: &str, caller: &NodeCaller) -> anyhow::Result<(u16, String)> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sk", "--max-time", "5", "-w", "\n%{http_code}"]);
+    match caller {
+        NodeCaller::Nobody => {}
+        NodeCaller::Token(token) => {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        NodeCaller::Certificate(cert, key) => {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+    }
+    let out = cmd
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .context("curl")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    Ok((code.trim().parse().unwrap_or(0), body.to_owned()))
+}
+
+/// A client certificate for `user` in `group` from `skep kubeconfig user`,
+/// written as PEM files into `dir`.
+fn user_certificate(
+    cp_dir: &Path,
+    dir: &Path,
+    user: &str,
+    group: &str,
+) -> anyhow::Result<NodeCaller> {
+    use base64::Engine as _;
+    let out = skep_e2e::process::skep(&[
+        "kubeconfig",
+        "user",
+        "--data-dir",
+        &cp_dir.to_string_lossy(),
+        "--client-name",
+        user,
+        "--org",
+        group,
+    ])?;
+    anyhow::ensure!(
+        out.status.success(),
+        "skep kubeconfig user failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kubeconfig = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let value = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .with_context(|| format!("no {name} in the kubeconfig"))?;
+        Ok(base64::engine::general_purpose::STANDARD.decode(value.trim())?)
+    };
+    let (cert, key) = (
+        dir.join(format!("{user}.crt")),
+        dir.join(format!("{user}.key")),
+    );
+    std::fs::write(&cert, field("client-certificate-data:")?)?;
+    std::fs::write(&key, field("client-key-data:")?)?;
+    Ok(NodeCaller::Certificate(cert, key))
+}
+
+/// The node port asks the API server about every caller: a ServiceAccount
+/// token and a user certificate are refused with the kubelet's exact 403
+/// until a ClusterRoleBinding grants them `nodes/proxy`; a bad token is 401.
+fn check_node_port_auth(
+    server: &Server,
+    cp_dir: &Path,
+    dir: &Path,
+    port: u16,
+    ns: &str,
+) -> anyhow::Result<()> {
+    let logs = format!("/containerLogs/{ns}/two/a");
+    let (code, body) = node_port_get(port, &logs, &NodeCaller::Token("not-a-token".into()))?;
+    assert_eq!(code, 401, "{body}");
+
+    let token = wait_for(Duration::from_secs(15), || {
+        let out = server.kubectl(&["create", "token", "default", "-n", ns])?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    })?;
+    let sa = NodeCaller::Token(token);
+    let prober = user_certificate(cp_dir, dir, "prober", "probers")?;
+    for (caller, user) in [
+        (&sa, format!("system:serviceaccount:{ns}:default")),
+        (&prober, "prober".to_owned()),
+    ] {
+        let (code, body) = node_port_get(port, &logs, caller)?;
+        assert_eq!(code, 403, "{body}");
+        let want = format!("Forbidden (user={user}, verb=get, resource=nodes, subresource=proxy)");
+        assert!(body.contains(&format!("\"message\":\"{want}\"")), "{body}");
+    }
+
+    server.kubectl_ok_with(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: node-proxy-{ns}
+rules:
+- apiGroups: [\"\"]
+  resources: [\"nodes/proxy\"]
+  verbs: [\"get\"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: node-proxy-{ns}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: node-proxy-{ns}
+subjects:
+- kind: User
+  name: prober
+  apiGroup: rbac.authorization.k8s.io
+- kind: ServiceAccount
+  name: default
+  namespace: {ns}
+"
+        ),
+    )?;
+    // The node remembers a denial for 30 s, as the kubelet does.
+    for caller in [&sa, &prober] {
+        let body = wait_for(Duration::from_secs(45), || {
+            let (code, body) = node_port_get(port, &logs, caller)?;
+            Ok((code == 200).then_some(body))
+        })?;
+        assert!(!body.contains("Forbidden"), "{body}");
+    }
+    server.kubectl_ok(&[
+        "delete",
+        "clusterrolebinding,clusterrole",
+        &format!("node-proxy-{ns}"),
+    ])?;
+    Ok(())
+}
+
+/// Polls `check` every half second until it gives a value or `limit` passes.
+fn wait_for<T>(
+    limit: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn logs_manifests(ns: &str, ctl_dir: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -555,12 +726,7 @@ fn check_logs(server: &Server, agent: &Agent, ns: &str) -> anyhow::Result<()> {
 
 /// `kubectl logs -f` shows lines as they come and ends when the container
 /// does (the container waits for the test to say go).
-fn check_follow(
-    server: &Server,
-    agent: &Agent,
-    ns: &str,
-    ctl_dir: &std::path::Path,
-) -> anyhow::Result<()> {
+fn check_follow(server: &Server, agent: &Agent, ns: &str, ctl_dir: &Path) -> anyhow::Result<()> {
     use std::io::BufRead as _;
     wait("ticker running", Duration::from_secs(30), agent, || {
         let out = server.kubectl_ok(&[
@@ -696,21 +862,11 @@ fn kubectl_logs_and_exec_through_the_agent() -> anyhow::Result<()> {
                 .filter(|p| *p != 0))
         },
     )?;
-    // The node's endpoint refuses a caller without a client certificate.
-    let anonymous = std::process::Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "5",
-            &format!("https://127.0.0.1:{port}/healthz"),
-        ])
-        .output()
-        .context("curl")?;
-    assert!(
-        !anonymous.status.success(),
-        "node endpoint served a client without a certificate: {}",
-        String::from_utf8_lossy(&anonymous.stdout)
-    );
+    // The node's endpoint turns away a caller with no credential, as the
+    // kubelet's webhook mode does: 401 Unauthorized.
+    let (code, body) = node_port_get(port, "/healthz", &NodeCaller::Nobody)?;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"message\":\"Unauthorized\""), "{body}");
 
     server.kubectl_ok_with(
         &["apply", "-f", "-"],
@@ -731,6 +887,10 @@ fn kubectl_logs_and_exec_through_the_agent() -> anyhow::Result<()> {
 
     check_logs(&server, &agent, &ns)?;
     check_follow(&server, &agent, &ns, &ctl_dir)?;
+    check_exec(&server, &ns)?;
+    check_node_port_auth(&server, &dir.path().join("cp"), &ctl_dir, port, &ns)?;
+    // Through the API server (its kubelet client holds
+    // system:kubelet-api-admin) logs and exec still work.
     check_exec(&server, &ns)?;
 
     server.kubectl_ok(&["delete", "namespace", &ns, "--wait=false"])?;

@@ -14,6 +14,7 @@ mod control_plane;
 mod datapath;
 mod lab;
 mod lab_dns;
+mod lab_nodeauthz;
 mod lab_nodeport;
 mod lab_policy_wire;
 mod lab_services;

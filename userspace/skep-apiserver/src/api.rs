@@ -69,6 +69,7 @@ pub fn router(state: ApiState) -> Router {
     let node_sync = NodeSync::new(NodeSyncService::new(
         state.objects.clone(),
         state.tokens.clone(),
+        state.authorizer.clone(),
     ))
     .map_request(|req: axum::http::Request<Body>| req.map(tonic::body::Body::new));
     Router::new()
@@ -368,15 +369,7 @@ async fn create_only(
         ));
     }
     if crate::reviews::answers(info) {
-        let errors = info.strategy().validate(&decoded.value);
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(
-                info.group,
-                info.kind,
-                object::name(&decoded.value),
-                &errors,
-            ));
-        }
+        crate::reviews::validate(info, &decoded.value)?;
         let answer = crate::reviews::answer(&state.authorizer, user, info, req, decoded.value)?;
         return Ok(json_response(StatusCode::CREATED, &answer));
     }

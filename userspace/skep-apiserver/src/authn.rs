@@ -10,7 +10,7 @@
 
 use axum::http::{HeaderMap, header};
 use skep_api::ApiError;
-use skep_user::{ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS, UserInfo};
+use skep_user::{ALL_UNAUTHENTICATED, ANONYMOUS, UserInfo};
 
 use crate::sa_tokens::ServiceAccountTokens;
 use crate::tls::Identity;
@@ -38,11 +38,7 @@ impl Authenticator {
         headers: &HeaderMap,
     ) -> Result<UserInfo, ApiError> {
         if !certificate.is_anonymous() {
-            let groups: Vec<&str> = certificate.groups.iter().map(String::as_str).collect();
-            return Ok(with_authenticated(UserInfo::new(
-                &certificate.user,
-                &groups,
-            )));
+            return Ok(certificate_user(certificate));
         }
         if let Some(token) = bearer_token(headers) {
             return match self.tokens.authenticate(token).await {
@@ -65,42 +61,33 @@ impl Authenticator {
     }
 }
 
+/// The user a verified client certificate names (CN = user, O = groups,
+/// plus `system:authenticated`), as the x509 authenticator reads it.
+#[must_use]
+pub fn certificate_user(certificate: &Identity) -> UserInfo {
+    let groups: Vec<&str> = certificate.groups.iter().map(String::as_str).collect();
+    with_authenticated(UserInfo::new(&certificate.user, &groups))
+}
+
 /// The anonymous user (`anonymous.NewAuthenticator`).
 #[must_use]
 pub fn anonymous() -> UserInfo {
     UserInfo::new(ANONYMOUS, &[ALL_UNAUTHENTICATED])
 }
 
-/// Adds `system:authenticated` unless the user is anonymous or already in it
-/// (`group.NewAuthenticatedGroupAdder`).
-#[must_use]
-pub fn with_authenticated(mut user: UserInfo) -> UserInfo {
-    if user.name != ANONYMOUS
-        && !user
-            .groups
-            .iter()
-            .any(|g| g == ALL_AUTHENTICATED || g == ALL_UNAUTHENTICATED)
-    {
-        user.groups.push(ALL_AUTHENTICATED.to_owned());
-    }
-    user
-}
+pub use skep_user::with_authenticated;
 
 /// The token of an `Authorization: Bearer <token>` header
-/// (`bearertoken.AuthenticateRequest`): the scheme is matched
-/// case-insensitively, an empty token or another scheme is no token.
+/// ([`skep_user::bearer_token`]).
 #[must_use]
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let mut parts = value.trim().splitn(3, ' ');
-    let scheme = parts.next()?;
-    let token = parts.next()?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    skep_user::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+    use skep_user::ALL_AUTHENTICATED;
 
     use super::*;
 

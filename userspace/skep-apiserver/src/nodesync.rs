@@ -11,6 +11,12 @@
 //! One store watch over `/registry/` is filtered per node; the reference
 //! table is rebuilt from a list at the revision the stream resumes from, so
 //! a resumed stream is exactly the one that was interrupted.
+//!
+//! A node also asks here about the callers of its own port (the kubelet's
+//! webhook mode): `ReviewToken` and `ReviewAccess` answer a TokenReview and
+//! a SubjectAccessReview exactly as their REST endpoints do, once the
+//! authorizer allows the node to create them (the node authorizer's rules
+//! grant it, as upstream's `system:node` rules do).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -27,12 +33,15 @@ use skep_api::{
 use skep_objects::{Objects, WriteOptions};
 use skep_proto::kinds as wire;
 use skep_proto::v1::{
-    TokenRequest, TokenResponse, WatchEvent, WatchRequest, WriteRequest, WriteResponse,
+    Review, TokenRequest, TokenResponse, WatchEvent, WatchRequest, WriteRequest, WriteResponse,
     node_sync_server::NodeSync, watch_event::Type as EventType, write_request::Op,
 };
 use skep_store::{EventKind, KeyValue, ListRequest, ReadConsistency, StoreError};
 use tonic::{Request, Response, Status};
 
+use skep_rbac::{Attributes, ResourceAttributes};
+
+use crate::authz::Authorizer;
 use crate::sa_tokens::ServiceAccountTokens;
 use crate::tls::Identity;
 
@@ -91,12 +100,46 @@ enum Feed {
 pub struct NodeSyncService {
     objects: Objects,
     tokens: ServiceAccountTokens,
+    authorizer: Authorizer,
 }
 
 impl NodeSyncService {
-    /// The service over `objects`, issuing pods' tokens with `tokens`.
-    pub fn new(objects: Objects, tokens: ServiceAccountTokens) -> Self {
-        Self { objects, tokens }
+    /// The service over `objects`, issuing pods' tokens with `tokens` and
+    /// answering access reviews with `authorizer`.
+    pub fn new(objects: Objects, tokens: ServiceAccountTokens, authorizer: Authorizer) -> Self {
+        Self {
+            objects,
+            tokens,
+            authorizer,
+        }
+    }
+
+    /// The review in `request` once its caller, a node, may create
+    /// `resource` in `group` (as the REST create of the review is
+    /// authorized): the decoded review object.
+    fn review_of(
+        &self,
+        request: &Request<Review>,
+        group: &str,
+        resource: &str,
+    ) -> Result<Value, Status> {
+        let identity = request.extensions().get::<Identity>();
+        node_of(identity)?;
+        let user = identity
+            .map(crate::authn::certificate_user)
+            .unwrap_or_default();
+        let attrs = Attributes::resource(
+            user,
+            "create",
+            ResourceAttributes {
+                api_group: group.to_owned(),
+                resource: resource.to_owned(),
+                ..ResourceAttributes::default()
+            },
+        );
+        self.authorizer.check(&attrs).map_err(|e| status_of(&e))?;
+        serde_json::from_slice(&request.get_ref().object)
+            .map_err(|e| Status::invalid_argument(format!("invalid review object: {e}")))
     }
 }
 
@@ -192,6 +235,33 @@ impl NodeSync for NodeSyncService {
             expiration_unix: issued.expires_at,
         }))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn review_token(&self, request: Request<Review>) -> Result<Response<Review>, Status> {
+        let body = self.review_of(&request, "authentication.k8s.io", "tokenreviews")?;
+        let answer = self
+            .tokens
+            .token_review(&body)
+            .await
+            .map_err(|e| status_of(&e))?;
+        review_response(&answer)
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn review_access(&self, request: Request<Review>) -> Result<Response<Review>, Status> {
+        let body = self.review_of(&request, "authorization.k8s.io", "subjectaccessreviews")?;
+        crate::reviews::validate(&kinds::SUBJECT_ACCESS_REVIEW, &body)
+            .map_err(|e| status_of(&e))?;
+        review_response(&crate::reviews::subject_access_review(
+            &self.authorizer,
+            body,
+        ))
+    }
+}
+
+fn review_response(answer: &Value) -> Result<Response<Review>, Status> {
+    let object = serde_json::to_vec(answer).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(Review { object }))
 }
 
 /// What a node may write: its own Node, the status of pods bound to it and
@@ -282,61 +352,25 @@ fn claim_volume(claim: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The config maps, secrets and claims a pod refers to, as (kind, namespace, name).
-fn references(pod: &Value) -> BTreeSet<(&'static str, String, String)> {
-    let ns = object::namespace(pod).to_owned();
-    let mut refs = BTreeSet::new();
-    let mut add = |kind: &'static str, name: Option<&str>| {
-        if let Some(name) = name.filter(|n| !n.is_empty()) {
-            refs.insert((kind, ns.clone(), name.to_owned()));
-        }
-    };
-    for volume in object::array(pod, &["spec", "volumes"]) {
-        add(
-            wire::CONFIG_MAP,
-            object::get_str(volume, &["configMap", "name"]),
-        );
-        add(
-            wire::SECRET,
-            object::get_str(volume, &["secret", "secretName"]),
-        );
-        add(
-            CLAIM,
-            object::get_str(volume, &["persistentVolumeClaim", "claimName"]),
-        );
-        for source in object::array(volume, &["projected", "sources"]) {
-            add(
-                wire::CONFIG_MAP,
-                object::get_str(source, &["configMap", "name"]),
-            );
-            add(wire::SECRET, object::get_str(source, &["secret", "name"]));
-        }
-    }
-    for secret in object::array(pod, &["spec", "imagePullSecrets"]) {
-        add(wire::SECRET, object::get_str(secret, &["name"]));
-    }
-    for list in ["containers", "initContainers"] {
-        for container in object::array(pod, &["spec", list]) {
-            for env in object::array(container, &["env"]) {
-                add(
-                    wire::CONFIG_MAP,
-                    object::get_str(env, &["valueFrom", "configMapKeyRef", "name"]),
-                );
-                add(
-                    wire::SECRET,
-                    object::get_str(env, &["valueFrom", "secretKeyRef", "name"]),
-                );
-            }
-            for from in object::array(container, &["envFrom"]) {
-                add(
-                    wire::CONFIG_MAP,
-                    object::get_str(from, &["configMapRef", "name"]),
-                );
-                add(wire::SECRET, object::get_str(from, &["secretRef", "name"]));
-            }
-        }
-    }
-    refs
+/// The config maps, secrets and claims a pod refers to, as (kind, namespace,
+/// name): exactly what the node authorizer lets the node read
+/// (`skep_nodeauthz::refs`, upstream's pod visitors), so what node sync sends
+/// and what the node may read over REST are one rule.
+fn references(pod: &Value) -> BTreeSet<Ref> {
+    use skep_nodeauthz::refs;
+    let ns = object::namespace(pod);
+    let at = |kind: &'static str, name: &str| (kind, ns.to_owned(), name.to_owned());
+    let mut out = BTreeSet::new();
+    refs::visit_pod_secret_names(pod, |name| {
+        out.insert(at(wire::SECRET, name));
+    });
+    refs::visit_pod_configmap_names(pod, |name| {
+        out.insert(at(wire::CONFIG_MAP, name));
+    });
+    refs::visit_pod_pvc_names(pod, |name| {
+        out.insert(at(CLAIM, name));
+    });
+    out
 }
 
 /// The per-node view: which pods are here and what they reference, and

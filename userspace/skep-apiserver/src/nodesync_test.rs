@@ -8,7 +8,7 @@ use skep_api::{decode::Decoded, registry};
 use skep_objects::{Objects, WriteOptions};
 use skep_proto::{
     NodeCredentials,
-    v1::{WatchEvent, WatchRequest, WriteRequest, watch_event::Type, write_request::Op},
+    v1::{Review, WatchEvent, WatchRequest, WriteRequest, watch_event::Type, write_request::Op},
 };
 use skep_store::{Store, StoreConfig};
 use tonic::Streaming;
@@ -439,6 +439,77 @@ async fn a_node_may_touch_only_what_is_its_own() -> Result<()> {
         .await
         .err()
         .ok_or("a user watched as a node")?;
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_asks_about_its_ports_callers() -> Result<()> {
+    let (mut cluster, server) = start().await?;
+    let node_a = NodeCredentials::from_kubeconfig(&server.node_kubeconfig("node-a")?)?;
+    let admin = NodeCredentials::from_kubeconfig(server.kubeconfig())?;
+    cluster.serve(server);
+    let mut client = node_a.client()?;
+    let review = |v: Value| Review {
+        object: serde_json::to_vec(&v).unwrap_or_default(),
+    };
+    let access = |user: &str| {
+        review(
+            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": ["system:authenticated"],
+                "resourceAttributes": {"verb": "get", "resource": "nodes",
+                    "subresource": "proxy", "name": "node-a"}}}),
+        )
+    };
+    // The bootstrap binding lets the API server's kubelet client in;
+    // someone else is not.
+    let answer: Value = serde_json::from_slice(
+        &client
+            .review_access(access(skep_proto::KUBELET_CLIENT_USER))
+            .await?
+            .into_inner()
+            .object,
+    )?;
+    assert_eq!(answer["status"]["allowed"], true, "{answer}");
+    let answer: Value = serde_json::from_slice(
+        &client
+            .review_access(access("jane"))
+            .await?
+            .into_inner()
+            .object,
+    )?;
+    assert_eq!(answer["status"], json!({"allowed": false}));
+    // An invalid review is refused as REST refuses it.
+    let err = client
+        .review_access(review(json!({"spec": {"user": "jane"}})))
+        .await
+        .err()
+        .ok_or("answered an invalid review")?;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let tokens = |token: &str| {
+        review(
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": token}}),
+        )
+    };
+    let answer: Value = serde_json::from_slice(
+        &client
+            .review_token(tokens("not-a-token"))
+            .await?
+            .into_inner()
+            .object,
+    )?;
+    assert_eq!(answer["status"]["error"], "invalid bearer token");
+    assert_ne!(answer["status"]["authenticated"], true);
+
+    // Only nodes ask here.
+    let err = admin
+        .client()?
+        .review_token(tokens("x"))
+        .await
+        .err()
+        .ok_or("a user asked as a node")?;
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     Ok(())
 }

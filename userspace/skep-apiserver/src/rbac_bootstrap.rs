@@ -5,10 +5,46 @@
 //! or subject they lost (additions a user made are kept); ones whose
 //! annotation is set to anything else are left as the user made them.
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use skep_api::{ApiError, StatusReason};
 use skep_objects::{Objects, Typed};
-use skep_rbac::bootstrap::{self, AUTOUPDATE_ANNOTATION};
+use skep_rbac::bootstrap::{self, AUTOUPDATE_ANNOTATION, BOOTSTRAPPING_LABEL};
+use skep_rbac::subject::subject;
+
+/// The ClusterRoleBinding granting the kubelet client the kubelet API (k3s's name).
+pub const KUBELET_CLIENT_BINDING: &str = "kube-apiserver-kubelet-admin";
+/// The ClusterRole it grants (upstream's full access to the kubelet API).
+pub const KUBELET_API_ADMIN: &str = "system:kubelet-api-admin";
+
+/// `kube-apiserver-kubelet-admin`: the API server's kubelet-client user
+/// ([`skep_proto::KUBELET_CLIENT_USER`]) bound to `system:kubelet-api-admin`,
+/// so node ports serve the API server's logs and exec.
+#[must_use]
+pub fn kubelet_client_binding() -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(KUBELET_CLIENT_BINDING.to_owned()),
+            labels: Some(BTreeMap::from([(
+                BOOTSTRAPPING_LABEL.0.to_owned(),
+                BOOTSTRAPPING_LABEL.1.to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                AUTOUPDATE_ANNOTATION.0.to_owned(),
+                AUTOUPDATE_ANNOTATION.1.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: skep_rbac::RBAC_GROUP.to_owned(),
+            kind: "ClusterRole".to_owned(),
+            name: KUBELET_API_ADMIN.to_owned(),
+        },
+        subjects: Some(vec![subject("User", skep_proto::KUBELET_CLIENT_USER, None)]),
+    }
+}
 
 /// The field manager of bootstrap writes.
 const MANAGER: &str = "kube-apiserver";
@@ -35,7 +71,10 @@ pub async fn reconcile(objects: &Objects) -> Result<(), ApiError> {
         })
         .await?;
     }
-    for binding in bootstrap::cluster_role_bindings() {
+    let bindings = bootstrap::cluster_role_bindings()
+        .into_iter()
+        .chain([kubelet_client_binding()]);
+    for binding in bindings {
         reconcile_one(objects, binding, |have: &mut ClusterRoleBinding, want| {
             let subjects = have.subjects.get_or_insert_with(Vec::new);
             let mut changed = false;

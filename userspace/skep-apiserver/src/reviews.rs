@@ -4,6 +4,8 @@
 //! SelfSubjectRulesReview, `kubectl auth whoami` asks SelfSubjectReview;
 //! webhooks and proxies ask SubjectAccessReview about someone else.
 //! Each answers with what a real request would get: the same authorizer.
+//! Node sync's `ReviewAccess` (the node port's webhook authorization) is
+//! answered by the same [`subject_access_review`].
 
 use serde_json::{Map, Value, json};
 use skep_api::{ApiError, ResourceInfo};
@@ -28,6 +30,32 @@ pub fn answers(info: &ResourceInfo) -> bool {
     )
 }
 
+/// Validates a review `body` of kind `info` as its REST create does:
+/// 422 `Invalid` with upstream's field errors.
+pub fn validate(info: &ResourceInfo, body: &Value) -> Result<(), ApiError> {
+    let errors = info.strategy().validate(body);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            info.group,
+            info.kind,
+            skep_api::object::name(body),
+            &errors,
+        ))
+    }
+}
+
+/// A SubjectAccessReview `body` (decoded and validated) answered: the
+/// body with its `status` filled in. REST's `subjectaccessreviews` and node
+/// sync's `ReviewAccess` both answer through here.
+#[must_use]
+pub fn subject_access_review(authorizer: &Authorizer, body: Value) -> Value {
+    let spec = body.get("spec").cloned().unwrap_or(Value::Null);
+    let status = access_status(authorizer, &subject_of(&spec), &spec);
+    with_status(body, status)
+}
+
 /// Answers a review `body` (already decoded and validated) created by
 /// `user`: the body with its `status` filled in, as upstream returns it.
 pub fn answer(
@@ -35,11 +63,11 @@ pub fn answer(
     user: &UserInfo,
     info: &ResourceInfo,
     req: &ResourceRequest,
-    mut body: Value,
+    body: Value,
 ) -> Result<Value, ApiError> {
     let spec = body.get("spec").cloned().unwrap_or(Value::Null);
     let status = match info.plural {
-        "subjectaccessreviews" => access_status(authorizer, &subject_of(&spec), &spec),
+        "subjectaccessreviews" => return Ok(subject_access_review(authorizer, body)),
         "localsubjectaccessreviews" => {
             let namespace = spec
                 .pointer("/resourceAttributes/namespace")
@@ -68,6 +96,12 @@ pub fn answer(
             )));
         }
     };
+    Ok(with_status(body, status))
+}
+
+/// The review `body` as upstream returns it: `status` filled in and a
+/// null `metadata.creationTimestamp`.
+fn with_status(mut body: Value, status: Value) -> Value {
     if let Some(obj) = body.as_object_mut() {
         let metadata = obj.entry("metadata").or_insert_with(|| json!({}));
         if let Some(meta) = metadata.as_object_mut() {
@@ -75,45 +109,13 @@ pub fn answer(
         }
         obj.insert("status".into(), status);
     }
-    Ok(body)
+    body
 }
 
 /// The user a SubjectAccessReview asks about: exactly its spec's (no
 /// `system:authenticated` is implied).
 fn subject_of(spec: &Value) -> UserInfo {
-    let strings = |v: Option<&Value>| -> Vec<String> {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let extra = spec
-        .get("extra")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), strings(Some(v))))
-                .collect()
-        })
-        .unwrap_or_default();
-    UserInfo {
-        name: spec
-            .get("user")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        uid: spec
-            .get("uid")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        groups: strings(spec.get("groups")),
-        extra,
-    }
+    UserInfo::from_json(spec, "user")
 }
 
 /// The attributes a review's spec asks about

@@ -726,10 +726,12 @@ impl Snapshot {
         wanted.retain(|(info, namespace, name)| {
             !(name.is_empty() || info.namespaced && namespace.is_empty())
         });
-        // One read barrier for all of them: they are looked up on every
-        // request a service account token makes.
+        // Looked up on every request a token makes: read as this replica
+        // has applied them, with no read barrier, as kube-apiserver reads
+        // them from its informers (here a deletion this replica
+        // acknowledged is always seen).
         let found = objects
-            .try_get_many(&wanted)
+            .try_get_many(&wanted, skep_store::ReadConsistency::Local)
             .await
             .map_err(|source| ReviewError::Lookup {
                 objects: wanted

@@ -326,6 +326,7 @@ pub async fn run(
             view,
             runtime,
             pods_dir: cfg.data_dir.join("pods"),
+            auth: crate::auth::NodeAuth::new(Arc::clone(&api), &cfg.node_name),
         }))));
     }
     shutdown.await;

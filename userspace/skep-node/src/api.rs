@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time
 use skep_proto::kinds as wire;
 use skep_proto::v1::node_sync_client::NodeSyncClient;
 use skep_proto::v1::write_request::Op;
-use skep_proto::v1::{TokenRequest, TokenResponse, WriteRequest};
+use skep_proto::v1::{Review, TokenRequest, TokenResponse, WriteRequest};
 use tonic::transport::Channel;
 
 /// The node's writes: the server allows its own Node, its pods' status and
@@ -87,6 +87,22 @@ pub trait NodeApi: Send + Sync {
         })
     }
 
+    /// Asks the API server to review a bearer token presented on the node's
+    /// port: a TokenReview (JSON) in, the answered TokenReview out. A server
+    /// without reviews answers `Unimplemented`, as this default does.
+    fn review_token(&self, review: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        let _ = review;
+        Box::pin(async { Err(tonic::Status::unimplemented("no token reviews here")) })
+    }
+
+    /// Asks the API server whether a caller of the node's port may do what
+    /// it asks: a SubjectAccessReview (JSON) in, the answered one out. A
+    /// server without reviews answers `Unimplemented`, as this default does.
+    fn review_access(&self, review: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        let _ = review;
+        Box::pin(async { Err(tonic::Status::unimplemented("no access reviews here")) })
+    }
+
     /// Creates an Event in `namespace`.
     fn create_event(
         &self,
@@ -133,6 +149,28 @@ impl NodeApi for NodeSyncClient<Channel> {
             Ok(NodeSyncClient::request_token(&mut client, request)
                 .await?
                 .into_inner())
+        })
+    }
+
+    fn review_token(&self, review: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        let mut client = self.clone();
+        Box::pin(async move {
+            let request = Review { object: review };
+            Ok(NodeSyncClient::review_token(&mut client, request)
+                .await?
+                .into_inner()
+                .object)
+        })
+    }
+
+    fn review_access(&self, review: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, tonic::Status>> {
+        let mut client = self.clone();
+        Box::pin(async move {
+            let request = Review { object: review };
+            Ok(NodeSyncClient::review_access(&mut client, request)
+                .await?
+                .into_inner()
+                .object)
         })
     }
 }

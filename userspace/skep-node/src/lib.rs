@@ -31,6 +31,7 @@
 pub mod agent;
 pub mod api;
 pub mod atomic_writer;
+pub mod auth;
 pub mod dns;
 pub mod endpoints;
 pub mod images;

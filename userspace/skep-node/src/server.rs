@@ -10,10 +10,16 @@
 //! - `GET /healthz`.
 //!
 //! TLS with the node's serving certificate (from the node kubeconfig, see
-//! `skep_proto::ServingCertificate`); a client certificate from the cluster
-//! CA is required, and only the API server's kubelet-client identity (or
-//! `system:masters`) is served: other nodes are refused. Errors are
-//! Kubernetes `Status` objects.
+//! `skep_proto::ServingCertificate`). Every request, `/healthz` included
+//! (as on the kubelet's port), is authenticated and authorized as the
+//! kubelet's webhook mode does it ([`crate::auth`]): a client certificate
+//! from the cluster CA (optional) or a bearer token the API server accepts,
+//! then a SubjectAccessReview on `nodes/proxy` (or the subresource the path
+//! names) of this node. The API server's kubelet client holds
+//! `system:kubelet-api-admin`; a pod's ServiceAccount token or another
+//! node's certificate is refused with upstream's
+//! `Forbidden (user=…, verb=…, resource=nodes, subresource=proxy)`. Errors
+//! are Kubernetes `Status` objects carrying upstream's messages.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,11 +49,15 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 use tower::ServiceExt as _;
 
+use skep_user::UserInfo;
+
+use crate::auth::NodeAuth;
 use crate::remotecommand::{self, ClientMessage};
 use crate::view::ViewReader;
 
 /// What the node server reads: the view (which pods are here), the
-/// runtime (containers' state, exec) and the pods' log directories.
+/// runtime (containers' state, exec) and the pods' log directories, and
+/// who decides who may call it.
 #[derive(Debug, Clone)]
 pub struct ServerParts {
     /// The node's view.
@@ -56,6 +66,8 @@ pub struct ServerParts {
     pub runtime: Arc<skep_runtime::runtime::Runtime>,
     /// Where pods' files (and logs) live, one directory per pod UID.
     pub pods_dir: PathBuf,
+    /// Authentication and authorization of every request.
+    pub auth: NodeAuth,
 }
 
 impl ServerParts {
@@ -97,37 +109,24 @@ pub enum ServerError {
     },
 }
 
-/// Who is calling: the verified client certificate's CN and O's.
-#[derive(Clone, Debug, Default)]
-struct Caller {
-    user: String,
-    groups: Vec<String>,
-}
-
-impl Caller {
-    fn from_certificate(der: &CertificateDer<'_>) -> Self {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
-            return Self::default();
-        };
-        let subject = cert.subject();
-        Self {
-            user: subject
-                .iter_common_name()
-                .find_map(|cn| cn.as_str().ok())
-                .unwrap_or_default()
-                .to_owned(),
-            groups: subject
-                .iter_organization()
-                .filter_map(|o| o.as_str().ok())
-                .map(str::to_owned)
-                .collect(),
-        }
-    }
-
-    fn allowed(&self) -> bool {
-        self.user == skep_proto::KUBELET_CLIENT_USER
-            || self.groups.iter().any(|g| g == skep_proto::MASTERS_GROUP)
-    }
+/// The user a verified client certificate names: CN = user, O = groups
+/// (`None` without a CN, as the x509 authenticator has no user then).
+fn certificate_user(der: &CertificateDer<'_>) -> Option<UserInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let subject = cert.subject();
+    let name = subject
+        .iter_common_name()
+        .find_map(|cn| cn.as_str().ok())
+        .filter(|cn| !cn.is_empty())?;
+    Some(UserInfo {
+        name: name.to_owned(),
+        groups: subject
+            .iter_organization()
+            .filter_map(|o| o.as_str().ok())
+            .map(str::to_owned)
+            .collect(),
+        ..UserInfo::default()
+    })
 }
 
 /// A bound node server: [`NodeServer::serve`] runs it.
@@ -138,7 +137,8 @@ pub struct NodeServer {
 
 impl NodeServer {
     /// Binds `addr` (port 0 picks a free port) with the node's serving
-    /// certificate; clients must present a certificate from `ca_pem`.
+    /// certificate; a client certificate, if presented, must be from
+    /// `ca_pem` (callers without one may still bring a bearer token).
     pub async fn bind(
         addr: SocketAddr,
         ca_pem: &str,
@@ -153,6 +153,7 @@ impl NodeServer {
         roots.add(pem("CA certificate", ca_pem)?)?;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
                 .build()?;
         let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).map_err(|source| {
             ServerError::Pem {
@@ -181,6 +182,7 @@ impl NodeServer {
 
     /// Serves until the task is dropped.
     pub async fn serve(self, shared: Arc<ServerParts>) {
+        let auth = shared.auth.clone();
         let app = router(shared);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls);
         loop {
@@ -195,6 +197,7 @@ impl NodeServer {
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let app = app.clone();
+            let auth = auth.clone();
             tokio::spawn(async move {
                 let stream = match acceptor.accept(tcp).await {
                     Ok(stream) => stream,
@@ -203,18 +206,27 @@ impl NodeServer {
                         return;
                     }
                 };
-                let caller = stream
+                let certificate = stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|certs| certs.first())
-                    .map(Caller::from_certificate)
-                    .unwrap_or_default();
+                    .and_then(certificate_user);
                 let service =
                     tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let mut req = req.map(Body::new);
-                        req.extensions_mut().insert(caller.clone());
-                        app.clone().oneshot(req)
+                        let (app, auth, certificate) =
+                            (app.clone(), auth.clone(), certificate.clone());
+                        async move {
+                            let (mut parts, body) = req.into_parts();
+                            match admit(&auth, certificate.as_ref(), &parts).await {
+                                Ok(user) => {
+                                    parts.extensions.insert(user);
+                                    app.oneshot(hyper::Request::from_parts(parts, Body::new(body)))
+                                        .await
+                                }
+                                Err(refused) => Ok(refused),
+                            }
+                        }
                     });
                 let result = auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(
@@ -228,6 +240,21 @@ impl NodeServer {
             });
         }
     }
+}
+
+/// The caller of the request `req` heads once it may make it, else the
+/// refusal to answer.
+async fn admit(
+    auth: &NodeAuth,
+    certificate: Option<&UserInfo>,
+    req: &axum::http::request::Parts,
+) -> Result<UserInfo, Response> {
+    auth.admit(certificate, &req.method, req.uri.path(), &req.headers)
+        .await
+        .map_err(|refused| {
+            let (code, reason) = refused.status();
+            status(code, reason, &refused.to_string())
+        })
 }
 
 fn router(shared: Arc<ServerParts>) -> Router {
@@ -266,17 +293,6 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
 
 fn bad_request(message: &str) -> Response {
     status(StatusCode::BAD_REQUEST, "BadRequest", message)
-}
-
-fn forbidden(caller: &Caller, subresource: &str) -> Response {
-    status(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        &format!(
-            "Forbidden (user={}, verb=get, resource=nodes, subresource={subresource})",
-            caller.user
-        ),
-    )
 }
 
 /// Pod `namespace/name` bound here: its UID and object.
@@ -366,13 +382,9 @@ fn cri_from_rfc3339(time: &str) -> Option<String> {
 
 async fn container_logs(
     State(shared): State<Arc<ServerParts>>,
-    Extension(caller): Extension<Caller>,
     Path((namespace, name, container)): Path<(String, String, String)>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Response {
-    if !caller.allowed() {
-        return forbidden(&caller, "log");
-    }
     let opts = match log_options(&params) {
         Ok(o) => o,
         Err(why) => return bad_request(&why),
@@ -503,14 +515,11 @@ struct ExecRequest {
 
 async fn exec(
     State(shared): State<Arc<ServerParts>>,
-    Extension(caller): Extension<Caller>,
+    Extension(caller): Extension<UserInfo>,
     Path((namespace, name, container)): Path<(String, String, String)>,
     Query(params): Query<Vec<(String, String)>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    if !caller.allowed() {
-        return forbidden(&caller, "exec");
-    }
     let req = ExecRequest {
         argv: params
             .iter()
@@ -572,7 +581,7 @@ async fn exec(
         ));
     };
     let id = running.meta.id;
-    tracing::info!(pod = %format!("{namespace}/{name}"), container = %id, argv = ?req.argv, "exec");
+    tracing::info!(pod = %format!("{namespace}/{name}"), container = %id, argv = ?req.argv, user = %caller.name, "exec");
     ws.protocols([*protocol])
         .on_upgrade(move |socket| exec_session(shared, socket, id, req))
 }
@@ -764,25 +773,6 @@ mod tests {
             Some("2026-01-01T00:00:02.500000000Z")
         );
         assert_eq!(cri_from_rfc3339("yesterday"), None);
-    }
-
-    #[test]
-    fn only_the_api_server_is_served() {
-        let apiserver = Caller {
-            user: skep_proto::KUBELET_CLIENT_USER.into(),
-            groups: vec![],
-        };
-        let admin = Caller {
-            user: "skep-admin".into(),
-            groups: vec!["system:masters".into()],
-        };
-        let node = Caller {
-            user: "system:node:n2".into(),
-            groups: vec!["system:nodes".into()],
-        };
-        assert!(apiserver.allowed() && admin.allowed());
-        assert!(!node.allowed());
-        assert!(!Caller::default().allowed());
     }
 
     #[test]

@@ -95,24 +95,28 @@ impl Objects {
     }
 
     /// The objects `(kind, namespace, name)`, each if it exists, read at one
-    /// revision behind one linearizable read barrier (what one
-    /// [`Objects::try_get`] per object would give, for the price of one).
+    /// revision behind at most one read barrier: `Linearizable` gives what
+    /// one [`Objects::try_get`] per object would, for the price of one;
+    /// `Local` what this replica has applied, with no barrier (every write
+    /// this replica acknowledged, and at most a replication delay behind
+    /// the leader on a follower: fresher than upstream's informer caches).
     pub async fn try_get_many(
         &self,
         wanted: &[(&ResourceInfo, &str, &str)],
+        consistency: ReadConsistency,
     ) -> Result<Vec<Option<Value>>, ApiError> {
         let keys: Vec<bytes::Bytes> = wanted
             .iter()
             .map(|(info, namespace, name)| key(info, namespace, name).into())
             .collect();
-        let kvs = self
-            .store
-            .get_many(&keys, ReadConsistency::Linearizable)
-            .await
-            .map_err(|e| match wanted.first() {
-                Some((info, _, name)) => store_error(info, name, e),
-                None => ApiError::internal(e),
-            })?;
+        let kvs =
+            self.store
+                .get_many(&keys, consistency)
+                .await
+                .map_err(|e| match wanted.first() {
+                    Some((info, _, name)) => store_error(info, name, e),
+                    None => ApiError::internal(e),
+                })?;
         kvs.iter()
             .map(|kv| kv.as_ref().map(output).transpose())
             .collect()

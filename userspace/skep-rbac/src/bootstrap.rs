@@ -8,14 +8,15 @@
 //! components (`system:kube-scheduler`, `system:volume-scheduler`,
 //! `system:kube-controller-manager`, `system:controller:*`,
 //! `system:node-proxier`, `system:kube-dns`, `system:node`,
-//! `system:node-bootstrapper`, `system:kubelet-api-admin`,
-//! `system:certificates.k8s.io:*`, `system:heapster`,
+//! `system:node-bootstrapper`, `system:certificates.k8s.io:*`, `system:heapster`,
 //! `system:kube-aggregator`, `system:node-problem-detector`,
 //! `system:persistent-volume-provisioner`) are left out. What remains is what
 //! users, service accounts and tools expect to find: `cluster-admin`, the
 //! aggregated `admin`/`edit`/`view` with their `system:aggregate-to-*` parts,
-//! discovery, basic-user, public-info-viewer, monitoring, auth-delegator and
-//! service-account-issuer-discovery.
+//! discovery, basic-user, public-info-viewer, monitoring, auth-delegator,
+//! service-account-issuer-discovery, and `system:kubelet-api-admin` (the
+//! node port's webhook authorization asks RBAC about `nodes/proxy` and its
+//! siblings, as the kubelet's does).
 //!
 //! `admin`, `edit` and `view` come with no rules, as upstream creates them;
 //! [`crate::aggregation::aggregate_all`] fills them in.
@@ -176,6 +177,27 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
                     "/version/",
                 ],
             )],
+        ),
+        // Full access to the kubelet API (the node port); the API server's
+        // kubelet client is bound to it (`kube-apiserver-kubelet-admin`).
+        role(
+            "system:kubelet-api-admin",
+            &[],
+            vec![
+                rule(READ, &[""], &["nodes"]),
+                rule(&["proxy"], &[""], &["nodes"]),
+                rule(
+                    &["*"],
+                    &[""],
+                    &[
+                        "nodes/proxy",
+                        "nodes/metrics",
+                        "nodes/spec",
+                        "nodes/stats",
+                        "nodes/log",
+                    ],
+                ),
+            ],
         ),
         role(
             "system:monitoring",

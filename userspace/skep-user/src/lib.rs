@@ -61,6 +61,41 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
+    /// The user a Kubernetes object states: a `SubjectAccessReview`'s `spec`
+    /// (`name_key` `user`) or a `TokenReview`'s `status.user` (`username`),
+    /// with its `uid`, `groups` and `extra`; missing fields are empty and
+    /// nothing is implied (no `system:authenticated`).
+    #[must_use]
+    pub fn from_json(obj: &serde_json::Value, name_key: &str) -> Self {
+        use serde_json::Value;
+        let text = |key: &str| {
+            obj.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Self {
+            name: text(name_key),
+            uid: text("uid"),
+            groups: obj.get("groups").map(strings).unwrap_or_default(),
+            extra: obj
+                .get("extra")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(v))).collect())
+                .unwrap_or_default(),
+        }
+    }
+
     /// A user with a name and groups, no uid and no extra.
     #[must_use]
     pub fn new(name: impl Into<String>, groups: &[&str]) -> Self {
@@ -76,6 +111,33 @@ impl UserInfo {
     pub fn is_superuser(&self) -> bool {
         self.groups.iter().any(|g| g == SYSTEM_MASTERS)
     }
+}
+
+/// Adds `system:authenticated` unless the user is anonymous or already in
+/// it or in `system:unauthenticated` (`group.NewAuthenticatedGroupAdder`).
+/// The API server's authenticator chain and the node port's both end so.
+#[must_use]
+pub fn with_authenticated(mut user: UserInfo) -> UserInfo {
+    if user.name != ANONYMOUS
+        && !user
+            .groups
+            .iter()
+            .any(|g| g == ALL_AUTHENTICATED || g == ALL_UNAUTHENTICATED)
+    {
+        user.groups.push(ALL_AUTHENTICATED.to_owned());
+    }
+    user
+}
+
+/// The token of an `Authorization: Bearer <token>` header value
+/// (`bearertoken.AuthenticateRequest`): the scheme is matched
+/// case-insensitively, an empty token or another scheme is no token.
+#[must_use]
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let mut parts = authorization.trim().splitn(3, ' ');
+    let scheme = parts.next()?;
+    let token = parts.next()?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 #[cfg(test)]
