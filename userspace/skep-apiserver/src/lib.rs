@@ -151,13 +151,9 @@ impl ApiServer {
         // In-cluster clients reach the API as the `kubernetes` Service: its
         // cluster IP and DNS names are in the serving certificate, as
         // kube-apiserver puts them.
-        let advertise = config.advertise_address.unwrap_or_else(|| {
-            if config.listen.ip().is_unspecified() {
-                std::net::IpAddr::from([127, 0, 0, 1])
-            } else {
-                config.listen.ip()
-            }
-        });
+        let advertise = config
+            .advertise_address
+            .unwrap_or_else(|| reachable(config.listen.ip()));
         let mut names = config.server_names.clone();
         names.push(advertise.to_string());
         if !config.listen.ip().is_unspecified() {
@@ -193,11 +189,7 @@ impl ApiServer {
         // Local clients (the kubeconfigs written here) use the listen
         // address, loopback when it is unspecified; the cluster uses the
         // advertised one.
-        let host = if local.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            local.ip().to_string()
-        };
+        let host = reachable(local.ip()).to_string();
         let server_address = format!("{host}:{}", local.port());
         let kubeconfig = config.data_dir.join("kubeconfig");
         kubeconfig::write_admin(&kubeconfig, &format!("https://{server_address}"), &pki)?;
@@ -298,6 +290,16 @@ impl ApiServer {
         ));
         server::serve(self.listener, self.tls, api::router(self.state), shutdown).await;
         keeper.abort();
+    }
+}
+
+/// The address a local client dials for a listen address: loopback for
+/// the unspecified one (`0.0.0.0`).
+fn reachable(listen: std::net::IpAddr) -> std::net::IpAddr {
+    if listen.is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        listen
     }
 }
 
